@@ -1,0 +1,60 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp names a hash of pyproject.toml: edit the dependencies and the
+# next command reinstalls; leave them alone and the environment is reused.
+DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+PYTEST_ARGS ?=
+
+export PYTHONDONTWRITEBYTECODE := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv test run run-s3 lint format bench train clean help
+
+help:
+	@echo "make run     start the whole system locally (store, model, model server, functions)"
+	@echo "make test    run the whole test suite"
+	@echo "make run-s3  the same against a local S3 emulator (moto server)"
+	@echo "make train   run the training job once on the configured store"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   benchmarks; writes bench/REPORT.md"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@echo "installing dependencies into $(VENV) (first time: about two minutes)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[functions,training,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) -m devstack run
+
+run-s3: $(STAMP)
+	$(PY) -m devstack run --s3
+
+train: $(STAMP)
+	$(PY) -m training_job
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

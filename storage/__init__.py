@@ -1,0 +1,42 @@
+"""The storage layer: the storage hierarchy's keys, one `Store` interface, two backends.
+
+Only boto3 is imported from outside the standard library, and only when an S3 store is used.
+"""
+
+from storage import keys
+from storage.areas import StorageAreas, open_areas, open_store
+from storage.base import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageError,
+    StorageUnavailable,
+    Store,
+    StoredObject,
+)
+from storage.config import EnvReader, SettingsError, StorageSettings, load_environment
+from storage.local import LocalStore
+from storage.s3 import S3Options, S3Store
+
+__all__ = [
+    "EnvReader",
+    "InvalidKey",
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "PreconditionFailed",
+    "S3Options",
+    "S3Store",
+    "SettingsError",
+    "StorageAreas",
+    "StorageError",
+    "StorageSettings",
+    "StorageUnavailable",
+    "Store",
+    "StoredObject",
+    "keys",
+    "load_environment",
+    "open_areas",
+    "open_store",
+]

@@ -1,0 +1,246 @@
+"""The storage hierarchy, spelled out once.
+
+Every object key the system reads or writes is produced by a small pure function here; no other
+module builds a key string. Keys are relative to the root of a store (or, for the per-area
+overrides `DB_AUTH_STORAGE_PATH` and `DB_STORAGE_PATH`, to the root of that area's store).
+
+Layout (kept from the original system so existing stores keep working)::
+
+    input/data/                              sample X-ray PNGs for trying the API
+    input/db/<batch>/<split>/<class>/[images/]*.png   the training image database
+    input/db_auth/authentication.csv         users
+    input/model/<name>/registry.json         stable/canary aliases, versions, metrics, lineage
+    input/model/<name>/<version>/            a published SavedModel (TF Serving layout)
+    input/model/<name>/<version>/manifest.json   completeness marker, written last
+    output/learning/<run_id>/...             a training run's outputs
+    output/inference/<user>/<day>/<time>-<id>.json   one record per inference, newest first
+    output/grad_cam/<user>/<date>/<id>.png   Grad-CAM overlays returned to users
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+__all__ = [
+    "AUTH_AREA",
+    "DATA_AREA",
+    "DB_AREA",
+    "GRAD_CAM_AREA",
+    "INFERENCE_AREA",
+    "LEARNING_AREA",
+    "MODEL_AREA",
+    "USERS_FILE",
+    "InferenceWindow",
+    "check_model_name",
+    "check_run_id",
+    "check_user_id",
+    "db_prefix",
+    "gradcam_image",
+    "inference_id_time",
+    "inference_record",
+    "inference_user_prefix",
+    "inference_window",
+    "learning_candidate_prefix",
+    "learning_file",
+    "learning_run_prefix",
+    "model_prefix",
+    "model_registry",
+    "model_version_from_key",
+    "model_version_manifest",
+    "model_version_prefix",
+    "new_inference_id",
+    "sample_image",
+    "users_file",
+]
+
+# Top-level areas. Each ends with "/" so it can be used as a listing prefix.
+DATA_AREA = "input/data/"
+DB_AREA = "input/db/"
+AUTH_AREA = "input/db_auth/"
+MODEL_AREA = "input/model/"
+LEARNING_AREA = "output/learning/"
+INFERENCE_AREA = "output/inference/"
+GRAD_CAM_AREA = "output/grad_cam/"
+
+# Within the auth area (which DB_AUTH_STORAGE_PATH may move elsewhere).
+USERS_FILE = "authentication.csv"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID_RE = re.compile(r"^(\d{8}T\d{12})Z([0-9a-f]{32})$")
+
+# Time-ordered keys sort newest first: fixed-width complements of the day and of the
+# microsecond within the day. A one-day window is then one contiguous run of keys that
+# `start_after` reaches directly, however long the history grows.
+_DAY_COMPLEMENT = 99_999_999
+_US_PER_DAY = 86_400_000_000
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def check_user_id(user_id: str) -> str:
+    """A user id as it may appear in a key (letters, digits, `_.-`; no path tricks)."""
+    return _check_name(user_id, "user id")
+
+
+def check_model_name(name: str) -> str:
+    return _check_name(name, "model name")
+
+
+def check_run_id(run_id: str) -> str:
+    return _check_name(run_id, "run id")
+
+
+# -- input/ -----------------------------------------------------------------------------------
+
+
+def sample_image(file_name: str) -> str:
+    return DATA_AREA + _check_name(file_name, "sample file name")
+
+
+def db_prefix(batch: str | None = None) -> str:
+    """The image database, or one batch of it (relative to the store root)."""
+    if batch is None:
+        return DB_AREA
+    return f"{DB_AREA}{_check_name(batch, 'batch name')}/"
+
+
+def users_file() -> str:
+    """The users file relative to the store root (when the auth area is not overridden)."""
+    return AUTH_AREA + USERS_FILE
+
+
+def model_prefix(name: str) -> str:
+    """TF Serving's model base path for `name`: the parent of the numbered version folders."""
+    return f"{MODEL_AREA}{check_model_name(name)}/"
+
+
+def model_registry(name: str) -> str:
+    return model_prefix(name) + "registry.json"
+
+
+def model_version_prefix(name: str, version: int) -> str:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"invalid model version: {version!r}")
+    return f"{model_prefix(name)}{version}/"
+
+
+def model_version_manifest(name: str, version: int) -> str:
+    """Completeness marker of a published version: lists every file; written last."""
+    return model_version_prefix(name, version) + "manifest.json"
+
+
+def model_version_from_key(name: str, key: str) -> int | None:
+    """The version number a key under the model's base path belongs to, if any."""
+    base = model_prefix(name)
+    if not key.startswith(base):
+        return None
+    head = key[len(base) :].split("/", 1)[0]
+    return int(head) if head.isdigit() and "/" in key[len(base) :] else None
+
+
+# -- output/learning/ -------------------------------------------------------------------------
+
+
+def learning_run_prefix(run_id: str) -> str:
+    return f"{LEARNING_AREA}{check_run_id(run_id)}/"
+
+
+def learning_file(run_id: str, file_name: str) -> str:
+    """A named output of a training run (history.csv, decision.json, plots, the log...)."""
+    return learning_run_prefix(run_id) + _check_name(file_name, "learning file name")
+
+
+def learning_candidate_prefix(run_id: str) -> str:
+    """The candidate SavedModel a run produced, promoted or not."""
+    return learning_run_prefix(run_id) + "candidate/"
+
+
+# -- output/inference/ and output/grad_cam/ ---------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def new_inference_id(moment: datetime, token: str | None = None) -> str:
+    """An inference id: its UTC time (to the microsecond) and 128 random bits.
+
+    The time lets the record's key be computed from the id alone (no scan); the random part
+    makes ids unguessable.
+    """
+    moment = _utc(moment)
+    token = secrets.token_hex(16) if token is None else token
+    if not re.fullmatch(r"[0-9a-f]{32}", token):
+        raise ValueError("token must be 32 lowercase hex digits")
+    return f"{moment:%Y%m%dT%H%M%S%f}Z{token}"
+
+
+def inference_id_time(inference_id: str) -> datetime:
+    """The time encoded in an inference id; ValueError if it is not one."""
+    match = _ID_RE.match(inference_id) if isinstance(inference_id, str) else None
+    if not match:
+        raise ValueError("not an inference id")
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+
+
+def _day_part(moment: datetime) -> str:
+    day = int(f"{moment:%Y%m%d}")
+    return f"{_DAY_COMPLEMENT - day:08d}-{day:08d}"
+
+
+def _time_part(moment: datetime) -> str:
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    micros = (moment - midnight) // timedelta(microseconds=1)
+    return f"{_US_PER_DAY - 1 - micros:011d}"
+
+
+def inference_user_prefix(user_id: str) -> str:
+    return f"{INFERENCE_AREA}{check_user_id(user_id)}/"
+
+
+def inference_record(user_id: str, inference_id: str) -> str:
+    """The record of one inference. Listing a user's prefix yields records newest first."""
+    moment = inference_id_time(inference_id)
+    return (
+        f"{inference_user_prefix(user_id)}{_day_part(moment)}/"
+        f"{_time_part(moment)}-{inference_id}.json"
+    )
+
+
+@dataclass(frozen=True)
+class InferenceWindow:
+    """Where a time window's records lie among a user's keys (listed in ascending key order).
+
+    Records from newest (`stop`) to oldest (`start`) are the keys after `start_after` and
+    before `end_before`.
+    """
+
+    prefix: str
+    start_after: str
+    end_before: str
+
+
+def inference_window(user_id: str, start: datetime, stop: datetime) -> InferenceWindow:
+    """Key bounds of the records with `start <= time <= stop` (naive times are UTC)."""
+    start, stop = _utc(start), _utc(stop)
+    prefix = inference_user_prefix(user_id)
+    # A record at time t has key "<day>/<time>-<id>.json"; "-" (0x2d) sorts before "." (0x2e).
+    return InferenceWindow(
+        prefix=prefix,
+        start_after=f"{prefix}{_day_part(stop)}/{_time_part(stop)}",
+        end_before=f"{prefix}{_day_part(start)}/{_time_part(start)}.",
+    )
+
+
+def gradcam_image(user_id: str, inference_id: str) -> str:
+    moment = inference_id_time(inference_id)
+    return f"{GRAD_CAM_AREA}{check_user_id(user_id)}/{moment:%Y-%m-%d}/{inference_id}.png"
