@@ -85,9 +85,13 @@ class EnvReader:
         self._environ = environ
         self.deployable = deployable
         self.problems: list[str] = []
+        # Every variable name this reader was asked for: the static infra checks use it to
+        # prove that each variable a manifest sets is one the settings know.
+        self.names_read: set[str] = set()
 
     def raw(self, name: str, *aliases: str) -> tuple[str, str] | None:
         """(name actually used, value) of the first of `name`, `aliases` that is set."""
+        self.names_read.update((name, *aliases))
         for candidate in (name, *aliases):
             value = self._environ.get(candidate)
             if value is not None and value.strip() != "":
