@@ -90,7 +90,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         fields = {field.name for field in dataclasses.fields(cls)}
-        cleaned = {
+        cleaned: dict[str, Any] = {
             key: tuple(value) if isinstance(value, list) else value
             for key, value in values.items()
             if key in fields

@@ -1,0 +1,213 @@
+"""The CNN-ViT: a convolutional encoder whose feature map becomes the tokens of a small ViT.
+
+Backend-agnostic Keras 3 (layers and `keras.ops` only, DESIGN.md decision 10). The model takes
+an already preprocessed image (float32 [S, S, 1] in [0, 1], see `training_job.preprocessing`) and
+returns float32 softmax probabilities over `config.classes`, also under mixed precision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from training_job.config import ModelConfig
+
+__all__ = [
+    "DTYPE_POLICIES",
+    "PatchEncoder",
+    "PatchTokens",
+    "build_model",
+    "encoder_conv_name",
+    "encoder_pool_name",
+]
+
+# "mixed_bfloat16" keeps variables in float32 (so weights move freely between the two twins)
+# and computes in bfloat16, which AMX/GPU tensor cores run several times faster.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+_CUSTOM_PACKAGE = "xray"
+
+
+def encoder_conv_name(block: int) -> str:
+    """Name of the convolution of encoder block `block` (1-based); Grad-CAM names one."""
+    return f"encoder_conv_{block}"
+
+
+def encoder_pool_name(block: int) -> str:
+    return f"encoder_pool_{block}"
+
+
+@keras.saving.register_keras_serializable(package=_CUSTOM_PACKAGE)
+class PatchTokens(layers.Layer):
+    """Cuts a feature map [B, H, W, C] into non-overlapping patch tokens [B, N, p*p*C].
+
+    With patch size 1 every feature-map position is one token of C features.
+    """
+
+    def __init__(self, patch_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if patch_size < 1:
+            raise ValueError("patch_size must be at least 1")
+        self.patch_size = patch_size
+
+    def call(self, feature_map: Any) -> Any:
+        _, height, width, channels = feature_map.shape
+        size = self.patch_size
+        rows, cols = height // size, width // size
+        # [B, rows, p, cols, p, C] -> [B, rows, cols, p, p, C] -> [B, rows*cols, p*p*C]
+        patches = ops.reshape(feature_map, (-1, rows, size, cols, size, channels))
+        patches = ops.transpose(patches, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(patches, (-1, rows * cols, size * size * channels))
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        batch, height, width, channels = input_shape
+        size = self.patch_size
+        return (batch, (height // size) * (width // size), size * size * channels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "patch_size": self.patch_size}
+
+
+@keras.saving.register_keras_serializable(package=_CUSTOM_PACKAGE)
+class PatchEncoder(layers.Layer):
+    """Projects each token to `projection_dim` and adds a learned position embedding.
+
+    `get_config` returns both constructor arguments: the keras-io original omitted
+    `projection_dim`, so its saved models could not be reloaded.
+    """
+
+    def __init__(self, num_patches: int, projection_dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_patches = num_patches
+        self.projection_dim = projection_dim
+        self.projection = layers.Dense(projection_dim, name="projection", dtype=self.dtype_policy)
+
+    def build(self, input_shape: tuple[Any, ...]) -> None:
+        self.projection.build(input_shape)
+        self.position_embedding = self.add_weight(
+            name="position_embedding",
+            shape=(self.num_patches, self.projection_dim),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        super().build(input_shape)
+
+    def call(self, tokens: Any) -> Any:
+        embedding = ops.cast(self.position_embedding, self.compute_dtype)
+        return self.projection(tokens) + ops.expand_dims(embedding, 0)
+
+    def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (input_shape[0], self.num_patches, self.projection_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_patches": self.num_patches,
+            "projection_dim": self.projection_dim,
+        }
+
+
+def _mlp(
+    inputs: Any, units: tuple[int, ...], dropout: float, prefix: str, dtype_policy: str
+) -> Any:
+    """Dense + GELU + dropout per entry of `units` (the keras-io ViT's `mlp`)."""
+    outputs = inputs
+    for index, width in enumerate(units, start=1):
+        outputs = layers.Dense(
+            width, activation="gelu", name=f"{prefix}_dense_{index}", dtype=dtype_policy
+        )(outputs)
+        outputs = layers.Dropout(dropout, name=f"{prefix}_dropout_{index}", dtype=dtype_policy)(
+            outputs
+        )
+    return outputs
+
+
+def _check_config(config: ModelConfig) -> None:
+    downscale = 2 ** len(config.encoder_filters)
+    if config.image_size % downscale:
+        raise ValueError(
+            f"image_size {config.image_size} is not divisible by {downscale} "
+            f"({len(config.encoder_filters)} pooling blocks)"
+        )
+    if config.feature_map_size % config.patch_size:
+        raise ValueError(
+            f"feature map {config.feature_map_size} is not divisible by patch {config.patch_size}"
+        )
+    if config.transformer_mlp_units and config.transformer_mlp_units[-1] != config.projection_dim:
+        # The MLP's output is added back to its input (residual), so widths must agree.
+        raise ValueError("the last transformer MLP width must equal projection_dim")
+
+
+def build_model(config: ModelConfig, *, dtype_policy: str = "float32") -> keras.Model:
+    """The CNN-ViT of `config`, computing in `dtype_policy` ("float32" or "mixed_bfloat16").
+
+    Input: float32 [S, S, 1] in [0, 1]. Output: float32 softmax over `config.classes`.
+    Models built from the same config under either policy share weight shapes and order, so
+    `bf16_twin.set_weights(float32_model.get_weights())` works.
+    """
+    if dtype_policy not in DTYPE_POLICIES:
+        raise ValueError(f"dtype_policy must be one of {DTYPE_POLICIES}, not {dtype_policy!r}")
+    _check_config(config)
+    policy = dtype_policy
+    size = config.image_size
+
+    inputs = keras.Input(shape=(size, size, 1), dtype="float32", name="image")
+    features = inputs
+    for block, filters in enumerate(config.encoder_filters, start=1):
+        features = layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            name=encoder_conv_name(block),
+            dtype=policy,
+        )(features)
+        features = layers.MaxPooling2D(2, name=encoder_pool_name(block), dtype=policy)(features)
+
+    tokens = PatchTokens(config.patch_size, name="patch_tokens", dtype=policy)(features)
+    encoded = PatchEncoder(
+        config.num_patches, config.projection_dim, name="patch_encoder", dtype=policy
+    )(tokens)
+
+    for index in range(1, config.transformer_layers + 1):
+        prefix = f"transformer_{index}"
+        normed = layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_norm_1", dtype=policy)(
+            encoded
+        )
+        attention = layers.MultiHeadAttention(
+            num_heads=config.num_heads,
+            key_dim=config.key_dim,
+            dropout=config.transformer_dropout,
+            name=f"{prefix}_attention",
+            dtype=policy,
+        )(normed, normed)
+        attended = layers.Add(name=f"{prefix}_residual_1", dtype=policy)([attention, encoded])
+        normed = layers.LayerNormalization(epsilon=1e-6, name=f"{prefix}_norm_2", dtype=policy)(
+            attended
+        )
+        transformed = _mlp(
+            normed,
+            config.transformer_mlp_units,
+            config.transformer_dropout,
+            f"{prefix}_mlp",
+            policy,
+        )
+        encoded = layers.Add(name=f"{prefix}_residual_2", dtype=policy)([transformed, attended])
+
+    representation = layers.LayerNormalization(epsilon=1e-6, name="head_norm", dtype=policy)(
+        encoded
+    )
+    representation = layers.Flatten(name="head_flatten", dtype=policy)(representation)
+    representation = layers.Dropout(config.head_dropout, name="head_dropout", dtype=policy)(
+        representation
+    )
+    features = _mlp(
+        representation, config.mlp_head_units, config.head_mlp_dropout, "head_mlp", policy
+    )
+    # The softmax runs in float32 whatever the policy: bfloat16 has 8 bits of mantissa, too
+    # coarse for probabilities that callers compare and threshold.
+    probabilities = layers.Dense(
+        config.num_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(features)
+    return keras.Model(inputs, probabilities, name=f"cnn_vit_{config.name}")
