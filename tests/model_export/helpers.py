@@ -1,0 +1,80 @@
+"""Test helpers for the registry: a fake exported SavedModel folder and a store that lets a
+test inject a competing write at a fixed point of another writer's read-modify-write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
+from storage import ObjectInfo, PreconditionFailed, Store, StoredObject
+
+
+def write_fake_saved_model(folder: Path, *, payload: bytes = b"weights") -> Path:
+    """The files of an exported SavedModel (contents are not TensorFlow's: no TF needed)."""
+    files = {
+        "saved_model.pb": b"\x08\x01graph",
+        "fingerprint.pb": b"fingerprint",
+        "variables/variables.index": b"index",
+        "variables/variables.data-00000-of-00001": payload,
+        IDENTITY_ASSET_PATH: ModelIdentity(name="exported").to_text().encode(),
+        "assets.extra/model_info.json": b'{"classes": ["normal", "covid", "no-covid"]}',
+    }
+    for relative, data in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return folder
+
+
+class InterceptingStore(Store):
+    """Delegates to `inner`, recording puts; `before_put(key, options)` runs before each put, so
+    a test fixes exactly when a competitor writes (between another writer's read and write)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.before_put: Callable[[str, dict[str, Any]], None] | None = None
+        self.puts: list[str] = []
+        self.failed_puts: list[str] = []
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        if self.before_put is not None:
+            self.before_put(key, {"if_none_match": if_none_match, "if_match": if_match})
+        try:
+            info = self.inner.put(
+                key, data, content_type=content_type, if_none_match=if_none_match, if_match=if_match
+            )
+        except PreconditionFailed:
+            self.failed_puts.append(key)
+            raise
+        self.puts.append(key)
+        return info
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def download_file(self, key: str, path: str | Path) -> ObjectInfo:
+        return self.inner.download_file(key, path)
+
+    def describe(self) -> str:
+        return f"intercepted {self.inner.describe()}"
