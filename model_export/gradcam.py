@@ -1,0 +1,158 @@
+"""Grad-CAM for the CNN-ViT, in-graph: the heatmap, its colouring and the PNG overlay.
+
+`gradcam_heatmap` is the pure function (model, images, layer, class) -> heatmap in [0, 1]
+(keras-io's `grad_cam.py`, batched); `GradcamExplainer` is the same computation with the
+sub-model built once, as the exported `gradcam` signature uses it. Colouring and PNG encoding are
+separate helpers so callers can take the raw heatmap, the colours or the finished overlay.
+
+The class score whose gradient is taken is the pre-softmax logit when the model ends in a
+softmax Dense layer (as `build_model`'s does): a softmax probability saturates at 1 on confident
+answers and its gradient vanishes, which would leave a confident model with an empty heatmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "GradcamExplainer",
+    "GradcamResult",
+    "blend_overlay",
+    "colorize_heatmap",
+    "encode_png_batch",
+    "gradcam_heatmap",
+    "normalize_per_image",
+    "upsample_heatmap",
+]
+
+# Guards the per-image normalisation: a heatmap whose maximum is below this is all zeros
+# (no positive evidence for the class in that layer) rather than amplified noise.
+_EPSILON = 1e-8
+
+
+@dataclass(frozen=True)
+class GradcamResult:
+    """Grad-CAM of a batch: heatmap at the layer's resolution, probabilities, explained class."""
+
+    heatmap: tf.Tensor  # float32 [B, h, w] in [0, 1]
+    probabilities: tf.Tensor  # float32 [B, classes]
+    target_class: tf.Tensor  # int32 [B]
+
+
+def _is_softmax_dense(layer: keras.layers.Layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Dense) and activation is keras.activations.softmax
+
+
+def normalize_per_image(maps: tf.Tensor) -> tf.Tensor:
+    """Scale each map [B, h, w] by its own maximum into [0, 1]; all-zero maps stay zero."""
+    maxima = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
+    return tf.math.divide_no_nan(maps, tf.where(maxima > _EPSILON, maxima, tf.zeros_like(maxima)))
+
+
+class GradcamExplainer:
+    """Grad-CAM on one layer of a functional Keras model, the split built once.
+
+    The split model returns the layer's feature map and the input of the final softmax layer,
+    so one forward pass gives the heatmap, the logits and the probabilities.
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str) -> None:
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            raise ValueError(f"model {model.name!r} has no layer {layer_name!r}") from None
+        if len(layer.output.shape) != 4:
+            raise ValueError(f"Grad-CAM needs a 4-D feature map; {layer_name!r} is not one")
+        self.layer_name = layer_name
+        self.model = model
+        final_layer = model.layers[-1]
+        self._final_layer = final_layer if _is_softmax_dense(final_layer) else None
+        head_input = final_layer.input if self._final_layer is not None else model.output
+        self._split = keras.Model(model.inputs, [layer.output, head_input], name="gradcam_split")
+
+    def _logits_and_probabilities(self, head_input: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if self._final_layer is None:
+            probabilities = tf.cast(head_input, tf.float32)
+            return tf.math.log(probabilities + _EPSILON), probabilities
+        kernel = tf.cast(self._final_layer.kernel, tf.float32)
+        logits = tf.matmul(tf.cast(head_input, tf.float32), kernel)
+        if self._final_layer.use_bias:
+            logits += tf.cast(self._final_layer.bias, tf.float32)
+        return logits, tf.nn.softmax(logits)
+
+    def __call__(self, images: tf.Tensor, target_class: tf.Tensor | None = None) -> GradcamResult:
+        """Grad-CAM of `images` [B, S, S, 1] for `target_class` [B] (-1 or None: predicted)."""
+        with tf.GradientTape() as tape:
+            feature_map, head_input = self._split(images, training=False)
+            logits, probabilities = self._logits_and_probabilities(head_input)
+            predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            if target_class is None:
+                target = predicted
+            else:
+                target_class = tf.cast(target_class, tf.int32)
+                target = tf.where(target_class < 0, predicted, target_class)
+            score = tf.gather(logits, target, axis=1, batch_dims=1)
+        gradients = tape.gradient(score, feature_map)
+        feature_map = tf.cast(feature_map, tf.float32)
+        # One weight per channel: the mean gradient over the map (Selvaraju et al., eq. 1).
+        channel_weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=[1, 2])
+        weighted = tf.einsum("bhwc,bc->bhw", feature_map, channel_weights)
+        heatmap = normalize_per_image(tf.nn.relu(weighted))
+        return GradcamResult(heatmap=heatmap, probabilities=probabilities, target_class=target)
+
+
+def gradcam_heatmap(
+    model: keras.Model,
+    images: tf.Tensor,
+    layer_name: str,
+    class_index: tf.Tensor | int | None = None,
+) -> tf.Tensor:
+    """Grad-CAM heatmaps [B, h, w] in [0, 1] of `images` [B, S, S, 1] on `layer_name`.
+
+    `class_index` (scalar or [B]; None or -1: the predicted class) is the class explained.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    target = None
+    if class_index is not None:
+        target = tf.broadcast_to(tf.cast(class_index, tf.int32), tf.shape(images)[:1])
+    return GradcamExplainer(model, layer_name)(images, target).heatmap
+
+
+def upsample_heatmap(heatmap: tf.Tensor, size: int) -> tf.Tensor:
+    """Bilinear upsampling of [B, h, w] heatmaps to [B, size, size], kept in [0, 1]."""
+    resized = tf.image.resize(heatmap[..., tf.newaxis], (size, size), method="bilinear")
+    return tf.clip_by_value(resized[..., 0], 0.0, 1.0)
+
+
+def colorize_heatmap(heatmap: tf.Tensor) -> tf.Tensor:
+    """A jet-like colour map: [...] in [0, 1] -> uint8 RGB [..., 3] (blue cold, red hot).
+
+    Computed in-graph (piecewise-linear jet) so no colour-map table or matplotlib is needed.
+    """
+    value = tf.clip_by_value(tf.cast(heatmap, tf.float32), 0.0, 1.0)[..., tf.newaxis]
+    centres = tf.constant([0.75, 0.5, 0.25], dtype=tf.float32)  # red, green, blue peaks
+    rgb = tf.clip_by_value(1.5 - tf.abs(4.0 * (value - centres)), 0.0, 1.0)
+    return tf.cast(tf.round(rgb * 255.0), tf.uint8)
+
+
+def blend_overlay(gray: tf.Tensor, heatmap: tf.Tensor, max_opacity: float = 0.6) -> tf.Tensor:
+    """The X-ray [B, S, S] (uint8) with the coloured heatmap [B, S, S] blended over it.
+
+    Opacity grows with the heat, so cold regions show the film unobscured and the hot regions
+    are what catches the eye. Returns uint8 RGB [B, S, S, 3].
+    """
+    film = tf.cast(gray, tf.float32)[..., tf.newaxis] * tf.ones([3], tf.float32)
+    colours = tf.cast(colorize_heatmap(heatmap), tf.float32)
+    opacity = max_opacity * tf.clip_by_value(tf.cast(heatmap, tf.float32), 0.0, 1.0)
+    opacity = opacity[..., tf.newaxis]
+    blended = film * (1.0 - opacity) + colours * opacity
+    return tf.cast(tf.round(tf.clip_by_value(blended, 0.0, 255.0)), tf.uint8)
+
+
+def encode_png_batch(images: tf.Tensor) -> tf.Tensor:
+    """uint8 images [B, H, W, C] -> PNG bytes [B] (string), one tf.io.encode_png each."""
+    return tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string))
