@@ -1,0 +1,141 @@
+"""Authentication core: the OAuth2 password grant (RFC 6749 §4.3) and bearer checks (RFC 6750).
+
+No Flask here: the handlers pass the form fields and the `Authorization` header values in, and
+get a token or a `Principal` back, or one of the errors of `functions.errors` in the shapes the
+two RFCs prescribe. The password grant is kept for first-party clients only (RFC 9700 §2.4 says
+not to offer it to third parties): it is what the original system's clients speak.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from functions.errors import BearerChallenge, OAuthError
+from functions.passwords import PasswordHasher, password_within_limits
+from functions.tokens import AccessClaims, InvalidAccessToken, IssuedToken, TokenService
+from functions.users import User, UserDirectory
+
+__all__ = [
+    "MAX_USERNAME_CHARS",
+    "Authenticator",
+    "PasswordGrant",
+    "Principal",
+    "bearer_token",
+    "parse_password_grant",
+]
+
+MAX_USERNAME_CHARS = 254
+_MAX_TOKEN_CHARS = 4096
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_BAD_CREDENTIALS = "invalid username or password"
+
+
+@dataclass(frozen=True)
+class PasswordGrant:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, as the users file says now (not only as the token said)."""
+
+    user: User
+    claims: AccessClaims
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.is_admin
+
+
+def parse_password_grant(fields: Mapping[str, Sequence[str]]) -> PasswordGrant:
+    """Check a token request's form fields (RFC 6749 §3.2, §4.3.2) and return the grant.
+
+    Empty values count as absent, repeated parameters are refused, unknown ones ignored.
+    """
+    for name in ("grant_type", "username", "password", "scope"):
+        if len(fields.get(name, ())) > 1:
+            raise OAuthError("invalid_request", f"the parameter {name} is repeated")
+
+    def single(name: str) -> str | None:
+        values = fields.get(name, ())
+        return values[0] if values and values[0] != "" else None
+
+    grant_type = single("grant_type")
+    if grant_type is None:
+        raise OAuthError("invalid_request", "grant_type is required")
+    if grant_type != "password":
+        raise OAuthError("unsupported_grant_type", "only the password grant is supported")
+    username, password = single("username"), single("password")
+    if username is None or password is None:
+        raise OAuthError("invalid_request", "username and password are required")
+    return PasswordGrant(username=username, password=password)
+
+
+def bearer_token(authorization: Sequence[str]) -> str:
+    """The bearer token of a request's `Authorization` header values, or the RFC 6750 error."""
+    if not authorization:
+        raise BearerChallenge(None, "authentication is required")
+    if len(authorization) > 1:
+        raise BearerChallenge("invalid_request", "send one Authorization header")
+    scheme, _, token = authorization[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        # Another scheme is no bearer credential at all: a bare challenge (RFC 6750 §3.1).
+        raise BearerChallenge(None, "a bearer token is required")
+    token = token.strip()
+    if not token or len(token) > _MAX_TOKEN_CHARS or not _B64TOKEN.match(token):
+        raise BearerChallenge("invalid_token", "the token is malformed")
+    return token
+
+
+class Authenticator:
+    def __init__(self, users: UserDirectory, hasher: PasswordHasher, tokens: TokenService) -> None:
+        self._users = users
+        self._hasher = hasher
+        self._tokens = tokens
+
+    def login(self, grant: PasswordGrant) -> tuple[IssuedToken, User]:
+        """A token for valid credentials; `invalid_grant` for anything else, alike for all."""
+        if len(grant.username) > MAX_USERNAME_CHARS or not password_within_limits(grant.password):
+            # Not user-dependent, so answering without hashing reveals nothing about accounts.
+            raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
+        user = self._users.find_by_email(grant.username)
+        if user is None:
+            self._hasher.verify_dummy(grant.password)
+            raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
+        if not self._hasher.verify(grant.password, user.hashed_password):
+            raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
+        if user.disabled:
+            # Said only to someone who knows the password.
+            raise OAuthError("invalid_grant", "the account is disabled")
+        return self._tokens.issue(user), user
+
+    def authenticate(self, authorization: Sequence[str], token_in_query: bool) -> Principal:
+        """The caller of a bearer-protected route, checked against the users file."""
+        if token_in_query:
+            # RFC 6750 §2.3 / §5.3: tokens in URLs leak into logs and Referer headers.
+            raise BearerChallenge(
+                "invalid_request", "send the token in the Authorization header, not the URL"
+            )
+        token = bearer_token(authorization)
+        try:
+            claims = self._tokens.verify(token)
+        except InvalidAccessToken as exc:
+            raise BearerChallenge("invalid_token", exc.reason) from None
+        user = self._users.get(claims.user_id)
+        if user is None:
+            raise BearerChallenge("invalid_token", "the token's user no longer exists")
+        if user.disabled:
+            raise BearerChallenge("invalid_token", "the account is disabled")
+        return Principal(user=user, claims=claims)
+
+    def require_admin_or_self(self, principal: Principal, user_id: str) -> None:
+        if user_id != principal.user_id and not principal.is_admin:
+            raise BearerChallenge("insufficient_scope", "only admins may read other users")

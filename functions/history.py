@@ -1,0 +1,252 @@
+"""History core: a user's inference records in a time window, newest first, page by page.
+
+Only the keys inside the window are read: records are keyed newest-first per user and day
+(`keys.inference_window`), so a listing starts right at the window's newest key and stops at its
+oldest, however long the history is. Page tokens are opaque and tamper-proof: the window, the
+caller, the user listed and the last id returned, signed with an HMAC key derived from
+SECRET_KEY. One record is found by computing its key from the user id and the inference id, so
+another user's id is simply not found (no existence oracle).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions.errors import InvalidParameter, NotFound, StorageUnavailableError
+from functions.inference import iso_time
+from storage import ObjectNotFound, StorageError, Store, keys
+
+__all__ = ["HistoryPage", "HistoryQuery", "HistoryService", "parse_time"]
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_VERSION = 1
+_FETCH_THREADS = 8
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """ISO 8601 date or date-time; naive means UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidParameter(f"{name} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    caller_id: str
+    user_id: str  # whose records (the caller, or anyone for an admin)
+    start: datetime | None
+    stop: datetime | None
+    limit: int
+    page_token: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    user_id: str
+    start: datetime
+    stop: datetime
+    records: list[dict[str, Any]]
+    next_page_token: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "start_time": iso_time(self.start),
+            "stop_time": iso_time(self.stop),
+            "count": len(self.records),
+            "records": self.records,
+            "next_page_token": self.next_page_token,
+        }
+
+
+class HistoryService:
+    def __init__(
+        self,
+        store: Store,
+        secret_key: str,
+        *,
+        default_window: timedelta = timedelta(hours=24),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_after_seconds: int = 5,
+    ) -> None:
+        self._store = store
+        # A key of its own (RFC 8725 §3.1 spirit: one key, one purpose), derived from the secret.
+        self._token_key = hmac.new(
+            secret_key.encode("utf-8"), b"history-page-token/v1", hashlib.sha256
+        ).digest()
+        self._default_window = default_window
+        self._clock = clock
+        self._retry_after = retry_after_seconds
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def page(self, query: HistoryQuery) -> HistoryPage:
+        start, stop, after_id = self._window(query)
+        window = keys.inference_window(query.user_id, start, stop)
+        start_after = (
+            keys.inference_record(query.user_id, after_id) if after_id else window.start_after
+        )
+        found: list[str] = []
+        try:
+            for info in self._store.list(
+                window.prefix, start_after=start_after, page_size=min(query.limit + 1, 1000)
+            ):
+                if info.key >= window.end_before:
+                    break
+                if info.key.endswith(".json"):
+                    found.append(info.key)
+                    if len(found) > query.limit:
+                        break
+            records = self._fetch(found[: query.limit])
+        except StorageError as exc:
+            logger.warning("cannot list history: %s", type(exc).__name__)
+            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        next_token = None
+        if len(found) > query.limit:
+            last_id = _id_from_key(found[query.limit - 1])
+            next_token = self._sign(query, start, stop, last_id)
+        return HistoryPage(query.user_id, start, stop, records, next_token)
+
+    def _window(self, query: HistoryQuery) -> tuple[datetime, datetime, str | None]:
+        if query.page_token is not None:
+            start, stop, after_id = self._verify(query)
+            if (query.start is not None and query.start != start) or (
+                query.stop is not None and query.stop != stop
+            ):
+                raise InvalidParameter(
+                    "page_token belongs to another time window", code="invalid_page_token"
+                )
+            return start, stop, after_id
+        stop = query.stop or self._clock()
+        start = query.start or (stop - self._default_window)
+        if start > stop:
+            raise InvalidParameter("start_time is after stop_time")
+        return start, stop, None
+
+    def _fetch(self, record_keys: list[str]) -> list[dict[str, Any]]:
+        if len(record_keys) <= 1:
+            results = [self._get_record(key) for key in record_keys]
+        else:
+            results = list(self._pool().map(self._get_record, record_keys))
+        return [record for record in results if record is not None]
+
+    def _get_record(self, key: str) -> dict[str, Any] | None:
+        try:
+            record = self._store.get_json(key)
+        except ObjectNotFound:
+            return None  # deleted between the listing and the read
+        except ValueError:
+            logger.warning("skipping an unreadable inference record")
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=_FETCH_THREADS, thread_name_prefix="history-fetch"
+                )
+            return self._executor
+
+    # -- one record ----------------------------------------------------------------------------
+
+    def get(self, user_id: str, inference_id: str) -> dict[str, Any]:
+        key = _record_key(user_id, inference_id)
+        try:
+            record = self._store.get_json(key)
+        except ObjectNotFound:
+            raise NotFound("no such inference") from None
+        except StorageError as exc:
+            logger.warning("cannot read a record: %s", type(exc).__name__)
+            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        if not isinstance(record, dict):
+            raise NotFound("no such inference")
+        return record
+
+    def gradcam_png(self, user_id: str, inference_id: str) -> bytes:
+        _record_key(user_id, inference_id)  # validates the id
+        try:
+            return self._store.get_bytes(keys.gradcam_image(user_id, inference_id))
+        except ObjectNotFound:
+            raise NotFound("no Grad-CAM image for this inference") from None
+        except StorageError as exc:
+            logger.warning("cannot read a Grad-CAM image: %s", type(exc).__name__)
+            raise StorageUnavailableError(retry_after=self._retry_after) from None
+
+    # -- page tokens ---------------------------------------------------------------------------
+
+    def _sign(self, query: HistoryQuery, start: datetime, stop: datetime, last_id: str) -> str:
+        payload = {
+            "v": _TOKEN_VERSION,
+            "c": query.caller_id,
+            "u": query.user_id,
+            "s": start.isoformat(),
+            "e": stop.isoformat(),
+            "a": last_id,
+        }
+        body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
+        mac = hmac.new(self._token_key, body.encode("ascii"), hashlib.sha256).digest()
+        return f"{body}.{_b64(mac)}"
+
+    def _verify(self, query: HistoryQuery) -> tuple[datetime, datetime, str]:
+        invalid = InvalidParameter("page_token is not valid", code="invalid_page_token")
+        token = query.page_token or ""
+        body, _, signature = token.partition(".")
+        if not body or not signature or len(token) > 2048:
+            raise invalid
+        expected = hmac.new(self._token_key, body.encode("ascii", "replace"), hashlib.sha256)
+        try:
+            if not hmac.compare_digest(expected.digest(), _unb64(signature)):
+                raise invalid
+            payload = json.loads(_unb64(body))
+            if (
+                payload.get("v") != _TOKEN_VERSION
+                or payload.get("c") != query.caller_id
+                or payload.get("u") != query.user_id
+            ):
+                raise invalid
+            start = datetime.fromisoformat(payload["s"])
+            stop = datetime.fromisoformat(payload["e"])
+            after_id = str(payload["a"])
+            keys.inference_id_time(after_id)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise invalid from None
+        return start, stop, after_id
+
+
+def _record_key(user_id: str, inference_id: str) -> str:
+    try:
+        return keys.inference_record(user_id, inference_id)
+    except ValueError:
+        raise NotFound("no such inference") from None
+
+
+def _id_from_key(key: str) -> str:
+    # ".../<time>-<id>.json": the id is the part after the first "-" of the file name.
+    return key.rsplit("/", 1)[-1].split("-", 1)[1].removesuffix(".json")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -1,0 +1,191 @@
+"""Prediction and Grad-CAM core: call the model, then record the inference before answering.
+
+Each inference is its own create-only object (`keys.inference_record`), written before the answer
+leaves: if it cannot be stored the caller gets 503, never an unrecorded answer; if the model call
+fails nothing is stored. A Grad-CAM overlay is written first and its record second; if the record
+fails the overlay is deleted, so no image exists without its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from functions.errors import InvalidParameter, StorageUnavailableError
+from functions.images import ValidatedImage
+from functions.serving_client import GradcamResult, Prediction, ServingClient
+from storage import StorageError, Store, keys
+
+__all__ = ["RECORD_SCHEMA", "GradcamOutcome", "InferenceService", "iso_time"]
+
+logger = logging.getLogger(__name__)
+
+RECORD_SCHEMA = 1
+
+
+def iso_time(moment: datetime) -> str:
+    """UTC, microseconds, `Z` suffix: the one time format of records and answers."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class GradcamOutcome:
+    record: dict[str, Any]
+    result: GradcamResult
+
+
+class InferenceService:
+    def __init__(
+        self,
+        store: Store,
+        client: ServingClient,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        retry_after_seconds: int = 5,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._clock = clock
+        self._retry_after = retry_after_seconds
+        # The model's class list, learnt from its answers (functions never import it): lets a
+        # Grad-CAM target given by name be resolved before the call.
+        self._class_names: tuple[str, ...] | None = None
+        self._class_names_lock = threading.Lock()
+
+    def predict(self, user_id: str, image: ValidatedImage, started: float) -> dict[str, Any]:
+        """Predict one image and store its record; returns the record (also the answer)."""
+        moment = self._clock()
+        model_started = time.perf_counter()
+        (prediction,) = self._client.predict([image.data])
+        model_ms = (time.perf_counter() - model_started) * 1000
+        self._learn_classes(prediction.class_names)
+        record = self._record("predict", user_id, moment, image, prediction, model_ms, started)
+        self._write_record(user_id, record)
+        return record
+
+    def gradcam(
+        self, user_id: str, image: ValidatedImage, target_class: str | None, started: float
+    ) -> GradcamOutcome:
+        """Grad-CAM for the predicted class or the named one; stores the overlay and a record."""
+        moment = self._clock()
+        model_started = time.perf_counter()
+        result = self._explain(image.data, target_class)
+        model_ms = (time.perf_counter() - model_started) * 1000
+        record = self._record(
+            "gradcam", user_id, moment, image, result.prediction, model_ms, started
+        )
+        record["gradcam"] = {
+            "target_class": result.target_class,
+            "target_class_index": result.target_class_index,
+            "overlay_size_bytes": len(result.overlay_png),
+            "heatmap_size": int(result.heatmap.shape[0]),
+        }
+        image_key = keys.gradcam_image(user_id, record["id"])
+        try:
+            self._store.put(
+                image_key, result.overlay_png, content_type="image/png", if_none_match=True
+            )
+        except StorageError as exc:
+            logger.warning("cannot store a Grad-CAM overlay: %s", type(exc).__name__)
+            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        try:
+            self._write_record(user_id, record)
+        except StorageUnavailableError:
+            try:
+                self._store.delete(image_key)
+            except StorageError:
+                logger.error("a Grad-CAM overlay is left without its record: %s", record["id"])
+            raise
+        return GradcamOutcome(record=record, result=result)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _explain(self, image: bytes, target_class: str | None) -> GradcamResult:
+        if target_class is None:
+            result = self._client.gradcam(image, None)
+            self._learn_classes(result.prediction.class_names)
+            return result
+        known = self._class_names
+        if known is not None and target_class not in known:
+            raise _unknown_class(target_class, known)
+        if known is None:
+            # First call in this process: ask for the predicted class, which teaches us the
+            # class list; a second call is needed only if another class was asked for.
+            result = self._client.gradcam(image, None)
+            self._learn_classes(result.prediction.class_names)
+            names = result.prediction.class_names
+            if target_class not in names:
+                raise _unknown_class(target_class, names)
+            if result.target_class == target_class:
+                return result
+            return self._client.gradcam(image, names.index(target_class))
+        result = self._client.gradcam(image, known.index(target_class))
+        if result.target_class != target_class:
+            # The model's class list changed since we learnt it: learn again and redo.
+            names = result.prediction.class_names
+            self._learn_classes(names)
+            if target_class not in names:
+                raise _unknown_class(target_class, names)
+            result = self._client.gradcam(image, names.index(target_class))
+        return result
+
+    def _learn_classes(self, class_names: tuple[str, ...]) -> None:
+        if class_names != self._class_names:
+            with self._class_names_lock:
+                self._class_names = class_names
+
+    def _record(
+        self,
+        kind: str,
+        user_id: str,
+        moment: datetime,
+        image: ValidatedImage,
+        prediction: Prediction,
+        model_ms: float,
+        started: float,
+    ) -> dict[str, Any]:
+        inference_id = keys.new_inference_id(moment)
+        return {
+            "schema": RECORD_SCHEMA,
+            "id": inference_id,
+            "kind": kind,
+            "user_id": user_id,
+            "created_at": iso_time(keys.inference_id_time(inference_id)),
+            "model": prediction.model.as_dict(),
+            "predicted_class": prediction.class_name,
+            "class_index": prediction.class_index,
+            "class_names": list(prediction.class_names),
+            "probabilities": prediction.probabilities_by_class(),
+            "input": image.describe(),
+            "latency_ms": {
+                "model": round(model_ms, 3),
+                # Up to the record write: the latency the caller sees, less the write itself.
+                "total": round((time.perf_counter() - started) * 1000, 3),
+            },
+        }
+
+    def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
+        try:
+            self._store.put_json(
+                keys.inference_record(user_id, record["id"]), record, if_none_match=True
+            )
+        except StorageError as exc:
+            logger.warning("cannot store an inference record: %s", type(exc).__name__)
+            raise StorageUnavailableError(retry_after=self._retry_after) from None
+
+
+def _unknown_class(name: str, valid: tuple[str, ...]) -> InvalidParameter:
+    return InvalidParameter(
+        f"unknown target_class; valid classes: {', '.join(valid)}",
+        code="unknown_class",
+        details={"valid_classes": list(valid)},
+    )

@@ -1,0 +1,288 @@
+"""The four HTTP functions `auth`, `predict`, `gradcam` and `history` (functions-framework targets).
+
+Each runs alone (`functions-framework --source functions/main.py --target predict`) or with the
+others in the local gateway (`python -m functions.gateway`). Handlers are thin: parse the
+request into typed values, call a core (`functions.auth`, `.inference`, `.history`), serialise.
+Routing, body limits, JSON errors and access logs live in `functions.web`.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+# functions-framework loads this file as a top-level module; make the project importable when
+# it is not installed (e.g. a deployment that copies the source tree).
+try:
+    import functions  # noqa: F401
+except ImportError:  # pragma: no cover - only outside an installed checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flask
+import functions_framework
+
+from functions import web
+from functions.auth import Principal, parse_password_grant
+from functions.errors import InvalidParameter, OAuthError
+from functions.history import HistoryQuery, parse_time
+from functions.images import ValidatedImage, validate_image
+from functions.runtime import Runtime, get_runtime
+from storage import keys
+
+__all__ = ["auth", "gradcam", "history", "predict"]
+
+if flask.has_app_context():
+    # Loaded by functions-framework's create_app: register the JSON error handlers and the
+    # access log on the app being created.
+    web.install(flask.current_app)
+
+
+# -- shared parsing ----------------------------------------------------------------------------
+
+
+def _authenticate(request: flask.Request, runtime: Runtime) -> Principal:
+    principal = runtime.authenticator.authenticate(
+        request.headers.getlist("Authorization"), token_in_query="access_token" in request.args
+    )
+    web.note(user_id=principal.user_id)
+    return principal
+
+
+def _upload_limit() -> int:
+    return get_runtime().settings.max_upload_bytes
+
+
+def _image(request: flask.Request, runtime: Runtime) -> tuple[ValidatedImage, dict[str, str]]:
+    settings = runtime.settings
+    upload = web.read_upload(request, settings.max_upload_bytes)
+    image = validate_image(
+        upload.data,
+        upload.declared_type,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+    )
+    return image, dict(upload.fields)
+
+
+def _parameter(request: flask.Request, fields: dict[str, str], name: str) -> str | None:
+    """A parameter from the query string or the multipart form; both must agree."""
+    from_query = request.args.get(name)
+    from_form = fields.get(name)
+    if from_query is not None and from_form is not None and from_query != from_form:
+        raise InvalidParameter(f"{name} is given twice with different values")
+    value = from_query if from_query is not None else from_form
+    return value if value not in (None, "") else None
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise InvalidParameter(f"{name} must be true or false")
+
+
+# -- auth ----------------------------------------------------------------------------------------
+
+
+def _token(request: flask.Request) -> flask.Response:
+    if any(name in request.args for name in ("username", "password")):
+        raise OAuthError("invalid_request", "credentials belong in the request body, not the URL")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise OAuthError(
+            "invalid_request",
+            "send the parameters form-encoded (application/x-www-form-urlencoded)",
+        )
+    fields = {name: request.form.getlist(name) for name in request.form}
+    grant = parse_password_grant(fields)
+    runtime = get_runtime()
+    issued, user = runtime.authenticator.login(grant)
+    web.note(user_id=user.id)
+    return web.json_response(
+        {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        },
+        headers={"Pragma": "no-cache"},
+    )
+
+
+def _me(request: flask.Request) -> flask.Response:
+    principal = _authenticate(request, get_runtime())
+    return web.json_response(principal.user.profile())
+
+
+_AUTH = web.Router(
+    "auth",
+    [
+        web.Route("/token", ("POST",), _token, "/token", oauth_errors=True),
+        web.Route("/me", ("GET",), _me, "/me"),
+    ],
+)
+
+
+@functions_framework.http
+def auth(request: flask.Request) -> flask.Response:
+    """`POST /token` (OAuth2 password grant) and `GET /me` (the caller's profile)."""
+    return _AUTH(request)
+
+
+# -- predict -------------------------------------------------------------------------------------
+
+
+def _predict(request: flask.Request) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    image, _ = _image(request, runtime)
+    record = runtime.inference.predict(principal.user_id, image, started=flask.g.started)
+    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    return web.json_response(record)
+
+
+_PREDICT = web.Router(
+    "predict", [web.Route("/", ("POST",), _predict, "/", upload_limit=_upload_limit)]
+)
+
+
+@functions_framework.http
+def predict(request: flask.Request) -> flask.Response:
+    """`POST /`: classify one X-ray; the answer is the stored inference record."""
+    return _PREDICT(request)
+
+
+# -- gradcam -------------------------------------------------------------------------------------
+
+
+def _wants_json(request: flask.Request, requested_format: str | None) -> bool:
+    if requested_format is not None:
+        if requested_format not in ("json", "png"):
+            raise InvalidParameter("format must be json or png")
+        return requested_format == "json"
+    best = request.accept_mimetypes.best_match(["image/png", "application/json"])
+    return best == "application/json"
+
+
+def _gradcam(request: flask.Request) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    image, fields = _image(request, runtime)
+    target_class = _parameter(request, fields, "target_class")
+    as_json = _wants_json(request, _parameter(request, fields, "format"))
+    with_heatmap = _flag(_parameter(request, fields, "heatmap"), "heatmap")
+    outcome = runtime.inference.gradcam(
+        principal.user_id, image, target_class, started=flask.g.started
+    )
+    record, result = outcome.record, outcome.result
+    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    if as_json:
+        body = dict(record)
+        body["overlay_png_b64"] = base64.b64encode(result.overlay_png).decode("ascii")
+        if with_heatmap:
+            body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
+        return web.json_response(body)
+    response = flask.Response(result.overlay_png, mimetype="image/png")
+    response.headers.update(
+        {
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Inference-Id": record["id"],
+            "X-Predicted-Class": record["predicted_class"],
+            "X-Target-Class": result.target_class,
+            "X-Model-Name": record["model"]["name"],
+            "X-Model-Version": str(record["model"]["version"]),
+            "X-Model-Run-Id": record["model"]["run_id"],
+        }
+    )
+    return response
+
+
+_GRADCAM = web.Router(
+    "gradcam", [web.Route("/", ("POST",), _gradcam, "/", upload_limit=_upload_limit)]
+)
+
+
+@functions_framework.http
+def gradcam(request: flask.Request) -> flask.Response:
+    """`POST /`: the Grad-CAM overlay of one X-ray (PNG, or JSON when asked), stored."""
+    return _GRADCAM(request)
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+def _target_user(request: flask.Request, runtime: Runtime, principal: Principal) -> str:
+    user_id = request.args.get("user") or principal.user_id
+    try:
+        keys.check_user_id(user_id)
+    except ValueError:
+        raise InvalidParameter("user is not a valid user id") from None
+    runtime.authenticator.require_admin_or_self(principal, user_id)
+    return user_id
+
+
+def _list_history(request: flask.Request) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    user_id = _target_user(request, runtime, principal)
+    page_max = runtime.settings.history_page_max
+    limit_text = request.args.get("limit")
+    try:
+        limit = int(limit_text) if limit_text is not None else page_max
+    except ValueError:
+        raise InvalidParameter("limit is not an integer") from None
+    if not 1 <= limit <= page_max:
+        raise InvalidParameter(f"limit must be between 1 and {page_max}")
+    start_text, stop_text = request.args.get("start_time"), request.args.get("stop_time")
+    query = HistoryQuery(
+        caller_id=principal.user_id,
+        user_id=user_id,
+        start=parse_time(start_text, "start_time") if start_text else None,
+        stop=parse_time(stop_text, "stop_time") if stop_text else None,
+        limit=limit,
+        page_token=request.args.get("page_token") or None,
+    )
+    return web.json_response(runtime.history.page(query).as_dict())
+
+
+def _one_record(request: flask.Request, inference_id: str) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    user_id = _target_user(request, runtime, principal)
+    return web.json_response(runtime.history.get(user_id, inference_id))
+
+
+def _record_gradcam(request: flask.Request, inference_id: str) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    user_id = _target_user(request, runtime, principal)
+    png = runtime.history.gradcam_png(user_id, inference_id)
+    response = flask.Response(png, mimetype="image/png")
+    response.headers.update(
+        {
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Inference-Id": inference_id,
+        }
+    )
+    return response
+
+
+_HISTORY = web.Router(
+    "history",
+    [
+        web.Route("/", ("GET",), _list_history, "/"),
+        web.Route("/<inference_id>", ("GET",), _one_record, "/<id>"),
+        web.Route("/<inference_id>/gradcam", ("GET",), _record_gradcam, "/<id>/gradcam"),
+    ],
+)
+
+
+@functions_framework.http
+def history(request: flask.Request) -> flask.Response:
+    """`GET /` (records in a window, paginated), `GET /<id>` and `GET /<id>/gradcam`."""
+    return _HISTORY(request)

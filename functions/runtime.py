@@ -1,0 +1,150 @@
+"""Per-process singletons: settings, stores, the model client, users, tokens and the cores.
+
+Nothing is built at import time: the first request builds the `Runtime` from the environment
+(`storage.load_environment()`: real variables over `.env`), and every later request, on any
+thread, reuses it: settings parsed once, pooled model-server connections, one cached users file.
+Tests install a runtime of their own (`install_runtime`), built from an explicit environment or
+with a wrapped store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cached_property
+
+from functions.auth import Authenticator
+from functions.history import HistoryService
+from functions.inference import InferenceService
+from functions.logs import configure_logging
+from functions.passwords import PasswordHasher
+from functions.serving_client import ServingClient
+from functions.settings import FunctionSettings
+from functions.tokens import TokenService
+from functions.users import SeedUser, UserDirectory
+from storage import Store, load_environment, open_areas
+
+__all__ = ["Runtime", "get_runtime", "install_runtime", "reset_runtime"]
+
+
+class Runtime:
+    """Everything a request needs, each part built on first use and then shared."""
+
+    def __init__(
+        self,
+        settings: FunctionSettings,
+        *,
+        root_store: Store | None = None,
+        auth_store: Store | None = None,
+        serving: ServingClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._root_store = root_store
+        self._auth_store = auth_store
+        self._serving = serving
+        self._areas_lock = threading.Lock()
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Runtime:
+        return cls(FunctionSettings.from_env(environ))
+
+    def _open_areas(self) -> None:
+        with self._areas_lock:
+            if self._root_store is None or self._auth_store is None:
+                areas = open_areas(self.settings.storage)
+                self._root_store = self._root_store or areas.root
+                self._auth_store = self._auth_store or areas.auth
+
+    @property
+    def root_store(self) -> Store:
+        if self._root_store is None:
+            self._open_areas()
+        assert self._root_store is not None
+        return self._root_store
+
+    @property
+    def auth_store(self) -> Store:
+        if self._auth_store is None:
+            self._open_areas()
+        assert self._auth_store is not None
+        return self._auth_store
+
+    @cached_property
+    def serving(self) -> ServingClient:
+        return self._serving or ServingClient(self.settings.serving)
+
+    @cached_property
+    def hasher(self) -> PasswordHasher:
+        return PasswordHasher(self.settings.password_hash)
+
+    @cached_property
+    def users(self) -> UserDirectory:
+        settings = self.settings
+        seed = None
+        if settings.api_user_email and settings.api_user_password:
+            seed = SeedUser(settings.api_user_email, settings.api_user_password)
+        return UserDirectory(
+            self.auth_store,
+            cache_seconds=settings.users_cache_seconds,
+            seed=seed,
+            hasher=self.hasher,
+        )
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.settings)
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.users, self.hasher, self.tokens)
+
+    @cached_property
+    def inference(self) -> InferenceService:
+        return InferenceService(
+            self.root_store,
+            self.serving,
+            retry_after_seconds=self.settings.serving.retry_after_seconds,
+        )
+
+    @cached_property
+    def history(self) -> HistoryService:
+        return HistoryService(
+            self.root_store,
+            self.settings.secret_key,
+            default_window=timedelta(hours=self.settings.history_default_hours),
+            retry_after_seconds=self.settings.serving.retry_after_seconds,
+        )
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built from the environment on first use (SettingsError if bad)."""
+    global _current
+    runtime = _current
+    if runtime is not None:
+        return runtime
+    with _current_lock:
+        if _current is None:
+            settings = FunctionSettings.from_env(load_environment())
+            configure_logging(settings.log_level)
+            _current = Runtime(settings)
+        return _current
+
+
+def install_runtime(runtime: Runtime) -> Runtime:
+    """Use `runtime` for every following request of this process (tests, the gateway)."""
+    global _current
+    with _current_lock:
+        configure_logging(runtime.settings.log_level)
+        _current = runtime
+    return runtime
+
+
+def reset_runtime() -> None:
+    global _current
+    with _current_lock:
+        _current = None

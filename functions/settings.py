@@ -1,0 +1,221 @@
+"""The functions' settings: one frozen object built from the environment at the edge.
+
+`FunctionSettings.from_env(environ)` reads every variable the four functions, the users CLI and
+the local gateway use, reports every bad value at once (`storage.SettingsError`), and is passed
+down; nothing else in `functions/` reads the environment. Names of the original system stay
+valid (`STORAGE_PATH`, `PROD_MODEL_NAME`, `ACESS_TOKEN_EXPIRE_MINUTE`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from storage import EnvReader, StorageSettings, keys
+
+__all__ = [
+    "ENVIRONMENTS",
+    "MIN_SECRET_KEY_BYTES",
+    "FunctionSettings",
+    "PasswordHashSettings",
+    "ServingSettings",
+]
+
+logger = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("production", "local")
+# RFC 7518 §3.2: an HS256 key is at least as long as the hash output.
+MIN_SECRET_KEY_BYTES = 32
+# Cloud Run's request body limit (2nd gen) is 32 MiB; a larger cap could never be reached.
+_UPLOAD_CEILING = 32 * 1024 * 1024
+# Pillow refuses images above 2 x MAX_IMAGE_PIXELS itself and only warns below: a cap above
+# its warning threshold (89,478,485) would let the warning zone through.
+_PIXEL_CEILING = 89_478_485
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Where the model server is and how patiently to call it (reliability.md §7)."""
+
+    url: str = "http://127.0.0.1:8501"
+    model_name: str = "cnn_vit"
+    # A version label (`stable`), a pinned version, or neither (the latest loaded version).
+    model_label: str | None = "stable"
+    model_version: int | None = None
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    max_attempts: int = 3
+    deadline: float = 15.0
+    pool_size: int = 16
+    retry_after_seconds: int = 5
+
+
+@dataclass(frozen=True)
+class PasswordHashSettings:
+    """argon2id parameters for new hashes.
+
+    The defaults are OWASP's first recommended configuration (19 MiB, 2 passes, 1 lane): about
+    25 ms per hash here, and small enough that concurrent logins on a 256 MiB serverless
+    instance do not run it out of memory. Tests use tiny values; production may raise them.
+    """
+
+    memory_kib: int = 19_456
+    time_cost: int = 2
+    parallelism: int = 1
+
+    @classmethod
+    def read(cls, env: EnvReader) -> PasswordHashSettings:
+        return cls(
+            memory_kib=env.integer(
+                "PASSWORD_HASH_MEMORY_KIB", 19_456, minimum=8, maximum=4_194_304
+            ),
+            time_cost=env.integer("PASSWORD_HASH_TIME_COST", 2, minimum=1, maximum=100),
+            parallelism=env.integer("PASSWORD_HASH_PARALLELISM", 1, minimum=1, maximum=64),
+        )
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    environment: str = "production"
+    secret_key: str = field(default="", repr=False)
+    secret_key_generated: bool = False
+    algorithm: str = "HS256"
+    access_token_expire_minutes: int = 60
+    jwt_issuer: str = "xray-serverless"
+    jwt_audience: str = "xray-api"
+    jwt_leeway_seconds: int = 30
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    history_page_max: int = 100
+    history_default_hours: int = 24
+    users_cache_seconds: float = 5.0
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    password_hash: PasswordHashSettings = field(default_factory=PasswordHashSettings)
+    api_port: int = 8080
+    api_user_email: str | None = None
+    api_user_password: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+
+    @property
+    def is_local(self) -> bool:
+        return self.environment == "local"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
+        """Every setting from `environ`; raises SettingsError listing every problem."""
+        env = EnvReader(environ, "functions")
+        storage = StorageSettings.read(env)
+        environment = env.choice("ENVIRONMENT", "production", ENVIRONMENTS)
+        secret_key, generated = _read_secret_key(env, environment)
+        algorithm = env.string("ALGORITHM", "HS256", "JWT_ALGORITHM")
+        if algorithm != "HS256":
+            # RFC 8725 §3.1: one key, one algorithm; asymmetric keys are not configured here.
+            env.problem(f"ALGORITHM={algorithm!r} is not supported: only HS256 is")
+        settings = cls(
+            storage=storage,
+            environment=environment,
+            secret_key=secret_key,
+            secret_key_generated=generated,
+            algorithm="HS256",
+            # RFC 6750 §5.3: bearer tokens live one hour or less.
+            access_token_expire_minutes=env.integer(
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                60,
+                "ACESS_TOKEN_EXPIRE_MINUTE",
+                minimum=1,
+                maximum=60,
+            ),
+            jwt_issuer=env.string("JWT_ISSUER", "xray-serverless"),
+            jwt_audience=env.string("JWT_AUDIENCE", "xray-api"),
+            jwt_leeway_seconds=env.integer("JWT_LEEWAY_SECONDS", 30, minimum=0, maximum=60),
+            max_upload_bytes=env.integer(
+                "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024, maximum=_UPLOAD_CEILING
+            ),
+            max_pixels=env.integer("MAX_PIXELS", 50_000_000, minimum=1, maximum=_PIXEL_CEILING),
+            history_page_max=env.integer("HISTORY_PAGE_MAX", 100, minimum=1, maximum=1000),
+            history_default_hours=env.integer("HISTORY_DEFAULT_HOURS", 24, minimum=1, maximum=8784),
+            users_cache_seconds=env.number("USERS_CACHE_SECONDS", 5.0, minimum=0, maximum=300),
+            serving=_read_serving(env, environ),
+            password_hash=PasswordHashSettings.read(env),
+            api_port=env.integer("API_PORT", 8080, minimum=1, maximum=65535),
+            api_user_email=env.optional("API_USER_EMAIL"),
+            api_user_password=env.optional("API_USER_PASSWORD"),
+            log_level=env.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
+        )
+        if (settings.api_user_email is None) != (settings.api_user_password is None):
+            env.problem("API_USER_EMAIL and API_USER_PASSWORD must be set together")
+        env.check()
+        if generated:
+            logger.warning(
+                "SECRET_KEY is not set: a random key was generated for this process "
+                "(ENVIRONMENT=local only); tokens will not survive a restart or work across "
+                "separately started functions"
+            )
+        return settings
+
+
+def _read_secret_key(env: EnvReader, environment: str) -> tuple[str, bool]:
+    """The JWT key: required (>= 32 bytes) everywhere except local development."""
+    secret = env.optional("SECRET_KEY")
+    if secret is None:
+        if environment == "local":
+            return secrets.token_urlsafe(48), True
+        env.problem("SECRET_KEY is required (at least 32 random bytes) outside ENVIRONMENT=local")
+        return "", False
+    if len(secret.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+        if environment == "local":
+            logger.warning(
+                "SECRET_KEY is shorter than %d bytes (accepted for local use only)",
+                MIN_SECRET_KEY_BYTES,
+            )
+        else:
+            env.problem(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes")
+    return secret, False
+
+
+def _read_serving(env: EnvReader, environ: Mapping[str, str]) -> ServingSettings:
+    url = env.string("TF_SERVING_URL", "http://127.0.0.1:8501").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        env.problem(f"TF_SERVING_URL={url!r} is not an http(s) URL")
+    model_name = env.string("MODEL_NAME", "cnn_vit", "PROD_MODEL_NAME")
+    try:
+        keys.check_model_name(model_name)
+    except ValueError:
+        env.problem(f"MODEL_NAME={model_name!r} is not a valid model name")
+    version_text = env.optional("MODEL_VERSION")
+    model_version: int | None = None
+    if version_text is not None:
+        if version_text.isdigit() and int(version_text) >= 1:
+            model_version = int(version_text)
+        else:
+            env.problem(f"MODEL_VERSION={version_text!r} is not a positive integer")
+    # MODEL_LABEL set but empty means "the latest loaded version"; unset means `stable`.
+    label_set_empty = "MODEL_LABEL" in environ and not environ["MODEL_LABEL"].strip()
+    label: str | None = None if label_set_empty else env.string("MODEL_LABEL", "stable")
+    if model_version is not None:
+        if env.optional("MODEL_LABEL") is not None:
+            env.problem("MODEL_LABEL and MODEL_VERSION exclude each other")
+        label = None
+    if label is not None and not label.replace("_", "").replace("-", "").isalnum():
+        env.problem(f"MODEL_LABEL={label!r} is not a valid version label")
+    connect_timeout = env.number("TF_SERVING_CONNECT_TIMEOUT", 2.0, minimum=0.05, maximum=30)
+    read_timeout = env.number("TF_SERVING_READ_TIMEOUT", 10.0, minimum=0.05, maximum=120)
+    deadline = env.number("TF_SERVING_DEADLINE", 15.0, minimum=0.1, maximum=300)
+    return ServingSettings(
+        url=url,
+        model_name=model_name,
+        model_label=label,
+        model_version=model_version,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_attempts=env.integer(
+            "TF_SERVING_MAX_ATTEMPTS", 3, "TF_SERVING_ATTEMPTS", minimum=1, maximum=10
+        ),
+        deadline=deadline,
+        pool_size=env.integer("TF_SERVING_POOL_SIZE", 16, minimum=1, maximum=256),
+        retry_after_seconds=env.integer("RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
+    )

@@ -1,0 +1,169 @@
+"""Reading the users file on the request path, and changing it safely from the CLI.
+
+`UserDirectory` keeps the parsed file per process and revalidates it by version tag at most every
+`cache_seconds` (a HEAD, and a GET only when the file changed), so a user disabled since a token
+was issued is refused within that time without parsing the file on every request.
+`update_users` is the only writer: read, change, conditional write (`if_match` / `if_none_match`),
+re-read and retry on conflict, so two concurrent changes both survive (DESIGN decision 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from functions.passwords import PasswordHasher
+from functions.users.table import (
+    User,
+    UsersFileError,
+    UserTable,
+    check_new_email,
+    format_users_csv,
+    parse_users_csv,
+)
+from storage import ObjectNotFound, PreconditionFailed, Store, keys
+
+__all__ = ["SeedUser", "UserDirectory", "UsersConflict", "update_users"]
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_TYPE = "text/csv; charset=utf-8"
+
+
+class UsersConflict(RuntimeError):
+    """The users file kept changing under us for every attempt."""
+
+
+@dataclass(frozen=True)
+class SeedUser:
+    """The first user (API_USER_EMAIL / API_USER_PASSWORD), created when no users file exists."""
+
+    email: str
+    password: str
+
+
+def update_users(
+    store: Store,
+    change: Callable[[UserTable], UserTable],
+    *,
+    attempts: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+) -> UserTable:
+    """Apply `change` to the users file with a compare-and-swap loop; returns the table written.
+
+    `change` gets the current table and returns the new one (it may raise ValueError to refuse).
+    A file with malformed rows is never rewritten: they would be lost.
+    """
+    for attempt in range(attempts):
+        try:
+            current = store.get(keys.USERS_FILE)
+            table, etag = parse_users_csv(current.data), current.etag
+        except ObjectNotFound:
+            table, etag = UserTable(), None
+        if table.problems:
+            raise UsersFileError(
+                "the users file has rows that cannot be read ("
+                + "; ".join(table.problems)
+                + "); fix them before changing users"
+            )
+        new_table = change(table)
+        data = format_users_csv(new_table.users)
+        try:
+            if etag is None:
+                store.put(keys.USERS_FILE, data, content_type=_CONTENT_TYPE, if_none_match=True)
+            else:
+                store.put(keys.USERS_FILE, data, content_type=_CONTENT_TYPE, if_match=etag)
+        except PreconditionFailed:
+            # Someone else wrote in between: back off (full jitter) and redo on their version.
+            sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # noqa: S311 - jitter only
+            continue
+        return new_table
+    raise UsersConflict(f"the users file changed during each of {attempts} attempts")
+
+
+class UserDirectory:
+    """The users, as the request path sees them: cached per process, revalidated by version tag."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        cache_seconds: float = 5.0,
+        seed: SeedUser | None = None,
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if seed is not None and hasher is None:
+            raise ValueError("seeding a user needs a password hasher")
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._seed = seed
+        self._hasher = hasher
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._table: UserTable | None = None
+        self._etag: str | None = None
+        self._checked_at = 0.0
+
+    def table(self) -> UserTable:
+        """The current users (StorageError propagates: the caller answers 503)."""
+        with self._lock:
+            now = self._clock()
+            if self._table is not None and now - self._checked_at < self._cache_seconds:
+                return self._table
+            self._table = self._load()
+            self._checked_at = self._clock()
+            return self._table
+
+    def find_by_email(self, email: str) -> User | None:
+        return self.table().by_email(email)
+
+    def get(self, user_id: str) -> User | None:
+        return self.table().by_id(user_id)
+
+    def _load(self) -> UserTable:
+        try:
+            unchanged = (
+                self._table is not None
+                and self._etag is not None
+                and self._store.head(keys.USERS_FILE).etag == self._etag
+            )
+            if unchanged and self._table is not None:
+                return self._table
+            stored = self._store.get(keys.USERS_FILE)
+        except ObjectNotFound:
+            return self._seeded_table()
+        table = parse_users_csv(stored.data)
+        for problem in table.problems:
+            logger.warning("users file: skipped %s", problem)
+        self._etag = stored.etag
+        return table
+
+    def _seeded_table(self) -> UserTable:
+        self._etag = None
+        if self._seed is None or self._hasher is None:
+            return UserTable()
+        user = User(
+            id="1",
+            email=check_new_email(self._seed.email),
+            role="admin",
+            hashed_password=self._hasher.hash(self._seed.password),
+        )
+        table = UserTable(users=(user,))
+        # Create-only: once the file exists it belongs to its users and is never re-seeded.
+        try:
+            info = self._store.put(
+                keys.USERS_FILE,
+                format_users_csv(table.users),
+                content_type=_CONTENT_TYPE,
+                if_none_match=True,
+            )
+        except PreconditionFailed:
+            return self._load()  # another instance created it first
+        logger.info("created the users file with the configured first user (an admin)")
+        self._etag = info.etag
+        return table
