@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1
+# The model sync: mirrors published model versions from storage to TF Serving's model base
+# path and writes models.config (DESIGN.md decision 6). Lean: boto3 only. One image, two roles:
+#   python -m serving.sync --once    Kubernetes init container / compose one-shot service
+#   python -m serving.sync --watch   sidecar (the default command)
+# Build from the repository root:
+#
+#   docker build -f infra/docker/sync.Dockerfile -t xray-sync .
+
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+COPY pyproject.toml ./
+COPY infra/docker/extra_requirements.py ./
+RUN python extra_requirements.py sync > requirements.txt \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --requirement requirements.txt
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+      --shell /usr/sbin/nologin app \
+ && mkdir -p /models \
+ && chown app:app /models
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+# serving/ also holds the local model server (TensorFlow): only serving.sync and what it
+# imports run here (tests/infra checks the import closure stays within these packages).
+COPY storage/ storage/
+COPY model_export/ model_export/
+COPY serving/ serving/
+USER 10001:10001
+# The shared volume TF Serving reads; mounted over in compose and Kubernetes.
+VOLUME ["/models"]
+# No HEALTHCHECK: as an init step it simply exits; as a sidecar its liveness is the process
+# itself (it logs and retries storage errors instead of exiting).
+CMD ["python", "-m", "serving.sync", "--watch"]

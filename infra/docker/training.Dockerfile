@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# The training job (DESIGN.md decisions 7 and 9), from the official TensorFlow GPU image: it
+# already has Python, TensorFlow, CUDA and cuDNN, so only the rest of the `training` extra is
+# installed, with TensorFlow held at the image's version. It also runs on CPU-only nodes.
+# Build from the repository root:
+#
+#   docker build -f infra/docker/training.Dockerfile -t xray-training .
+#   docker run --gpus all --env-file .env xray-training python -m training_job --preset seed
+#   docker run --env-file .env xray-training python -m model_export rollback
+#
+# The job exits non-zero on failure and zero when it kept or promoted a model.
+
+ARG TENSORFLOW_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+FROM ${TENSORFLOW_IMAGE}
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+WORKDIR /build
+COPY pyproject.toml ./
+COPY infra/docker/extra_requirements.py ./
+# The constraints file pins the image's own TensorFlow (after checking it meets pyproject.toml's
+# pin), so tensorflow-serving-api, which depends on tensorflow, cannot pull a second copy.
+RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python \
+ && python -c "import sys; print('python', sys.version)" \
+ && python extra_requirements.py training --exclude tensorflow --constraints constraints.txt \
+      > requirements.txt \
+ && python -m pip install --constraint constraints.txt --requirement requirements.txt \
+ && rm -rf /build
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+      --shell /usr/sbin/nologin app \
+ && mkdir -p /home/app/.cache \
+ && chown app:app /home/app/.cache
+WORKDIR /app
+COPY storage/ storage/
+COPY training_job/ training_job/
+COPY model_export/ model_export/
+USER 10001:10001
+# A batch job: its health is its exit code.
+HEALTHCHECK NONE
+CMD ["python", "-m", "training_job"]
