@@ -1,0 +1,245 @@
+"""The model server process: configuration, model lifecycle, REST and gRPC, shutdown.
+
+As tensorflow_model_server: the configured models are loaded first and the ports open only once
+each has a version AVAILABLE (a model whose loads all fail stops the start with "N model(s) did
+not become available"); then the base paths are polled every `--file_system_poll_wait_seconds`
+and, when `--model_config_file_poll_wait_seconds` > 0, the config file is re-read.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import tensorflow as tf
+
+from serving.logs import configure_json_logging, log_event
+from serving.model_server.batching import BatchScheduler
+from serving.model_server.errors import ServingError
+from serving.model_server.grpc_api import GrpcServer
+from serving.model_server.manager import ModelConfig, ModelManager, VersionPolicy
+from serving.model_server.metrics import Metrics
+from serving.model_server.options import (
+    ServerOptions,
+    model_configs_from_proto,
+    parse_options,
+    read_batching_parameters,
+    read_model_config_file,
+    read_monitoring_path,
+)
+from serving.model_server.rest import RestApi, RestServer
+from serving.model_server.servable import LoadedVersion, load_version
+
+__all__ = ["ModelServer", "main"]
+
+logger = logging.getLogger("serving.model_server")
+
+
+class ModelServer:
+    """Everything one `python -m serving.model_server` process runs."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self._batching = (
+            read_batching_parameters(options.batching_parameters_file)
+            if options.enable_batching
+            else None
+        )
+        self._batch_slots = threading.Semaphore(
+            self._batching.num_batch_threads if self._batching else 1
+        )
+        self._monitoring_path = read_monitoring_path(options.monitoring_config_file)
+        self.manager = ModelManager(
+            self._load,
+            load_threads=max(1, options.num_load_threads),
+            max_load_retries=max(0, options.max_num_load_retries),
+            load_retry_interval=options.load_retry_interval_micros / 1e6,
+        )
+        self._rest: RestServer | None = None
+        self._grpc: GrpcServer | None = None
+        self._stop = threading.Event()
+        self._config_lock = threading.Lock()
+        self._config_thread: threading.Thread | None = None
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load(self, name: str, version: int, path: Path) -> LoadedVersion:
+        try:
+            loaded = load_version(
+                name,
+                version,
+                path,
+                tags=[tag for tag in self.options.saved_model_tags.split(",") if tag],
+                warmup=self.options.enable_model_warmup,
+                warmup_iterations=self.options.num_request_iterations_for_warmup,
+            )
+        except Exception:
+            self.metrics.record_load(str(path), "error")
+            raise
+        self.metrics.record_load(str(path), "success")
+        if self._batching is not None:
+            for key, signature in loaded.signatures.items():
+                if signature.function is None:
+                    continue
+                scheduler = BatchScheduler(
+                    signature.run,
+                    self._batching,
+                    self._batch_slots,
+                    f"{name}-{version}-{key}",
+                    on_batch=functools.partial(self.metrics.record_batch, name),
+                )
+                loaded.set_runner(key, scheduler.submit, scheduler.close)
+        return loaded
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _configured_models(self) -> list[ModelConfig]:
+        if self.options.model_config_file:
+            return read_model_config_file(self.options.model_config_file)
+        assert self.options.model_base_path is not None
+        return [
+            ModelConfig(
+                name=self.options.model_name,
+                base_path=Path(self.options.model_base_path),
+                policy=VersionPolicy("latest", num_versions=1),
+            )
+        ]
+
+    def reload_config(self, config: object) -> None:
+        """gRPC HandleReloadConfigRequest: the given ModelServerConfig replaces the current one."""
+        try:
+            models = model_configs_from_proto(config)
+        except ValueError as error:
+            raise ServingError.invalid_argument(str(error)) from None
+        with self._config_lock:
+            self.manager.apply_config(models)
+
+    def _poll_config_file(self, interval: float, applied: list[ModelConfig]) -> None:
+        while not self._stop.wait(interval):
+            try:
+                models = read_model_config_file(str(self.options.model_config_file))
+            except ValueError as error:
+                log_event(logger, "config_unreadable", logging.ERROR, reason=str(error))
+                continue
+            if models == applied and not self.manager.labels_pending(models):
+                continue
+            try:
+                with self._config_lock:
+                    self.manager.apply_config(models)
+                log_event(logger, "config_applied", models=[model.name for model in models])
+            except ServingError as error:
+                log_event(
+                    logger,
+                    "config_reload_failed",
+                    logging.ERROR,
+                    code=error.code.name,
+                    reason=error.message,
+                )
+            applied = models
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the models, then open the ports. Raises ServingError if a model fails."""
+        options = self.options
+        models = self._configured_models()
+        log_event(
+            logger,
+            "server_starting",
+            models=[model.name for model in models],
+            batching=self._batching is not None,
+        )
+        with self._config_lock:
+            self.manager.apply_config(models)
+        self.manager.start_polling(options.file_system_poll_wait_seconds)
+        if options.port:
+            self._grpc = GrpcServer(
+                self.manager,
+                self.metrics,
+                options.grpc_host,
+                options.port,
+                max_threads=options.grpc_max_threads,
+                reload_config=self.reload_config,
+            )
+            self._grpc.start()
+            log_event(logger, "grpc_listening", address=f"{options.grpc_host}:{self._grpc.port}")
+        if options.rest_api_port:
+            api = RestApi(
+                self.manager,
+                self.metrics,
+                timeout_seconds=options.rest_api_timeout_in_ms / 1000,
+                monitoring_path=self._monitoring_path,
+                enable_cors=options.rest_api_enable_cors_support,
+            )
+            self._rest = RestServer(
+                api, options.rest_api_host, options.rest_api_port, options.rest_threads
+            )
+            self._rest.start()
+            log_event(
+                logger,
+                "rest_listening",
+                detail=f"Exporting HTTP/REST API at:{options.rest_api_host}:{self._rest.port} ...",
+            )
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(
+                target=self._poll_config_file,
+                args=(options.model_config_file_poll_wait_seconds, models),
+                name="config-poll",
+                daemon=True,
+            )
+            self._config_thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._rest is not None:
+            self._rest.stop()
+        if self._grpc is not None:
+            self._grpc.stop()
+        self.manager.stop()
+
+
+def _configure_tensorflow(options: ServerOptions) -> None:
+    if options.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            options.tensorflow_intra_op_parallelism
+        )
+    if options.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(
+            options.tensorflow_inter_op_parallelism
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    configure_json_logging()
+    _configure_tensorflow(options)
+    try:
+        server = ModelServer(options)
+    except ValueError as error:
+        print(f"Failed to start server: {error}", file=sys.stderr)
+        return 1
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: server.request_stop())
+    try:
+        server.start()
+    except (ServingError, ValueError, OSError) as error:
+        message = error.message if isinstance(error, ServingError) else str(error)
+        log_event(logger, "server_start_failed", logging.ERROR, reason=message)
+        print(f"Failed to start server. Error: {message}", file=sys.stderr)
+        server.stop()
+        return 1
+    server.wait()
+    log_event(logger, "server_stopping")
+    server.stop()
+    return 0
