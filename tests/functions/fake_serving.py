@@ -1,0 +1,258 @@
+"""A fake TF Serving REST server on 127.0.0.1: answers like the real one, or fails on demand.
+
+It checks each request the way TF Serving would (path, signature, row format, `{"b64": ...}`),
+answers per docs/CONTRACTS.md, and records what it received. Behaviours: `ok()`, `status(code)`,
+`hang(seconds)`, `garbage()`, `wrong_shape()`, `non_finite()`, `drop(times)` (close the
+connection without answering), each optionally for the next `times` requests only.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image
+
+CLASS_NAMES = ["normal", "covid", "no-covid"]
+_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:predict$")
+
+
+def overlay_png(size: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    model: str
+    version: str | None
+    label: str | None
+    signature: str
+    images: list[bytes]
+    target_classes: list[int]
+
+
+@dataclass
+class _Behaviour:
+    kind: str = "ok"
+    times: int | None = None  # None: until changed
+    status: int = 500
+    body: bytes = b'{"error": "INTERNAL: boom"}'
+    seconds: float = 0.0
+
+
+@dataclass
+class FakeTFServing:
+    version: int = 3
+    model_name: str = "cnn_vit"
+    run_id: str = "20261127T101500Z-ab12cd"
+    predicted_index: int = 1
+    class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
+    heatmap_size: int = 8
+    requests: list[ReceivedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._behaviours: list[_Behaviour] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self.attempts = 0  # every HTTP request, answered or not
+
+    # -- control -------------------------------------------------------------------------------
+
+    def _push(self, behaviour: _Behaviour) -> FakeTFServing:
+        with self._lock:
+            if behaviour.times is None:
+                self._behaviours = [behaviour]
+            else:
+                self._behaviours.insert(0, behaviour)
+        return self
+
+    def ok(self) -> FakeTFServing:
+        with self._lock:
+            self._behaviours = []
+        return self
+
+    def status(
+        self, code: int, body: bytes | None = None, times: int | None = None
+    ) -> FakeTFServing:
+        default = json.dumps({"error": f"status {code} from the fake"}).encode()
+        return self._push(_Behaviour("status", times, code, body or default))
+
+    def hang(self, seconds: float, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("hang", times, seconds=seconds))
+
+    def garbage(self, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("raw", times, 200, b"<html>not json</html>"))
+
+    def raw(self, body: bytes, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("raw", times, 200, body))
+
+    def wrong_shape(self, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("wrong_shape", times))
+
+    def non_finite(self, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("non_finite", times))
+
+    def drop(self, times: int | None = None) -> FakeTFServing:
+        return self._push(_Behaviour("drop", times))
+
+    def _next_behaviour(self) -> _Behaviour:
+        with self._lock:
+            if not self._behaviours:
+                return _Behaviour()
+            behaviour = self._behaviours[0]
+            if behaviour.times is not None:
+                behaviour.times -= 1
+                if behaviour.times <= 0:
+                    self._behaviours.pop(0)
+            return behaviour
+
+    # -- server --------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeTFServing:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                del format, args
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
+                fake._send(self, 404, b"<html>not found</html>", "text/html")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+    ) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def _error(self, handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
+        self._send(handler, status, json.dumps({"error": message}).encode())
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length)
+        with self._lock:
+            self.attempts += 1
+        behaviour = self._next_behaviour()
+        if behaviour.kind == "drop":
+            handler.close_connection = True
+            handler.connection.close()
+            return
+        if behaviour.kind == "hang":
+            self._release.wait(behaviour.seconds)
+        if behaviour.kind == "status":
+            self._send(handler, behaviour.status, behaviour.body)
+            return
+        if behaviour.kind == "raw":
+            self._send(handler, behaviour.status, behaviour.body)
+            return
+        match = _PATH.match(handler.path)
+        if not match:
+            self._error(handler, 400, f"Malformed request: POST {handler.path}")
+            return
+        try:
+            request = json.loads(raw)
+            received = self._parse(handler.path, match, request)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._error(handler, 400, f"INVALID_ARGUMENT: {exc}")
+            return
+        with self._lock:
+            self.requests.append(received)
+        rows = [self._row(received, index, behaviour.kind) for index in range(len(received.images))]
+        self._send(handler, 200, json.dumps({"predictions": rows}).encode())
+
+    def _parse(self, path: str, match: re.Match[str], request: dict[str, Any]) -> ReceivedRequest:
+        signature = request.get("signature_name", "serving_default")
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise ValueError("No values in 'instances' array")
+        images: list[bytes] = []
+        targets: list[int] = []
+        for instance in instances:
+            if signature == "serving_default":
+                if set(instance) != {"b64"}:
+                    raise ValueError("expecting {'b64': ...}")
+                images.append(base64.b64decode(instance["b64"], validate=True))
+            elif signature == "gradcam":
+                if set(instance) != {"image_bytes", "target_class"}:
+                    raise ValueError("keys must be equal to: image_bytes,target_class")
+                images.append(base64.b64decode(instance["image_bytes"]["b64"], validate=True))
+                target = instance["target_class"]
+                if not isinstance(target, int) or isinstance(target, bool):
+                    raise ValueError("target_class is not an int")
+                targets.append(target)
+            else:
+                raise ValueError(f'Serving signature name: "{signature}" not found')
+        return ReceivedRequest(
+            path=path,
+            model=match.group(1),
+            version=match.group(2),
+            label=match.group(3),
+            signature=signature,
+            images=images,
+            target_classes=targets,
+        )
+
+    def _row(self, received: ReceivedRequest, index: int, kind: str) -> dict[str, Any]:
+        count = len(self.class_names)
+        predicted = self.predicted_index
+        probabilities = [0.1 / (count - 1)] * count
+        probabilities[predicted] = 0.9
+        row: dict[str, Any] = {
+            "probabilities": probabilities,
+            "class_index": predicted,
+            "class_name": self.class_names[predicted],
+            "class_names": list(self.class_names),
+            "model_name": self.model_name,
+            "model_version": self.version,
+            "model_run_id": self.run_id,
+        }
+        if received.signature == "gradcam":
+            target = received.target_classes[index]
+            size = self.heatmap_size
+            row["heatmap"] = [[(x + y) / (2 * size) for x in range(size)] for y in range(size)]
+            row["overlay_png_bytes"] = {"b64": base64.b64encode(overlay_png(size)).decode()}
+            row["target_class_index"] = predicted if target == -1 else target
+        if kind == "wrong_shape":
+            row["probabilities"] = probabilities[:-1]
+        if kind == "non_finite":
+            row["probabilities"] = [float("nan")] * count
+        return row

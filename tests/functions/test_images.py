@@ -1,0 +1,111 @@
+"""Upload validation: every bad image gets its defined refusal; good ones pass unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from functions.errors import ApiError
+from functions.images import validate_image
+from tests.functions.sample_images import bomb_png, gif_bytes, jpeg_bytes, png_bytes
+
+LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 50_000_000}
+
+
+def _refusal(data: bytes, declared: str | None = "image/png", **limits: int) -> tuple[int, str]:
+    with pytest.raises(ApiError) as caught:
+        validate_image(data, declared, **{**LIMITS, **limits})
+    return caught.value.status, caught.value.code
+
+
+@pytest.mark.parametrize(
+    ("data", "declared"),
+    [
+        (png_bytes(mode="L"), "image/png"),
+        (png_bytes(mode="RGB"), "image/png"),
+        (png_bytes(mode="RGBA"), "image/png"),
+        (png_bytes(mode="LA"), "image/png"),
+        (png_bytes(mode="P"), "image/png"),
+        (png_bytes(mode="1"), "image/png"),
+        (png_bytes(mode="I;16"), "image/png"),
+        (png_bytes(), "application/octet-stream"),
+        (png_bytes(), None),
+        (jpeg_bytes(mode="L"), "image/jpeg"),
+        (jpeg_bytes(mode="RGB"), "image/jpg"),
+        (jpeg_bytes(orientation=1), "image/jpeg"),
+    ],
+)
+def test_validate_image_supported_images_pass_unchanged(data: bytes, declared: str | None) -> None:
+    image = validate_image(data, declared, **LIMITS)
+    assert image.data is data  # the model gets the very bytes
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    assert image.size_bytes == len(data)
+    assert (image.width, image.height) == (64, 48)
+    assert image.transformation is None
+
+
+def test_validate_image_cmyk_jpeg_is_reencoded_as_rgb_png() -> None:
+    data = jpeg_bytes(mode="CMYK")
+    image = validate_image(data, "image/jpeg", **LIMITS)
+    assert image.transformation == "cmyk_to_rgb"
+    assert image.content_type == "image/png"
+    assert image.sha256 == hashlib.sha256(data).hexdigest()  # of what the user sent
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        assert (decoded.format, decoded.mode, decoded.size) == ("PNG", "RGB", (64, 48))
+
+
+def test_validate_image_exif_rotated_jpeg_is_turned_upright() -> None:
+    image = validate_image(jpeg_bytes(64, 48, orientation=6), "image/jpeg", **LIMITS)
+    assert image.transformation == "exif_orientation"
+    assert (image.width, image.height) == (48, 64)
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        assert decoded.size == (48, 64)
+
+
+@pytest.mark.parametrize(
+    ("data", "declared", "status", "code"),
+    [
+        (b"", "image/png", 400, "empty_image"),
+        (gif_bytes(), "image/gif", 415, "unsupported_media_type"),
+        (gif_bytes(), "application/octet-stream", 415, "unsupported_media_type"),
+        (b"%PDF-1.4 not an image", "image/png", 415, "unsupported_media_type"),
+        (png_bytes(), "image/jpeg", 415, "content_type_mismatch"),
+        (jpeg_bytes(), "image/png", 415, "content_type_mismatch"),
+        (png_bytes(), "text/plain", 415, "unsupported_media_type"),
+        (png_bytes()[:200], "image/png", 422, "invalid_image"),
+        (png_bytes()[:-5], "image/png", 422, "invalid_image"),
+        (jpeg_bytes(256, 256)[:600], "image/jpeg", 422, "invalid_image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "image/png", 422, "invalid_image"),
+        (b"\xff\xd8\xff" + b"\x00" * 40, "image/jpeg", 422, "invalid_image"),
+    ],
+)
+def test_validate_image_bad_uploads_get_their_defined_refusal(
+    data: bytes, declared: str, status: int, code: str
+) -> None:
+    assert _refusal(data, declared) == (status, code)
+
+
+def test_validate_image_corrupted_png_byte_is_refused() -> None:
+    data = bytearray(png_bytes(256, 256, "RGB"))
+    data[len(data) // 2] ^= 0xFF
+    assert _refusal(bytes(data)) == (422, "invalid_image")
+
+
+def test_validate_image_pixel_cap_is_enforced_before_decoding() -> None:
+    assert _refusal(png_bytes(64, 48), max_pixels=64 * 48 - 1) == (422, "too_many_pixels")
+
+
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # the module's policy
+@pytest.mark.parametrize(("width", "height"), [(10_000, 10_000), (20_000, 20_000)])
+def test_validate_image_decompression_bombs_are_refused(width: int, height: int) -> None:
+    # 100 MP sits in Pillow's warning-only zone; 400 MP is past its own error threshold.
+    data = bomb_png(width, height)
+    assert len(data) < 100_000
+    assert _refusal(data, max_pixels=89_478_485) == (422, "too_many_pixels")
+
+
+def test_validate_image_over_the_size_cap_is_413() -> None:
+    assert _refusal(png_bytes(), max_bytes=100) == (413, "payload_too_large")

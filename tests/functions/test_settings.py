@@ -1,0 +1,116 @@
+"""FunctionSettings: defaults, the original system's names, and every problem reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions.settings import FunctionSettings
+from storage import SettingsError
+
+KEY = "k" * 32
+
+
+def test_settings_defaults_match_the_documented_values() -> None:
+    settings = FunctionSettings.from_env({"SECRET_KEY": KEY})
+    assert settings.environment == "production"
+    assert settings.algorithm == "HS256"
+    assert settings.access_token_expire_minutes == 60
+    assert settings.jwt_leeway_seconds == 30
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.max_pixels == 50_000_000
+    assert settings.history_page_max == 100
+    assert settings.api_port == 8080
+    serving = settings.serving
+    assert serving.url == "http://127.0.0.1:8501"
+    assert (serving.model_name, serving.model_label, serving.model_version) == (
+        "cnn_vit",
+        "stable",
+        None,
+    )
+    assert (serving.connect_timeout, serving.read_timeout) == (2.0, 10.0)
+    assert (serving.max_attempts, serving.deadline) == (3, 15.0)
+    assert settings.storage.url == "./store"
+
+
+def test_settings_original_names_are_accepted() -> None:
+    settings = FunctionSettings.from_env(
+        {
+            "SECRET_KEY": KEY,
+            "STORAGE_PATH": "/srv/store",
+            "DB_AUTH_STORAGE_PATH": "/srv/auth",
+            "PROD_MODEL_NAME": "other_model",
+            "ACESS_TOKEN_EXPIRE_MINUTE": "15",
+            "ALGORITHM": "HS256",
+            "API_PORT": "9000",
+            "API_USER_EMAIL": "admin@example.com",
+            "API_USER_PASSWORD": "pw",
+        }
+    )
+    assert settings.storage.url == "/srv/store"
+    assert settings.storage.db_auth_url == "/srv/auth"
+    assert settings.serving.model_name == "other_model"
+    assert settings.access_token_expire_minutes == 15
+    assert settings.api_port == 9000
+    assert settings.api_user_email == "admin@example.com"
+
+
+def test_settings_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env(
+            {
+                "SECRET_KEY": "tiny-secret",
+                "ALGORITHM": "RS256",
+                "ACCESS_TOKEN_EXPIRE_MINUTES": "600",
+                "MAX_UPLOAD_BYTES": "lots",
+                "MAX_PIXELS": "500000000",
+                "TF_SERVING_URL": "grpc://model:8500",
+                "MODEL_VERSION": "latest",
+                "STORAGE_URL": "gs://bucket",
+                "API_USER_EMAIL": "only@example.com",
+            }
+        )
+    text = "\n".join(caught.value.problems)
+    for name in (
+        "SECRET_KEY",
+        "ALGORITHM",
+        "ACCESS_TOKEN_EXPIRE_MINUTES",
+        "MAX_UPLOAD_BYTES",
+        "MAX_PIXELS",
+        "TF_SERVING_URL",
+        "MODEL_VERSION",
+        "STORAGE_URL",
+        "API_USER_PASSWORD",
+    ):
+        assert name in text
+    assert "tiny-secret" not in text  # the secret's value is never echoed
+
+
+def test_settings_missing_secret_outside_local_is_an_error() -> None:
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({})
+    assert any("SECRET_KEY" in problem for problem in caught.value.problems)
+
+
+def test_settings_missing_secret_in_local_generates_a_strong_one() -> None:
+    first = FunctionSettings.from_env({"ENVIRONMENT": "local"})
+    second = FunctionSettings.from_env({"ENVIRONMENT": "local"})
+    assert first.secret_key_generated
+    assert len(first.secret_key.encode()) >= 32
+    assert first.secret_key != second.secret_key
+    assert first.secret_key not in repr(first)
+
+
+def test_settings_empty_model_label_means_latest_version() -> None:
+    latest = FunctionSettings.from_env({"SECRET_KEY": KEY, "MODEL_LABEL": ""})
+    pinned = FunctionSettings.from_env({"SECRET_KEY": KEY, "MODEL_VERSION": "7"})
+    canary = FunctionSettings.from_env({"SECRET_KEY": KEY, "MODEL_LABEL": "canary"})
+    assert (latest.serving.model_label, latest.serving.model_version) == (None, None)
+    assert (pinned.serving.model_label, pinned.serving.model_version) == (None, 7)
+    assert canary.serving.model_label == "canary"
+
+
+def test_settings_label_and_version_together_are_refused() -> None:
+    with pytest.raises(SettingsError):
+        FunctionSettings.from_env(
+            {"SECRET_KEY": KEY, "MODEL_LABEL": "stable", "MODEL_VERSION": "2"}
+        )

@@ -1,0 +1,304 @@
+"""The users file: the original format, safe writing, compare-and-swap updates, cache and CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from functions.passwords import PasswordHasher
+from functions.users import (
+    SeedUser,
+    User,
+    UserDirectory,
+    UsersFileError,
+    UserTable,
+    check_new_email,
+    format_users_csv,
+    parse_users_csv,
+    update_users,
+)
+from functions.users.cli import main as users_cli
+from storage import (
+    LocalStore,
+    ObjectInfo,
+    StorageSettings,
+    Store,
+    StoredObject,
+    keys,
+    open_areas,
+)
+from tests.conftest import new_bucket
+from tests.functions.conftest import CHEAP_HASH, cheap_env
+
+ORIGINAL_FILE = (
+    b"id;email;role;hashed_password;disabled\n"
+    b"1;admin@example.com;admin;$2b$12$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY;False\n"
+    b"2;user@example.com;user;$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA;True\n"
+)
+
+
+class InterleavingStore(Store):
+    """Wraps a store; just before the first write of the users file, runs `competitor` once.
+
+    This forces the interleaving "we read, someone else writes, we write" in a fixed order,
+    which thread races on moto cannot do reliably (reliability.md §3.4).
+    """
+
+    def __init__(self, inner: Store, competitor: Callable[[Store], object]) -> None:
+        self.inner = inner
+        self._competitor: Callable[[Store], object] | None = competitor
+        self.conflicts_seen = 0
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
+        if key == keys.USERS_FILE and self._competitor is not None:
+            competitor, self._competitor = self._competitor, None
+            competitor(self.inner)
+        try:
+            return self.inner.put(key, data, **options)  # type: ignore[arg-type]
+        except Exception:
+            self.conflicts_seen += 1
+            raise
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def _user(user_id: str, email: str, role: str = "user") -> User:
+    return User(user_id, email, role, "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA")
+
+
+def test_users_csv_original_file_parses() -> None:
+    table = parse_users_csv(ORIGINAL_FILE)
+    assert [user.id for user in table.users] == ["1", "2"]
+    admin = table.by_email("ADMIN@example.com")
+    assert admin is not None
+    assert admin.role == "admin"
+    assert not admin.disabled
+    assert table.by_id("2") is not None
+    assert table.by_id("2").disabled
+    assert table.problems == ()
+
+
+def test_users_csv_round_trips_through_format() -> None:
+    table = parse_users_csv(ORIGINAL_FILE)
+    again = parse_users_csv(format_users_csv(table.users))
+    assert again.users == table.users
+
+
+def test_users_csv_malformed_rows_are_skipped_and_reported() -> None:
+    data = (
+        ORIGINAL_FILE
+        + b"3;x@example.com;root;hash;False\n../4;evil@example.com;user;hash;False\nshort;row\n"
+    )
+    table = parse_users_csv(data)
+    assert [user.id for user in table.users] == ["1", "2"]
+    assert len(table.problems) == 3
+    assert all("evil" not in problem for problem in table.problems)
+
+
+def test_users_csv_wrong_header_is_refused() -> None:
+    with pytest.raises(UsersFileError):
+        parse_users_csv(b"name;password\nalice;x\n")
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(A1)", "a;b@example.com", 'a"b@x.org', "a\nb", ""],
+)
+def test_users_email_that_could_forge_rows_or_formulas_is_refused(email: str) -> None:
+    with pytest.raises(ValueError):
+        check_new_email(email)
+
+
+@pytest.mark.parametrize("email", ["=cmd|' /C calc'!A0", "+1", "-2", "@SUM(A1)", "a\nb", ""])
+def test_users_writer_refuses_formula_or_line_break_fields(email: str) -> None:
+    with pytest.raises(UsersFileError):
+        format_users_csv([User("9", email, "user", "$argon2id$x")])
+
+
+@pytest.mark.parametrize("email", ["a;b@example.com", 'a"b@x.org', "a,b@x.org"])
+def test_users_writer_quotes_separators_so_no_row_is_forged(email: str) -> None:
+    table = parse_users_csv(format_users_csv([User("9", email, "user", "$argon2id$x")]))
+    assert [user.email for user in table.users] == [email]
+    assert table.problems == ()
+
+
+def test_users_csv_quotes_fields_per_rfc4180() -> None:
+    # A legacy hash with a separator inside stays one field after a round trip.
+    user = User("1", "a@example.com", "user", '$weird;hash"value')
+    assert parse_users_csv(format_users_csv([user])).users == (user,)
+
+
+def test_update_users_two_interleaved_changes_both_survive(store: Store) -> None:
+    store.put(keys.USERS_FILE, format_users_csv([_user("1", "first@example.com")]))
+    competitor = lambda inner: update_users(  # noqa: E731
+        inner, lambda table: table.added(_user("2", "competitor@example.com"))
+    )
+    wrapped = InterleavingStore(store, competitor)
+    sleeps: list[float] = []
+
+    final = update_users(
+        wrapped,
+        lambda table: table.added(_user(table.next_id(), "mine@example.com")),
+        sleep=sleeps.append,
+    )
+
+    assert wrapped.conflicts_seen == 1  # our first write lost, and was redone
+    assert len(sleeps) == 1
+    stored = parse_users_csv(store.get_bytes(keys.USERS_FILE))
+    assert {user.email for user in stored.users} == {
+        "first@example.com",
+        "competitor@example.com",
+        "mine@example.com",
+    }
+    assert stored.users == final.users
+    assert stored.by_email("mine@example.com").id == "3"  # type: ignore[union-attr]
+
+
+def test_update_users_concurrent_creation_of_the_file_keeps_both(store: Store) -> None:
+    competitor = lambda inner: update_users(  # noqa: E731
+        inner, lambda table: table.added(_user("1", "competitor@example.com"))
+    )
+    wrapped = InterleavingStore(store, competitor)
+    update_users(
+        wrapped,
+        lambda table: table.added(_user(table.next_id(), "mine@example.com")),
+        sleep=lambda _: None,
+    )
+    stored = parse_users_csv(store.get_bytes(keys.USERS_FILE))
+    assert [user.email for user in stored.users] == ["competitor@example.com", "mine@example.com"]
+
+
+def test_update_users_refuses_to_rewrite_a_file_with_malformed_rows(
+    local_store: LocalStore,
+) -> None:
+    local_store.put(keys.USERS_FILE, ORIGINAL_FILE + b"9;bad;nobody;x;False\n")
+    with pytest.raises(UsersFileError):
+        update_users(local_store, lambda table: table.updated("1", disabled=True))
+    assert local_store.get_bytes(keys.USERS_FILE).endswith(b"9;bad;nobody;x;False\n")
+
+
+def test_directory_sees_a_change_once_the_cache_expires(local_store: LocalStore) -> None:
+    local_store.put(keys.USERS_FILE, format_users_csv([_user("1", "a@example.com")]))
+    now = [0.0]
+    directory = UserDirectory(local_store, cache_seconds=5, clock=lambda: now[0])
+    assert not directory.get("1").disabled  # type: ignore[union-attr]
+    update_users(local_store, lambda table: table.updated("1", disabled=True))
+    now[0] = 4.0
+    assert not directory.get("1").disabled  # type: ignore[union-attr]
+    now[0] = 6.0
+    assert directory.get("1").disabled  # type: ignore[union-attr]
+
+
+def test_directory_seeds_the_first_user_only_when_no_file_exists(local_store: LocalStore) -> None:
+    hasher = PasswordHasher(CHEAP_HASH)
+    directory = UserDirectory(
+        local_store, cache_seconds=0, seed=SeedUser("root@example.com", "pw-1"), hasher=hasher
+    )
+    seeded = directory.find_by_email("root@example.com")
+    assert seeded is not None
+    assert seeded.role == "admin"
+    assert hasher.verify("pw-1", seeded.hashed_password)
+    update_users(local_store, lambda table: table.updated("1", disabled=True))
+    assert directory.find_by_email("root@example.com").disabled  # type: ignore[union-attr]
+
+
+def test_directory_without_file_or_seed_knows_nobody(local_store: LocalStore) -> None:
+    assert UserDirectory(local_store, cache_seconds=0).table() == UserTable()
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def _cli(env: dict[str, str], *argv: str, stdin: str = "") -> tuple[int, str]:
+    out = io.StringIO()
+    code = users_cli(list(argv), environ=env, stdin=io.StringIO(stdin), stdout=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture(params=["local", "s3"])
+def cli_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    env = cheap_env()
+    if request.param == "local":
+        env["STORAGE_URL"] = str(tmp_path / "store")
+    else:
+        s3 = request.getfixturevalue("s3_env")
+        env.update(
+            STORAGE_URL=f"s3://{new_bucket(s3['S3_ENDPOINT_URL'])}",
+            S3_ENDPOINT_URL=s3["S3_ENDPOINT_URL"],
+            AWS_REGION="us-east-1",
+        )
+    return env
+
+
+def test_users_cli_add_list_disable_enable_set_password(cli_env: dict[str, str]) -> None:
+    assert _cli(cli_env, "add", "Alice@example.com", "--password-stdin", stdin="pw-alice\n")[0] == 0
+    assert (
+        _cli(
+            cli_env,
+            "add",
+            "root@example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+            stdin="pw-root\n",
+        )[0]
+        == 0
+    )
+    assert _cli(cli_env, "add", "alice@example.com", "--password-stdin", stdin="again\n")[0] == 1
+
+    code, listing = _cli(cli_env, "list", "--json")
+    assert code == 0
+    users = json.loads(listing)
+    assert [(u["id"], u["email"], u["role"], u["disabled"]) for u in users] == [
+        ("1", "Alice@example.com", "user", False),
+        ("2", "root@example.com", "admin", False),
+    ]
+    assert "argon2" not in listing  # never the hashes
+
+    assert _cli(cli_env, "disable", "alice@example.com")[0] == 0
+    assert json.loads(_cli(cli_env, "list", "--json")[1])[0]["disabled"] is True
+    assert _cli(cli_env, "enable", "1")[0] == 0
+    assert _cli(cli_env, "set-role", "1", "admin")[0] == 0
+    assert _cli(cli_env, "set-password", "1", "--password-stdin", stdin="new-pw\n")[0] == 0
+    assert _cli(cli_env, "disable", "nobody@example.com")[0] == 1
+
+    table = parse_users_csv(
+        open_areas(StorageSettings.from_env(cli_env)).auth.get_bytes(keys.USERS_FILE)
+    )
+    alice = table.by_id("1")
+    assert alice is not None
+    assert alice.role == "admin"
+    assert not alice.disabled
+    assert PasswordHasher(CHEAP_HASH).verify("new-pw", alice.hashed_password)
+
+
+def test_users_cli_hash_prints_an_argon2id_hash(cli_env: dict[str, str]) -> None:
+    code, output = _cli(cli_env, "hash", "--password-stdin", stdin="secret-pw\n")
+    assert code == 0
+    hashed = output.strip()
+    assert hashed.startswith("$argon2id$")
+    assert PasswordHasher(CHEAP_HASH).verify("secret-pw", hashed)
+
+
+def test_users_cli_refuses_a_dangerous_username(cli_env: dict[str, str]) -> None:
+    code, _ = _cli(cli_env, "add", '=HYPERLINK("x")', "--password-stdin", stdin="pw\n")
+    assert code == 1
