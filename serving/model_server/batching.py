@@ -10,6 +10,7 @@ across all queues; a full queue answers UNAVAILABLE (HTTP 503), as TF Serving do
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from serving.model_server.errors import Code, ServingError
 __all__ = ["BatchScheduler", "BatchingParameters"]
 
 Tensors = dict[str, np.ndarray]
+
+logger = logging.getLogger("serving.model_server")
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ class BatchScheduler:
             for task in batch:
                 task.error = error
         except Exception as error:  # a bug must not leave requests waiting forever
+            logger.exception("batch failed")
             for task in batch:
                 task.error = ServingError.internal(f"Batch failed: {type(error).__name__}")
         finally:

@@ -353,7 +353,8 @@ def _stack(arrays: list[np.ndarray], dtype: DataType) -> np.ndarray:
     if dtype == DataType.DT_STRING:
         stacked = np.empty((len(arrays), *arrays[0].shape), dtype=object)
         for index, array in enumerate(arrays):
-            stacked[index] = array
+            # A 0-d object array would be stored as an object itself: store its item.
+            stacked[index] = array if array.ndim else array.item()
         return stacked
     return np.stack(arrays)
 
