@@ -40,8 +40,8 @@ def cheap_env() -> dict[str, str]:
         "PASSWORD_HASH_PARALLELISM": str(CHEAP_HASH.parallelism),
         "USERS_CACHE_SECONDS": "0",
         "TF_SERVING_CONNECT_TIMEOUT": "0.5",
-        "TF_SERVING_READ_TIMEOUT": "2",
-        "TF_SERVING_DEADLINE": "3",
+        "TF_SERVING_READ_TIMEOUT": "1",
+        "TF_SERVING_DEADLINE": "2",
         "LOG_LEVEL": "INFO",
     }
 
