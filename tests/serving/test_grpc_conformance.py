@@ -1,4 +1,4 @@
-"""gRPC conformance of the local model server (reference/tfserving.md §2) with TF Serving's stubs."""
+"""gRPC conformance of the local model server (reference/tfserving.md §2), with TF's stubs."""
 
 from __future__ import annotations
 
