@@ -35,7 +35,6 @@ WORKDIR /app
 # serving/ also holds the local model server (TensorFlow): only serving.sync and what it
 # imports run here (tests/infra checks the import closure stays within these packages).
 COPY storage/ storage/
-COPY model_export/ model_export/
 COPY serving/ serving/
 USER 10001:10001
 # The shared volume TF Serving reads; mounted over in compose and Kubernetes.
