@@ -129,9 +129,9 @@ PRESETS: dict[str, ModelConfig] = {
         key_dim=16,
         transformer_mlp_units=(64, 32),
         transformer_dropout=0.1,
-        head_dropout=0.3,
+        head_dropout=0.1,
         mlp_head_units=(64,),
-        head_mlp_dropout=0.3,
+        head_mlp_dropout=0.1,
         gradcam_layer="encoder_conv_2",
     ),
 }

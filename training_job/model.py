@@ -29,6 +29,16 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 _CUSTOM_PACKAGE = "xray"
 
+# Initialisation (the architecture is the original's; only starting weights differ from Keras
+# defaults). Chest films all look alike, so at the start the image-dependent part of each token
+# is a few percent of it; with default initialisation every transformer block adds a larger,
+# image-independent term and the classifier starts with confident random logits, and training
+# stalls for epochs at chance (or never leaves it under dropout). So: He init for the ReLU
+# convolutions (keeps the feature scale through five blocks), residual branches (attention,
+# last MLP layer) and the classifier start near zero (each block starts close to the identity,
+# as in GPT-2/Fixup-style scaled init; the first loss is ln(classes), as ViT's zero-init head).
+_SMALL_INIT_SCALE = 0.01
+
 
 def encoder_conv_name(block: int) -> str:
     """Name of the convolution of encoder block `block` (1-based); Grad-CAM names one."""
@@ -109,18 +119,34 @@ class PatchEncoder(layers.Layer):
 
 
 def _mlp(
-    inputs: Any, units: tuple[int, ...], dropout: float, prefix: str, dtype_policy: str
+    inputs: Any,
+    units: tuple[int, ...],
+    dropout: float,
+    prefix: str,
+    dtype_policy: str,
+    last_initializer: Any = "glorot_uniform",
 ) -> Any:
     """Dense + GELU + dropout per entry of `units` (the keras-io ViT's `mlp`)."""
     outputs = inputs
     for index, width in enumerate(units, start=1):
         outputs = layers.Dense(
-            width, activation="gelu", name=f"{prefix}_dense_{index}", dtype=dtype_policy
+            width,
+            activation="gelu",
+            kernel_initializer=last_initializer if index == len(units) else "glorot_uniform",
+            name=f"{prefix}_dense_{index}",
+            dtype=dtype_policy,
         )(outputs)
         outputs = layers.Dropout(dropout, name=f"{prefix}_dropout_{index}", dtype=dtype_policy)(
             outputs
         )
     return outputs
+
+
+def _small_initializer() -> keras.initializers.Initializer:
+    """Glorot-uniform shrunk 10-fold in amplitude (see `_SMALL_INIT_SCALE`)."""
+    return keras.initializers.VarianceScaling(
+        _SMALL_INIT_SCALE, mode="fan_avg", distribution="uniform"
+    )
 
 
 def _check_config(config: ModelConfig) -> None:
@@ -160,6 +186,7 @@ def build_model(config: ModelConfig, *, dtype_policy: str = "float32") -> keras.
             3,
             padding="same",
             activation="relu",
+            kernel_initializer="he_uniform",
             name=encoder_conv_name(block),
             dtype=policy,
         )(features)
@@ -179,6 +206,7 @@ def build_model(config: ModelConfig, *, dtype_policy: str = "float32") -> keras.
             num_heads=config.num_heads,
             key_dim=config.key_dim,
             dropout=config.transformer_dropout,
+            kernel_initializer=_small_initializer(),
             name=f"{prefix}_attention",
             dtype=policy,
         )(normed, normed)
@@ -208,6 +236,10 @@ def build_model(config: ModelConfig, *, dtype_policy: str = "float32") -> keras.
     # The softmax runs in float32 whatever the policy: bfloat16 has 8 bits of mantissa, too
     # coarse for probabilities that callers compare and threshold.
     probabilities = layers.Dense(
-        config.num_classes, activation="softmax", name="probabilities", dtype="float32"
+        config.num_classes,
+        activation="softmax",
+        kernel_initializer=_small_initializer(),
+        name="probabilities",
+        dtype="float32",
     )(features)
     return keras.Model(inputs, probabilities, name=f"cnn_vit_{config.name}")
