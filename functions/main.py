@@ -179,25 +179,23 @@ def _gradcam(request: flask.Request) -> flask.Response:
     )
     record, result = outcome.record, outcome.result
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    naming = {
+        "X-Inference-Id": record["id"],
+        "X-Predicted-Class": record["predicted_class"],
+        "X-Target-Class": result.target_class,
+        "X-Model-Name": record["model"]["name"],
+        "X-Model-Version": str(record["model"]["version"]),
+        "X-Model-Run-Id": record["model"]["run_id"],
+    }
     if as_json:
         body = dict(record)
         body["overlay_png_b64"] = base64.b64encode(result.overlay_png).decode("ascii")
         if with_heatmap:
             body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
-        return web.json_response(body)
+        return web.json_response(body, headers=naming)
     response = flask.Response(result.overlay_png, mimetype="image/png")
-    response.headers.update(
-        {
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Inference-Id": record["id"],
-            "X-Predicted-Class": record["predicted_class"],
-            "X-Target-Class": result.target_class,
-            "X-Model-Name": record["model"]["name"],
-            "X-Model-Version": str(record["model"]["version"]),
-            "X-Model-Run-Id": record["model"]["run_id"],
-        }
-    )
+    response.headers.update({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    response.headers.update(naming)
     return response
 
 

@@ -1,0 +1,270 @@
+"""The local gateway as a real process over real HTTP: new and original routes, docs, TLS."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from functions.docs import load_openapi
+from storage import StorageSettings, open_areas
+from tests.conftest import free_port
+from tests.functions.conftest import PASSWORDS, cheap_env, seed_users
+from tests.functions.fake_serving import FakeTFServing, overlay_png
+from tests.functions.sample_images import png_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen[bytes]
+    # Only the --self-signed gateway: its certificate is made at start and trusted by no one.
+    verify: bool = True
+
+    def token(self, path: str = "/auth/token") -> str:
+        response = requests.post(
+            self.url + path,
+            data={
+                "grant_type": "password",
+                "username": "alice@example.com",
+                "password": PASSWORDS["1"],
+            },
+            timeout=10,
+            verify=self.verify,  # False only for the self-signed gateway
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+
+def _environment(folder: Path, fake: FakeTFServing) -> dict[str, str]:
+    store = folder / "store"
+    seed_users(open_areas(StorageSettings(url=str(store))).auth)
+    keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    return {
+        **keep,
+        **cheap_env(),
+        "STORAGE_URL": str(store),
+        "TF_SERVING_URL": fake.url,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _start(folder: Path, env: dict[str, str], *arguments: str, scheme: str = "http") -> Gateway:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "functions.gateway",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            *arguments,
+        ],
+        cwd=folder,  # no stray .env
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode() if process.stderr else "exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return Gateway(f"{scheme}://127.0.0.1:{port}", process)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the gateway did not start")
+
+
+def _stop(gateway: Gateway) -> None:
+    gateway.process.terminate()
+    try:
+        gateway.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        gateway.process.wait()
+    if gateway.process.stderr is not None:
+        gateway.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, fake_serving: FakeTFServing
+) -> Iterator[Gateway]:
+    folder = tmp_path_factory.mktemp("gateway")
+    running = _start(folder, _environment(folder, fake_serving))
+    yield running
+    _stop(running)
+
+
+@pytest.mark.parametrize("token_path", ["/auth/token", "/token"])
+@pytest.mark.parametrize("me_path", ["/auth/me", "/user/me"])
+def test_gateway_login_and_profile_on_new_and_original_routes(
+    gateway: Gateway, token_path: str, me_path: str
+) -> None:
+    token = gateway.token(token_path)
+    response = requests.get(
+        gateway.url + me_path, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200
+    assert response.json()["email"] == "alice@example.com"
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/", "/x-ray"])
+def test_gateway_predict_routes_answer_without_redirect(gateway: Gateway, path: str) -> None:
+    headers = {"Authorization": f"Bearer {gateway.token()}"}
+    response = requests.post(
+        gateway.url + path,
+        files={"file": ("x.png", png_bytes(), "image/png")},
+        headers=headers,
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["predicted_class"] == "covid"
+
+
+@pytest.mark.parametrize("path", ["/gradcam", "/grad_cam"])
+def test_gateway_gradcam_routes(gateway: Gateway, path: str) -> None:
+    response = requests.post(
+        gateway.url + path,
+        data=png_bytes(),
+        headers={"Authorization": f"Bearer {gateway.token()}", "Content-Type": "image/png"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.content == overlay_png(8)
+
+
+@pytest.mark.parametrize("path", ["/history", "/history/", "/user/results"])
+def test_gateway_history_routes(gateway: Gateway, path: str) -> None:
+    headers = {"Authorization": f"Bearer {gateway.token()}"}
+    made = requests.post(
+        gateway.url + "/predict",
+        data=png_bytes(),
+        headers={**headers, "Content-Type": "image/png"},
+        timeout=10,
+    ).json()
+    listing = requests.get(gateway.url + path, headers=headers, timeout=10, allow_redirects=False)
+    assert listing.status_code == 200
+    assert listing.json()["records"][0]["id"] == made["id"]
+    one = requests.get(f"{gateway.url}/history/{made['id']}", headers=headers, timeout=10)
+    assert one.json() == made
+
+
+def test_gateway_serves_the_openapi_document_and_docs(gateway: Gateway) -> None:
+    as_yaml = requests.get(gateway.url + "/openapi.yaml", timeout=10)
+    assert as_yaml.status_code == 200
+    assert yaml.safe_load(as_yaml.text) == load_openapi()
+    assert requests.get(gateway.url + "/openapi.json", timeout=10).json() == load_openapi()
+    page = requests.get(gateway.url + "/docs", timeout=10)
+    assert page.status_code == 200
+    assert "swagger-ui-bundle.js" in page.text
+    for asset in ("/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/init.js"):
+        assert requests.get(gateway.url + asset, timeout=10).status_code == 200
+    ui = requests.get(gateway.url + "/docs/openapi-ui.json", timeout=10).json()
+    assert ui["openapi"] == "3.0.3"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", "/docs/../../etc/passwd", 404),
+        ("POST", "/openapi.yaml", 405),
+        ("DELETE", "/x-ray", 405),
+        ("GET", "/auth/nothing", 404),
+    ],
+)
+def test_gateway_errors_are_json(gateway: Gateway, method: str, path: str, status: int) -> None:
+    response = requests.request(method, gateway.url + path, timeout=10)
+    assert response.status_code == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "error" in response.json()
+
+
+def test_gateway_chunked_upload_over_the_cap_is_413(gateway: Gateway) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"\x89PNG\r\n\x1a\n"
+        for _ in range(12):
+            yield b"\0" * (1024 * 1024)
+
+    try:
+        response = requests.post(
+            gateway.url + "/predict",
+            data=chunks(),
+            headers={"Authorization": f"Bearer {gateway.token()}", "Content-Type": "image/png"},
+            timeout=30,
+        )
+    except requests.ConnectionError:
+        pytest.fail("the gateway reset the connection instead of answering 413")
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+
+
+def test_gateway_refuses_to_start_with_a_missing_secret(
+    tmp_path: Path, fake_serving: FakeTFServing
+) -> None:
+    env = _environment(tmp_path, fake_serving)
+    del env["SECRET_KEY"]
+    result = subprocess.run(
+        [sys.executable, "-m", "functions.gateway", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SECRET_KEY" in result.stderr
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_gateway_self_signed_tls(tmp_path: Path, fake_serving: FakeTFServing) -> None:
+    running = _start(
+        tmp_path, _environment(tmp_path, fake_serving), "--self-signed", scheme="https"
+    )
+    running.verify = False
+    try:
+        response = requests.get(
+            running.url + "/openapi.json",
+            timeout=10,
+            verify=running.verify,  # its own certificate, made at start
+        )
+        assert response.status_code == 200
+        token = running.token()
+        me = requests.get(
+            running.url + "/user/me",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+            verify=running.verify,  # its own certificate, made at start
+        )
+        assert me.json()["id"] == "1"
+    finally:
+        _stop(running)
+
+
+def test_gateway_werkzeug_server_option(tmp_path: Path, fake_serving: FakeTFServing) -> None:
+    running = _start(tmp_path, _environment(tmp_path, fake_serving), "--server", "werkzeug")
+    try:
+        assert requests.get(running.url + "/openapi.json", timeout=10).status_code == 200
+        assert running.token("/token")
+    finally:
+        _stop(running)

@@ -1,0 +1,121 @@
+"""The shared edge: errors are JSON whatever fails, access log lines, never a secret or a trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from functions.runtime import Runtime, install_runtime, reset_runtime
+from storage import keys
+from tests.functions.conftest import MAIN, Stack, error_of
+from tests.functions.sample_images import png_bytes
+from tests.functions.stores import FaultyStore
+
+
+def _log_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_web_unexpected_exception_is_a_generic_json_500_logged_with_traceback(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = FaultyStore(
+        stack.auth_store,
+        fails=lambda op, key: key == keys.USERS_FILE,
+        error=lambda: RuntimeError("bucket-name-and-secret-detail"),
+    )
+    install_runtime(Runtime(stack.runtime.settings, root_store=stack.root, auth_store=broken))
+    response = stack.client("auth").get("/me", headers=stack.bearer())
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal", "message": "internal error"}
+    captured = capsys.readouterr()
+    (problem,) = [line for line in _log_lines(captured.err) if line["level"] == "ERROR"]
+    assert "bucket-name-and-secret-detail" in str(problem["traceback"])
+    assert "bucket-name-and-secret-detail" not in response.get_data(as_text=True)
+
+
+def test_web_storage_outage_on_login_is_503_in_rfc6749_shape(stack: Stack) -> None:
+    from storage import StorageUnavailable
+
+    broken = FaultyStore(
+        stack.auth_store,
+        fails=lambda op, key: True,
+        error=lambda: StorageUnavailable("get input/db_auth/authentication.csv: SlowDown"),
+    )
+    install_runtime(Runtime(stack.runtime.settings, root_store=stack.root, auth_store=broken))
+    response = stack.client("auth").post(
+        "/token", data={"grant_type": "password", "username": "a@example.com", "password": "x"}
+    )
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "temporarily_unavailable"
+    assert "authentication.csv" not in response.get_data(as_text=True)
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_web_misconfigured_function_answers_500_without_details(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functions_framework
+
+    reset_runtime()
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    response = functions_framework.create_app("auth", MAIN).test_client().get("/me")
+    assert response.status_code == 500
+    assert error_of(response) == "internal"
+    assert "SECRET_KEY" not in response.get_data(as_text=True)
+    reset_runtime()
+
+
+def test_web_one_access_line_per_request_without_secrets(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    token = stack.token()
+    response = stack.client("predict").post(
+        "/",
+        data=png_bytes(),
+        content_type="image/png",
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-123"},
+    )
+    assert response.headers["X-Request-ID"] == "req-123"
+    stack.client("auth").post(
+        "/token",
+        data={"grant_type": "password", "username": "alice@example.com", "password": "pw-x"},
+    )
+    out = capsys.readouterr().out
+    access = [line for line in _log_lines(out) if line["logger"] == "functions.access"]
+    assert len(access) == 2
+    predict_line, token_line = access
+    assert predict_line["function"] == "predict"
+    assert predict_line["route"] == "/"
+    assert predict_line["status"] == 200
+    assert predict_line["user_id"] == "1"
+    assert predict_line["model_version"] == 3
+    assert predict_line["request_id"] == "req-123"
+    assert isinstance(predict_line["latency_ms"], float)
+    assert token_line["error"] == "invalid_grant"
+    assert token not in out
+    assert "pw-x" not in out
+
+
+def test_web_request_id_is_generated_when_missing_or_unsafe(stack: Stack) -> None:
+    unsafe = "<script>" + "x" * 100
+    response = stack.client("auth").get("/me", headers={"X-Request-ID": unsafe})
+    assert response.headers["X-Request-ID"] != unsafe
+    assert len(response.headers["X-Request-ID"]) == 16
+
+
+@pytest.mark.parametrize("target", ["auth", "predict", "gradcam", "history"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_web_every_function_answers_unknown_methods_with_json_405(
+    stack: Stack, target: str, method: str
+) -> None:
+    path = "/token" if target == "auth" else "/"
+    response = stack.client(target).open(path, method=method)
+    assert response.status_code == 405
+    assert response.headers["Allow"]
+    assert response.mimetype == "application/json"
