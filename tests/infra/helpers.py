@@ -163,8 +163,9 @@ def k8s_containers(overlay: str, docs: list[dict[str, Any]]) -> Iterator[Contain
 
 
 def load_compose(*paths: Path) -> dict[str, Any]:
-    """The compose model, YAML merge keys resolved; later files override earlier ones the way
-    compose merges mappings (service by service, key by key, lists of volumes appended)."""
+    """The compose model, YAML merge keys resolved; later files override earlier ones as
+    compose merges them: mappings key by key, a service's `volumes` by container path, other
+    sequences replaced (enough for infra/compose)."""
     merged: dict[str, Any] = {}
     for path in paths:
         (doc,) = load_documents(path)
@@ -172,12 +173,20 @@ def load_compose(*paths: Path) -> dict[str, Any]:
     return merged
 
 
-def _merge(base: Any, override: Any) -> Any:
+def _volume_target(volume: str | dict[str, Any]) -> str:
+    return volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+
+
+def _merge(base: Any, override: Any, key: str = "") -> Any:
     if isinstance(base, dict) and isinstance(override, dict):
         result = dict(base)
-        for key, value in override.items():
-            result[key] = _merge(base[key], value) if key in base else value
+        for name, value in override.items():
+            result[name] = _merge(base[name], value, name) if name in base else value
         return result
+    if key == "volumes" and isinstance(base, list) and isinstance(override, list):
+        by_target = {_volume_target(volume): volume for volume in base}
+        by_target.update({_volume_target(volume): volume for volume in override})
+        return list(by_target.values())
     return override
 
 

@@ -180,8 +180,17 @@ def test_compose_build_contexts_and_dockerfiles_exist(services: dict[str, Any]) 
 
 def test_compose_gpu_override_reserves_gpus(services: dict[str, Any]) -> None:
     merged = load_compose(COMPOSE_FILE, COMPOSE_GPU_FILE)["services"]
+    batching = [
+        volume
+        for volume in merged["tfserving"]["volumes"]
+        if volume.split(":")[1] == "/etc/tfserving/batching_parameters.txt"
+    ]
 
     assert merged["tfserving"]["image"].endswith("-gpu")
+    assert batching == [
+        "../tfserving/batching_parameters.gpu.txt:/etc/tfserving/batching_parameters.txt:ro"
+    ]
+    assert "models:/models:ro" in merged["tfserving"]["volumes"]
     for name in ("tfserving", "training"):
         (device,) = merged[name]["deploy"]["resources"]["reservations"]["devices"]
         assert device["capabilities"] == ["gpu"]

@@ -69,8 +69,9 @@ TOOL_NAMES: dict[str, set[str]] = {
 }
 # Containers from official images: the names each image documents.
 THIRD_PARTY: dict[str, set[str]] = {
-    # tf_serving_entrypoint.sh passes --model_name/--model_base_path from these.
-    "tensorflow/serving": {"MODEL_NAME", "MODEL_BASE_PATH"},
+    # tf_serving_entrypoint.sh passes --model_name/--model_base_path from these; TensorFlow's
+    # GPU allocator reads the last one.
+    "tensorflow/serving": {"MODEL_NAME", "MODEL_BASE_PATH", "TF_FORCE_GPU_ALLOW_GROWTH"},
     # The server's root account.
     "minio/minio": {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"},
     # mc itself reads none of these: minio-init's own shell script in compose.yaml does.
