@@ -283,7 +283,7 @@ def test_knative_functions_scale_to_zero(docs: list[dict[str, Any]]) -> None:
         )
 
 
-def test_knative_functions_reach_model_only_through_service_url(
+def test_functions_settings_tf_serving_url_targets_service_rest_port(
     docs: list[dict[str, Any]],
 ) -> None:
     settings = next(
