@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +36,17 @@ _TOKEN_VERSION = 1
 _FETCH_THREADS = 8
 
 
+_DECODED_PLUS_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
+
+
 def parse_time(text: str, name: str) -> datetime:
-    """ISO 8601 date or date-time; naive means UTC."""
+    """ISO 8601 date or date-time; naive means UTC.
+
+    A `+01:00` offset sent unencoded in a query string arrives as ` 01:00`: read it as meant.
+    """
+    text = _DECODED_PLUS_OFFSET.sub(r"+\1", text.strip())
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidParameter(f"{name} is not an ISO 8601 time") from None
     if moment.tzinfo is None:

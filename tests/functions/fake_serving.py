@@ -129,6 +129,9 @@ class FakeTFServing:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, delayed ACKs
+            # stall every kept-alive answer by about 40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 del format, args

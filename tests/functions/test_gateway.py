@@ -268,3 +268,45 @@ def test_gateway_werkzeug_server_option(tmp_path: Path, fake_serving: FakeTFServ
         assert running.token("/token")
     finally:
         _stop(running)
+
+
+def test_function_runs_alone_under_the_functions_framework_cli(
+    tmp_path: Path, fake_serving: FakeTFServing
+) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("functions-framework")),
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--target",
+            "predict",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=_environment(tmp_path, fake_serving),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    alone = Gateway(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                assert process.poll() is None
+                time.sleep(0.1)
+        unauthenticated = requests.post(
+            alone.url + "/", data=png_bytes(), timeout=10, headers={"Content-Type": "image/png"}
+        )
+        assert unauthenticated.status_code == 401
+        assert unauthenticated.json()["error"] == "authentication_required"
+        assert requests.put(alone.url + "/", timeout=10).status_code == 405
+    finally:
+        _stop(alone)

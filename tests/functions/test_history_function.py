@@ -73,8 +73,9 @@ def test_history_explicit_window_with_naive_and_offset_times(stack: Stack) -> No
     inside = [put_record(stack.root, "1", day + timedelta(hours=h)) for h in (9, 10, 11)]
     put_record(stack.root, "1", day + timedelta(hours=8, minutes=59))
     put_record(stack.root, "1", day + timedelta(hours=11, minutes=1))
-    body = _get(stack, "/?start_time=2026-03-10T09:00:00&stop_time=2026-03-10T12:00:00%2B01:00")
-    assert [record["id"] for record in body.get_json()["records"]] == inside[::-1]
+    for stop in ("2026-03-10T12:00:00%2B01:00", "2026-03-10T12:00:00+01:00", "2026-03-10T11:00Z"):
+        body = _get(stack, f"/?start_time=2026-03-10T09:00:00&stop_time={stop}")
+        assert [record["id"] for record in body.get_json()["records"]] == inside[::-1]
 
 
 def test_history_pages_cover_the_window_once_each(any_stack: Stack) -> None:
