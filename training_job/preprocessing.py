@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 GRAY_LEVELS = 256
+_INVERSE_MAX_LEVEL = 1.0 / (GRAY_LEVELS - 1)
 
 # ITU-R BT.601 luma weights, as Pillow's "L" conversion uses; they sum to exactly 1, so a grey
 # image stored as RGB decodes to its own grey values.
@@ -100,7 +101,10 @@ def equalized_image_bytes(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
 def preprocess_image_bytes(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """Encoded image bytes (scalar string) -> model input float32 [S, S, 1] in [0, 1]."""
     equalized = equalized_image_bytes(image_bytes, image_size)
-    image = tf.cast(equalized, tf.float32)[..., tf.newaxis] / 255.0
+    # Multiply by the reciprocal rather than divide: graph optimisation rewrites a division by a
+    # constant into this multiplication, so eager and graph calls (tf.data, SavedModel) would
+    # otherwise differ in the last bit.
+    image = tf.cast(equalized, tf.float32)[..., tf.newaxis] * _INVERSE_MAX_LEVEL
     return tf.ensure_shape(image, (image_size, image_size, 1))
 
 

@@ -423,7 +423,11 @@ def train_model(
         return tf.reduce_sum(per_example), matrix
 
     def _sum(values: Any) -> Any:
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+        # One reduction per value: MultiWorkerMirroredStrategy packs a structure into one
+        # tensor, which fails for values of different shapes (a scalar and a matrix).
+        return tf.nest.map_structure(
+            lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None), values
+        )
 
     @tf.function(input_signature=[distributed_train.element_spec])
     def train_step(batch: Any) -> Any:
