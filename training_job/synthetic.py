@@ -509,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--per-class",
         type=int,
         default=100,
-        help="images per class and split (default 100; val and test get a quarter each)",
+        help="training images per class (default 100); Val and Test get a quarter as many "
+        "(at least 1); with --samples, sample images per class",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", choices=["covid-qu-ex", "plain"], default="covid-qu-ex")

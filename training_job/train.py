@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import keras
@@ -125,7 +125,6 @@ class TrainingResult:
     stopped_early: bool
     seconds: float
     replicas: int = 1
-    notes: list[str] = field(default_factory=list)
 
     @property
     def epochs_run(self) -> int:
@@ -277,18 +276,17 @@ def find_unreadable(items: ImageItems) -> list[int]:
     indices = tf.data.Dataset.range(len(items))
     data = _image_bytes_dataset(items)
 
-    def _decode(index: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
-        image = decode_grayscale(encoded)
-        # Depend on the decoded image so a decode failure drops this index.
-        with tf.control_dependencies([image]):
-            return tf.identity(index)
+    def _decode(index: tf.Tensor, encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # Return something computed from the pixels, so the decode cannot be pruned away and its
+        # failure drops this index.
+        return index, tf.reduce_max(decode_grayscale(encoded))
 
     readable = (
         tf.data.Dataset.zip((indices, data))
         .map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
         .ignore_errors()
     )
-    seen = {int(index) for index in readable.as_numpy_iterator()}
+    seen = {int(index) for index, _ in readable.as_numpy_iterator()}
     return [index for index in range(len(items)) if index not in seen]
 
 

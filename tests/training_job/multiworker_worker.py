@@ -1,0 +1,60 @@
+"""One worker of the two-process MultiWorkerMirroredStrategy test (run as a script).
+
+Reads TF_CONFIG from the environment, trains a tiny CNN-ViT for a few steps with the project's
+training loop and writes the final weights and history to the folder given as argv[1].
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training_job.config import get_preset
+from training_job.model import build_model
+from training_job.synthetic import encode_png, generate_xray
+from training_job.train import TrainingConfig, make_dataset, train_model
+
+TINY = get_preset("small").replace(
+    name="tiny",
+    image_size=16,
+    encoder_filters=(4, 8),
+    projection_dim=8,
+    transformer_layers=1,
+    num_heads=2,
+    key_dim=4,
+    transformer_mlp_units=(16, 8),
+    mlp_head_units=(16,),
+)
+
+
+def main(output: Path) -> None:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    keras.utils.set_random_seed(0)
+    classes = ["normal", "covid", "no-covid"]
+    items, labels = [], []
+    for index in range(24):
+        film = generate_xray(classes[index % 3], index, size_range=(40, 48))
+        items.append(encode_png(film.image))
+        labels.append(index % 3)
+    training = TrainingConfig(batch_size=8, epochs=2, patience=5)
+    train = make_dataset(items, labels, TINY.image_size, 8, training=True, seed=0)
+    validation = make_dataset(items[:12], labels[:12], TINY.image_size, 8, training=False)
+    with strategy.scope():
+        model = build_model(TINY)
+    initial = model.get_weights()
+    result = train_model(model, train, validation, training, strategy=strategy)
+    output.mkdir(parents=True, exist_ok=True)
+    np.savez(output / "initial.npz", *initial)
+    np.savez(output / "final.npz", *model.get_weights())
+    (output / "history.json").write_text(
+        json.dumps({"replicas": result.replicas, "history": result.history_rows()})
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
