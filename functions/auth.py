@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from functions.errors import BearerChallenge, OAuthError
 from functions.passwords import PasswordHasher, password_within_limits
+from functions.throttle import LoginThrottle
 from functions.tokens import AccessClaims, InvalidAccessToken, IssuedToken, TokenService
 from functions.users import User, UserDirectory
 
@@ -96,13 +97,40 @@ def bearer_token(authorization: Sequence[str]) -> str:
 
 
 class Authenticator:
-    def __init__(self, users: UserDirectory, hasher: PasswordHasher, tokens: TokenService) -> None:
+    def __init__(
+        self,
+        users: UserDirectory,
+        hasher: PasswordHasher,
+        tokens: TokenService,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self._users = users
         self._hasher = hasher
         self._tokens = tokens
+        self._throttle = throttle
 
-    def login(self, grant: PasswordGrant) -> tuple[IssuedToken, User]:
-        """A token for valid credentials; `invalid_grant` for anything else, alike for all."""
+    def login(self, grant: PasswordGrant, client: str = "") -> tuple[IssuedToken, User]:
+        """A token for valid credentials; `invalid_grant` for anything else, alike for all.
+
+        With a throttle, the attempt is counted against its username and client address
+        before the password is checked (429 `LoginThrottled` past either limit, for existing
+        and unknown usernames alike).
+        """
+        if self._throttle is None:
+            return self._check_credentials(grant)
+        attempt = self._throttle.begin(grant.username, client)
+        try:
+            issued = self._check_credentials(grant)
+        except OAuthError:
+            attempt.failed()
+            raise
+        except BaseException:
+            attempt.abandon()
+            raise
+        attempt.succeeded()
+        return issued
+
+    def _check_credentials(self, grant: PasswordGrant) -> tuple[IssuedToken, User]:
         if len(grant.username) > MAX_USERNAME_CHARS or not password_within_limits(grant.password):
             # Not user-dependent, so answering without hashing reveals nothing about accounts.
             raise OAuthError("invalid_grant", _BAD_CREDENTIALS)

@@ -28,6 +28,7 @@ from functions.errors import InvalidParameter, OAuthError
 from functions.history import HistoryQuery, parse_time
 from functions.images import ValidatedImage, validate_image
 from functions.runtime import Runtime, get_runtime
+from functions.throttle import client_address
 from storage import keys
 
 __all__ = ["auth", "gradcam", "history", "predict"]
@@ -100,7 +101,12 @@ def _token(request: flask.Request) -> flask.Response:
     fields = {name: request.form.getlist(name) for name in request.form}
     grant = parse_password_grant(fields)
     runtime = get_runtime()
-    issued, user = runtime.authenticator.login(grant)
+    client = client_address(
+        request.remote_addr,
+        request.headers.get("X-Forwarded-For"),
+        runtime.settings.login_throttle.trusted_proxy_hops,
+    )
+    issued, user = runtime.authenticator.login(grant, client)
     web.note(user_id=user.id)
     return web.json_response(
         {

@@ -10,7 +10,8 @@ with a wrapped store.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cached_property
 
@@ -21,6 +22,7 @@ from functions.logs import configure_logging
 from functions.passwords import PasswordHasher
 from functions.serving_client import ServingClient
 from functions.settings import FunctionSettings
+from functions.throttle import LoginThrottle
 from functions.tokens import TokenService
 from functions.users import SeedUser, UserDirectory
 from storage import Store, load_environment, open_areas
@@ -38,8 +40,11 @@ class Runtime:
         root_store: Store | None = None,
         auth_store: Store | None = None,
         serving: ServingClient | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        # Wall-clock time of the login throttle (tests pass a clock they can move).
+        self.clock = clock
         self._root_store = root_store
         self._auth_store = auth_store
         self._serving = serving
@@ -96,8 +101,17 @@ class Runtime:
         return TokenService(self.settings)
 
     @cached_property
+    def login_throttle(self) -> LoginThrottle:
+        return LoginThrottle(
+            self.auth_store,
+            self.settings.login_throttle,
+            self.settings.secret_key,
+            clock=self.clock,
+        )
+
+    @cached_property
     def authenticator(self) -> Authenticator:
-        return Authenticator(self.users, self.hasher, self.tokens)
+        return Authenticator(self.users, self.hasher, self.tokens, self.login_throttle)
 
     @cached_property
     def inference(self) -> InferenceService:
