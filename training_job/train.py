@@ -188,6 +188,12 @@ def augment_image(
     return tf.clip_by_value(tf.ensure_shape(transformed, image.shape), 0.0, 1.0)
 
 
+def _without_autograph(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a tf.data map function as plain graph code (no Python control flow on tensors):
+    AutoGraph would otherwise re-parse its source, which fails for lambdas and is slow."""
+    return tf.autograph.experimental.do_not_convert(function)
+
+
 def _is_bytes_items(items: ImageItems) -> bool:
     return bool(items) and isinstance(items[0], bytes | bytearray)
 
@@ -196,7 +202,9 @@ def _image_bytes_dataset(items: ImageItems) -> tf.data.Dataset:
     """Encoded bytes per item: read from disk for paths, as given for bytes."""
     if _is_bytes_items(items):
         return tf.data.Dataset.from_tensor_slices(tf.constant(list(items), dtype=tf.string))
-    paths = tf.data.Dataset.from_tensor_slices(tf.constant([str(item) for item in items]))
+    paths = tf.data.Dataset.from_tensor_slices(
+        tf.constant([str(item) for item in items], dtype=tf.string)
+    )
     return paths.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -229,7 +237,7 @@ def make_dataset(
         raise ValueError(f"{len(items)} items but {len(labels)} labels")
     augment = training if augment is None else augment
     images = _image_bytes_dataset(items).map(
-        lambda data: preprocess_image_bytes(data, image_size),
+        _without_autograph(lambda data: preprocess_image_bytes(data, image_size)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if labels is not None:
@@ -260,7 +268,7 @@ def make_dataset(
             return image, label
 
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            _augment, num_parallel_calls=tf.data.AUTOTUNE
+            _without_autograph(_augment), num_parallel_calls=tf.data.AUTOTUNE
         )
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -283,7 +291,7 @@ def find_unreadable(items: ImageItems) -> list[int]:
 
     readable = (
         tf.data.Dataset.zip((indices, data))
-        .map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(_without_autograph(_decode), num_parallel_calls=tf.data.AUTOTUNE)
         .ignore_errors()
     )
     seen = {int(index) for index, _ in readable.as_numpy_iterator()}
@@ -427,7 +435,9 @@ def train_model(
             lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None), values
         )
 
-    @tf.function(input_signature=[distributed_train.element_spec])
+    # No AutoGraph: the steps hold no Python control flow on tensors, and skipping the source
+    # conversion makes tracing faster and independent of the source file on disk.
+    @tf.function(input_signature=[distributed_train.element_spec], autograph=False)
     def train_step(batch: Any) -> Any:
         images, labels = batch
         return _sum(strategy.run(_replica_train_step, args=(images, labels)))
@@ -435,7 +445,7 @@ def train_model(
     eval_step: Callable[[Any], Any] | None = None
     if distributed_validation is not None:
 
-        @tf.function(input_signature=[distributed_validation.element_spec])
+        @tf.function(input_signature=[distributed_validation.element_spec], autograph=False)
         def eval_step(batch: Any) -> Any:
             images, labels = batch
             return _sum(strategy.run(_replica_eval_step, args=(images, labels)))
@@ -528,11 +538,11 @@ def predict_with_labels(
     model: keras.Model, dataset: tf.data.Dataset
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
     """Probabilities [N, C] and the dataset's labels [N] (dataset of (image, label) batches)."""
-    forward = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     probabilities: list[npt.NDArray[np.float32]] = []
     labels: list[npt.NDArray[np.int32]] = []
     for images, batch_labels in _prediction_batches(dataset):
-        probabilities.append(np.asarray(forward(images), dtype=np.float32))
+        # Keras traces its predict function once per model and keeps it, whatever the caller.
+        probabilities.append(np.asarray(model.predict_on_batch(images), dtype=np.float32))
         if batch_labels is not None:
             labels.append(np.asarray(batch_labels, dtype=np.int32))
     num_classes = int(model.output_shape[-1])
