@@ -91,6 +91,9 @@ def bearer_token(authorization: Sequence[str]) -> str:
         # Another scheme is no bearer credential at all: a bare challenge (RFC 6750 §3.1).
         raise BearerChallenge(None, "a bearer token is required")
     token = token.strip()
+    if "," in token:
+        # Two Authorization headers arrive joined by ", " (WSGI has one value per name).
+        raise BearerChallenge("invalid_request", "send one Authorization header")
     if not token or len(token) > _MAX_TOKEN_CHARS or not _B64TOKEN.match(token):
         raise BearerChallenge("invalid_token", "the token is malformed")
     return token
