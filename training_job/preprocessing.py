@@ -91,8 +91,17 @@ def equalized_image_bytes(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
     """
     gray = decode_grayscale(image_bytes)
     square = _center_crop_square(gray)
-    # Antialiasing matters: X-rays arrive at 1000+ px and are shrunk 4-16 fold.
-    resized = tf.image.resize(square, (image_size, image_size), antialias=True)
+
+    def _resize() -> tf.Tensor:
+        # Antialiasing matters: X-rays often arrive at 1000+ px and are shrunk 4-16 fold.
+        return tf.image.resize(square, (image_size, image_size), antialias=True)
+
+    def _keep() -> tf.Tensor:
+        return tf.reshape(square, (image_size, image_size, 1))
+
+    # Images already at the model's size (COVID-QU-Ex is 256 px, as the seed preset) skip the
+    # resize: it is the most expensive step of the pipeline and would only blur them.
+    resized = tf.cond(tf.shape(square)[0] == image_size, _keep, _resize)
     levels = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
     equalized = equalize_histogram(levels[..., 0])
     return tf.ensure_shape(equalized, (image_size, image_size))

@@ -210,3 +210,12 @@ def test_training_pipeline_tensor_equals_direct_call_for_same_file(tmp_path: Pat
     for index, path in enumerate(paths):
         direct = preprocess_image_bytes(tf.constant(path.read_bytes()), SIZE).numpy()
         np.testing.assert_array_equal(pipeline_images[index], direct)
+
+
+def test_preprocess_image_already_at_model_size_is_only_equalized() -> None:
+    levels = np.random.default_rng(4).integers(30, 200, (SIZE, SIZE)).astype(np.uint8)
+
+    image = preprocess_image_bytes(tf.constant(_encode(Image.fromarray(levels))), SIZE).numpy()
+
+    expected = equalize_histogram_reference(levels)
+    assert np.abs(np.rint(image[..., 0] * 255) - expected).max() <= 1
