@@ -227,11 +227,12 @@ def make_dataset(
 
     `items` are file paths or encoded image bytes; `labels` are class indices (None: images
     only). Decoding runs in parallel through `preprocess_image_bytes` (the exported model's own
-    preprocessing), then the decoded images are cached (`True`: in memory; a path: on disk;
-    `False`: not at all). `training=True` reshuffles every epoch and, when `augment` (default:
-    `training`), augments after the cache so each epoch sees fresh variations. Evaluation keeps
-    the input order. `skip_unreadable` drops images the decoder rejects (see `find_unreadable`
-    to name them); otherwise an unreadable image fails the iteration.
+    preprocessing), then the decoded images are cached (`True`: in memory; a path: on disk, one
+    path per image size, dataset and worker process; `False`: not at all). `training=True`
+    reshuffles every epoch and, when `augment` (default: `training`), augments after the cache
+    so each epoch sees fresh variations. Evaluation keeps the input order. `skip_unreadable`
+    drops images the decoder rejects (`find_unreadable` names them); otherwise an unreadable
+    image fails the iteration.
     """
     if labels is not None and len(labels) != len(items):
         raise ValueError(f"{len(items)} items but {len(labels)} labels")
