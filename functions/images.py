@@ -1,9 +1,10 @@
 """Upload validation with Pillow and NumPy only: what reaches the model is a bounded, real image.
 
 Checked in order, cheapest first and before any pixel is decoded: size, non-empty, declared type
-against the magic bytes (PNG and JPEG only), Pillow opening with a format allowlist, the pixel cap
-(decompression-bomb warnings are errors), then integrity: a PNG's chunk checksums (`verify()`,
-no inflating) or a JPEG's whole entropy stream decoded at 1/8 scale (JPEG has no checksums).
+against the magic bytes (PNG and JPEG only), nothing after a PNG's last chunk (polyglots),
+Pillow opening with a format allowlist, the pixel cap (decompression-bomb warnings are errors),
+then integrity: a PNG's chunk checksums (`verify()`, no inflating) or a JPEG's whole entropy
+stream decoded at 1/8 scale (JPEG has no checksums).
 
 The bytes go to the model unchanged (it decodes and preprocesses in-graph, DESIGN decision 2),
 with two exceptions the model could not handle as the user means them, re-encoded losslessly as
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -94,6 +96,20 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+def _png_end(data: bytes) -> int | None:
+    """Where a PNG's IEND chunk ends, walking the chunk lengths; None if it never ends."""
+    position = len(_PNG_MAGIC)
+    while position + 8 <= len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        end = position + 12 + length  # length, type, data, CRC
+        if length > 0x7FFFFFFF or end > len(data):
+            return None
+        if data[position + 4 : position + 8] == b"IEND":
+            return end
+        position = end
+    return None
+
+
 def validate_image(
     data: bytes, declared_type: str | None, *, max_bytes: int, max_pixels: int
 ) -> ValidatedImage:
@@ -115,6 +131,12 @@ def validate_image(
             f"the declared type {declared} does not match the image bytes ({detected})",
             code="content_type_mismatch",
         )
+    if detected == "PNG":
+        end = _png_end(data)
+        if end is not None and end != len(data):
+            # A polyglot (PNG + ZIP, PNG + HTML...): nothing may follow IEND. (JPEG trailers are
+            # common in camera files and ignored by decoders; they pass.)
+            raise InvalidImage("data follows the end of the PNG image")
     try:
         image = Image.open(io.BytesIO(data), formats=[detected])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -9,6 +9,7 @@ the framework's, as JSON in one place, and (4) writes one JSON log line per requ
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -261,11 +262,31 @@ def _finish(response: flask.Response) -> flask.Response:
     return response
 
 
+class _UploadRequest(flask.Request):
+    """Multipart parts are kept in memory, never in temporary files.
+
+    The body is capped (Router) before any part is read, so a file on disk saves nothing; and
+    when an over-long chunked body aborts parsing, werkzeug drops the temporary file it had
+    opened without closing it (a leaked descriptor per refused request).
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> io.BytesIO:
+        del total_content_length, content_type, filename, content_length
+        return io.BytesIO()
+
+
 def install(app: flask.Flask) -> None:
     """Register the JSON error handlers and the per-request hooks on a function's app (once)."""
     if app.extensions.get("functions.web"):
         return
     app.extensions["functions.web"] = True
+    app.request_class = _UploadRequest
     configure_logging()
     app.before_request(_start)
     app.after_request(_finish)

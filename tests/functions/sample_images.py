@@ -68,3 +68,43 @@ def gif_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (8, 8)).save(buffer, format="GIF")
     return buffer.getvalue()
+
+
+def png_16bit_rgb(width: int = 32, height: int = 24) -> bytes:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one, so it is built by hand)."""
+    rng = np.random.default_rng(16)
+    pixels = (rng.random((height, width, 3)) * 65535).astype(">u2")
+    raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def palette_png_with_transparency(width: int = 64, height: int = 48) -> bytes:
+    image = Image.new("P", (width, height))
+    image.putpalette([value for index in range(256) for value in (index, index, index)])
+    image.putdata([(x + y) % 256 for y in range(height) for x in range(width)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)
+    return buffer.getvalue()
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims `width` x `height` (a JPEG bomb)."""
+    data = bytearray(jpeg_bytes(16, 16))
+    start = data.index(b"\xff\xc0")  # baseline frame header: marker, length, precision, H, W
+    struct.pack_into(">HH", data, start + 5, height, width)
+    return bytes(data)
+
+
+def zip_bytes() -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("payload.txt", "not an image")
+    return buffer.getvalue()
