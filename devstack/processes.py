@@ -1,0 +1,162 @@
+"""Child processes of the local stack: start with logs in a file, wait until ready, stop cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ManagedProcess",
+    "ProcessGroup",
+    "StackError",
+    "free_port",
+    "http_ok",
+    "model_available",
+    "port_is_free",
+    "wait_until",
+]
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def model_available(rest_url: str, model_name: str, timeout: float = 2.0) -> bool:
+    """TF Serving's status endpoint reports at least one AVAILABLE version."""
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - loopback
+            f"{rest_url}/v1/models/{model_name}", timeout=timeout
+        ) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return any(
+        entry.get("state") == "AVAILABLE" for entry in status.get("model_version_status", [])
+    )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.2,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not alive():
+            raise StackError(f"{what} stopped while starting")
+        time.sleep(interval)
+    raise StackError(f"{what} was not ready within {timeout:.0f} s")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    command: Sequence[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: Mapping[str, str], cwd: Path) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.process = subprocess.Popen(
+            list(self.command),
+            cwd=cwd,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+@dataclass
+class ProcessGroup:
+    """The children started so far, stopped in reverse order."""
+
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        log_dir: Path,
+    ) -> ManagedProcess:
+        managed = ManagedProcess(name, command, log_dir / f"{name}.log")
+        managed.start(env, cwd)
+        self.processes.append(managed)
+        return managed
+
+    def first_dead(self) -> ManagedProcess | None:
+        return next((process for process in self.processes if not process.alive()), None)
+
+    def stop_all(self) -> None:
+        for managed in reversed(self.processes):
+            managed.stop()
+
+
+def python_module(module: str, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", module, *arguments]
