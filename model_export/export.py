@@ -87,6 +87,10 @@ class ServingFunctions:
         self._explainer = GradcamExplainer(model, gradcam_layer)
         self._identity_table = identity_table
 
+    @property
+    def explainer(self) -> GradcamExplainer:
+        return self._explainer
+
     def _identity(self, batch_size: tf.Tensor) -> dict[str, tf.Tensor]:
         def lookup(key: str) -> tf.Tensor:
             return self._identity_table.lookup(tf.constant(key))
@@ -225,6 +229,8 @@ def export_saved_model(
         "input_size": config.image_size,
         "input": {"name": "image_bytes", "dtype": "string", "content": "PNG or JPEG bytes"},
         "gradcam_layer": layer,
+        "gradcam_weighting": functions.explainer.weighting,
+        "gradcam_smoothing": functions.explainer.smoothing,
         "compute_dtype": compute_dtype,
         "signatures": [SERVING_SIGNATURE, GRADCAM_SIGNATURE],
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -1,0 +1,233 @@
+"""The exported SavedModel, reloaded: signatures as docs/CONTRACTS.md, parity with training-side
+preprocessing, the identity asset, model info, warmup records and the bfloat16 twin."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+
+from model_export.artifact import MODEL_INFO_PATH, WARMUP_PATH, read_model_info
+from model_export.export import export_saved_model
+from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
+from model_export.warmup import read_warmup_records
+from tests.model_export.helpers import GRADCAM_LAYER, MODEL_NAME, RUN_ID, HeldOutFilm, Trained
+from training_job.config import CLASS_NAMES
+from training_job.preprocessing import preprocess_batch
+
+SIZE = 64  # the small preset's input size
+PREDICTION_OUTPUTS = {
+    "probabilities": (types_pb2.DT_FLOAT, [-1, 3]),
+    "class_index": (types_pb2.DT_INT32, [-1]),
+    "class_name": (types_pb2.DT_STRING, [-1]),
+    "class_names": (types_pb2.DT_STRING, [-1, 3]),
+    "model_name": (types_pb2.DT_STRING, [-1]),
+    "model_version": (types_pb2.DT_INT64, [-1]),
+    "model_run_id": (types_pb2.DT_STRING, [-1]),
+}
+CONTRACT = {
+    "serving_default": (
+        {"image_bytes": (types_pb2.DT_STRING, [-1])},
+        PREDICTION_OUTPUTS,
+    ),
+    "gradcam": (
+        {
+            "image_bytes": (types_pb2.DT_STRING, [-1]),
+            "target_class": (types_pb2.DT_INT32, [-1]),
+        },
+        {
+            **PREDICTION_OUTPUTS,
+            "heatmap": (types_pb2.DT_FLOAT, [-1, SIZE, SIZE]),
+            "overlay_png_bytes": (types_pb2.DT_STRING, [-1]),
+            "target_class_index": (types_pb2.DT_INT32, [-1]),
+        },
+    ),
+}
+
+
+def _signature_table(tensors: Any) -> dict[str, tuple[int, list[int]]]:
+    return {
+        name: (info.dtype, [dim.size for dim in info.tensor_shape.dim])
+        for name, info in tensors.items()
+    }
+
+
+def _pngs(films: list[HeldOutFilm]) -> tf.Tensor:
+    return tf.constant([film.png for film in films])
+
+
+def _one_per_class(films: list[HeldOutFilm]) -> list[HeldOutFilm]:
+    return [next(film for film in films if film.class_index == index) for index in range(3)]
+
+
+def test_export_signature_defs_match_the_contract(float32_export: Path) -> None:
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((float32_export / "saved_model.pb").read_bytes())
+    signatures = saved_model.meta_graphs[0].signature_def
+
+    assert set(CONTRACT) <= set(signatures)
+    for name, (inputs, outputs) in CONTRACT.items():
+        assert signatures[name].method_name == "tensorflow/serving/predict"
+        assert _signature_table(signatures[name].inputs) == inputs
+        assert _signature_table(signatures[name].outputs) == outputs
+
+
+def test_serving_default_matches_keras_on_training_preprocessing(
+    trained: Trained, float32_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    films = test_films[::10]
+    images = preprocess_batch(_pngs(films), trained.config.image_size)
+    expected = trained.model(images, training=False).numpy()
+
+    answer = float32_loaded.signatures["serving_default"](image_bytes=_pngs(films))
+
+    np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
+    assert answer["class_index"].numpy().tolist() == expected.argmax(axis=1).tolist()
+    names = [CLASS_NAMES[index] for index in expected.argmax(axis=1)]
+    assert [name.decode() for name in answer["class_name"].numpy()] == names
+    assert answer["class_names"].numpy().tolist() == [[n.encode() for n in CLASS_NAMES]] * len(
+        films
+    )
+    assert set(answer["model_name"].numpy().tolist()) == {MODEL_NAME.encode()}
+    assert set(answer["model_version"].numpy().tolist()) == {0}
+    assert set(answer["model_run_id"].numpy().tolist()) == {RUN_ID.encode()}
+
+
+def test_gradcam_signature_returns_heatmap_overlay_and_requested_class(
+    float32_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    films = _one_per_class(test_films)
+    predicted = float32_loaded.signatures["serving_default"](image_bytes=_pngs(films))
+
+    answer = float32_loaded.signatures["gradcam"](
+        image_bytes=_pngs(films), target_class=tf.constant([-1, 0, 2], tf.int32)
+    )
+
+    heatmap = answer["heatmap"].numpy()
+    assert heatmap.shape == (3, SIZE, SIZE)
+    assert heatmap.min() >= 0.0
+    assert heatmap.max() <= 1.0
+    expected_targets = [int(predicted["class_index"][0]), 0, 2]
+    assert answer["target_class_index"].numpy().tolist() == expected_targets
+    np.testing.assert_allclose(
+        answer["probabilities"].numpy(), predicted["probabilities"].numpy(), atol=1e-5
+    )
+    for png in answer["overlay_png_bytes"].numpy():
+        overlay = tf.io.decode_png(png).numpy()
+        assert overlay.shape == (SIZE, SIZE, 3)
+        assert overlay.dtype == np.uint8
+
+
+@pytest.mark.parametrize("target", [3, -2])
+def test_gradcam_target_class_out_of_range_is_rejected(
+    float32_loaded: Any, test_films: list[HeldOutFilm], target: int
+) -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        float32_loaded.signatures["gradcam"](
+            image_bytes=_pngs(test_films[:1]), target_class=tf.constant([target], tf.int32)
+        )
+
+
+def test_identity_asset_rewritten_in_a_copy_changes_both_signatures(
+    float32_export: Path, tmp_path: Path, test_films: list[HeldOutFilm]
+) -> None:
+    copy = tmp_path / "published" / "7"
+    shutil.copytree(float32_export, copy)
+    stamped = ModelIdentity(name="renamed", version=7, run_id="run-7")
+    (copy / IDENTITY_ASSET_PATH).write_text(stamped.to_text(), encoding="utf-8")
+
+    loaded = tf.saved_model.load(str(copy))
+    images = _pngs(test_films[:2])
+    answers = [
+        loaded.signatures["serving_default"](image_bytes=images),
+        loaded.signatures["gradcam"](image_bytes=images, target_class=tf.constant([-1, -1])),
+    ]
+
+    for answer in answers:
+        assert answer["model_name"].numpy().tolist() == [b"renamed"] * 2
+        assert answer["model_version"].numpy().tolist() == [7, 7]
+        assert answer["model_run_id"].numpy().tolist() == [b"run-7"] * 2
+    original = ModelIdentity.from_text((float32_export / IDENTITY_ASSET_PATH).read_text())
+    assert original == ModelIdentity(MODEL_NAME, 0, RUN_ID)
+
+
+def test_model_info_holds_classes_preset_layer_dtype_and_training(float32_export: Path) -> None:
+    info = read_model_info(float32_export)
+    assert (float32_export / MODEL_INFO_PATH).is_file()
+    assert info["classes"] == list(CLASS_NAMES)
+    assert info["preset"] == "small"
+    assert info["input_size"] == SIZE
+    assert info["gradcam_layer"] == GRADCAM_LAYER
+    assert info["gradcam_weighting"] == "elementwise"
+    assert info["compute_dtype"] == "float32"
+    assert info["config"]["encoder_filters"] == [16, 32, 32]
+    assert set(info["training"]["metrics"]) == {"macro_f1"}
+
+
+def test_warmup_records_hold_one_request_per_signature_that_the_model_answers(
+    float32_export: Path, float32_loaded: Any
+) -> None:
+    logs = read_warmup_records(float32_export / WARMUP_PATH)
+
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "predict_log"]
+    requests = [log.predict_log.request for log in logs]
+    assert [request.model_spec.signature_name for request in requests] == [
+        "serving_default",
+        "gradcam",
+    ]
+    for request in requests:
+        # Replaying the request as TF Serving would at load: a failure would fail the load.
+        inputs = {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()}
+        answer = float32_loaded.signatures[request.model_spec.signature_name](
+            **{name: tf.constant(value) for name, value in inputs.items()}
+        )
+        assert answer["probabilities"].shape[0] == len(inputs["image_bytes"])
+
+
+def test_bfloat16_twin_agrees_with_float32_model(
+    float32_loaded: Any, bfloat16_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    images = _pngs(test_films)
+    reference = float32_loaded.signatures["serving_default"](image_bytes=images)
+    twin = bfloat16_loaded.signatures["serving_default"](image_bytes=images)
+
+    agreement = np.mean(reference["class_index"].numpy() == twin["class_index"].numpy())
+    difference = np.abs(reference["probabilities"].numpy() - twin["probabilities"].numpy())
+    assert agreement >= 0.995
+    assert difference.max() <= 0.02
+    assert twin["probabilities"].dtype == tf.float32
+
+
+def test_bfloat16_export_records_its_compute_dtype_and_explains(
+    bfloat16_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    answer = bfloat16_loaded.signatures["gradcam"](
+        image_bytes=_pngs(test_films[:1]), target_class=tf.constant([-1])
+    )
+    heatmap = answer["heatmap"].numpy()
+    assert heatmap.dtype == np.float32
+    assert 0.0 <= heatmap.min() <= heatmap.max() <= 1.0
+    assert heatmap.max() > 0.0
+
+
+def test_export_into_non_empty_folder_raises(trained: Trained, tmp_path: Path) -> None:
+    (tmp_path / "stale.txt").write_text("left over")
+    with pytest.raises(FileExistsError):
+        export_saved_model(trained.model, trained.config, tmp_path, model_name=MODEL_NAME)
+
+
+def test_export_unknown_gradcam_layer_raises(trained: Trained, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no layer"):
+        export_saved_model(
+            trained.model,
+            trained.config,
+            tmp_path / "out",
+            model_name=MODEL_NAME,
+            gradcam_layer="encoder_conv_9",
+        )
