@@ -4,10 +4,15 @@ Each inference is its own create-only object (`keys.inference_record`), written 
 leaves: if it cannot be stored the caller gets 503, never an unrecorded answer; if the model call
 fails nothing is stored. A Grad-CAM overlay is written first and its record second; if the record
 fails the overlay is deleted, so no image exists without its record.
+
+Both writes are create-only under a fresh random id, so a write the storage client retried after
+a lost response (it succeeded, the answer did not arrive, the retry finds the object) is
+recognised as our own by its content and counts as written: no duplicate, no false 503.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +24,7 @@ from typing import Any
 from functions.errors import InvalidParameter, StorageUnavailableError
 from functions.images import ValidatedImage
 from functions.serving_client import GradcamResult, Prediction, ServingClient
-from storage import StorageError, Store, keys
+from storage import PreconditionFailed, StorageError, Store, keys
 
 __all__ = ["RECORD_SCHEMA", "GradcamOutcome", "InferenceService", "iso_time"]
 
@@ -91,9 +96,7 @@ class InferenceService:
         }
         image_key = keys.gradcam_image(user_id, record["id"])
         try:
-            self._store.put(
-                image_key, result.overlay_png, content_type="image/png", if_none_match=True
-            )
+            self._create_once(image_key, result.overlay_png, "image/png")
         except StorageError as exc:
             logger.warning("cannot store a Grad-CAM overlay: %s", type(exc).__name__)
             raise StorageUnavailableError(retry_after=self._retry_after) from None
@@ -173,10 +176,21 @@ class InferenceService:
             },
         }
 
-    def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
+    def _create_once(self, key: str, data: bytes, content_type: str) -> None:
+        """Create `key`; an object already there with the same bytes is our own earlier write."""
         try:
-            self._store.put_json(
-                keys.inference_record(user_id, record["id"]), record, if_none_match=True
+            self._store.put(key, data, content_type=content_type, if_none_match=True)
+        except PreconditionFailed:
+            # 128 random bits in the id: only a retried write of ours can have created it.
+            if self._store.get_bytes(key) != data:
+                raise
+            logger.info("a retried write had already stored %s", key.rsplit("/", 1)[-1])
+
+    def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
+        data = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        try:
+            self._create_once(
+                keys.inference_record(user_id, record["id"]), data, "application/json"
             )
         except StorageError as exc:
             logger.warning("cannot store an inference record: %s", type(exc).__name__)

@@ -3,7 +3,12 @@
 It checks each request the way TF Serving would (path, signature, row format, `{"b64": ...}`),
 answers per docs/CONTRACTS.md, and records what it received. Behaviours: `ok()`, `status(code)`,
 `hang(seconds)`, `garbage()`, `wrong_shape()`, `non_finite()`, `drop(times)` (close the
-connection without answering), each optionally for the next `times` requests only.
+connection without answering), each optionally for the next `times` requests only; `version`
+can be changed at any time (a model version swap).
+
+Run as a process (`python -m tests.functions.fake_serving --port N`), it is told what to do over
+HTTP: `POST /_control` with `{"action": "hang", "seconds": 5, "times": 1}` (any method above, or
+`{"action": "set", "version": 4}`), and `GET /_control` reports what it has seen.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class ReceivedRequest:
     signature: str
     images: list[bytes]
     target_classes: list[int]
+    version_answered: int = 0
 
 
 @dataclass
@@ -124,7 +130,7 @@ class FakeTFServing:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeTFServing:
+    def start(self, port: int = 0) -> FakeTFServing:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -137,12 +143,18 @@ class FakeTFServing:
                 del format, args
 
             def do_POST(self) -> None:
+                if self.path == "/_control":
+                    fake._control(self)
+                    return
                 fake._handle(self)
 
             def do_GET(self) -> None:
+                if self.path == "/_control":
+                    fake._report(self)
+                    return
                 fake._send(self, 404, b"<html>not found</html>", "text/html")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -165,6 +177,36 @@ class FakeTFServing:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+    def _control(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        command = json.loads(handler.rfile.read(length) or b"{}")
+        action = command.pop("action")
+        if action == "set":
+            for name in ("version", "predicted_index", "run_id"):
+                if name in command:
+                    setattr(self, name, command[name])
+        elif action == "reset":
+            self.ok()
+            with self._lock:
+                self.requests.clear()
+                self.attempts = 0
+        elif action == "status":
+            body = command.get("body")
+            self.status(command["code"], body.encode() if body else None, command.get("times"))
+        else:
+            getattr(self, action)(**command)  # ok, hang, garbage, wrong_shape, non_finite, drop
+        self._report(handler)
+
+    def _report(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            report = {
+                "attempts": self.attempts,
+                "answered": len(self.requests),
+                "version": self.version,
+                "versions_answered": [request.version_answered for request in self.requests],
+            }
+        self._send(handler, 200, json.dumps(report).encode())
 
     def _error(self, handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
         self._send(handler, status, json.dumps({"error": message}).encode())
@@ -198,6 +240,8 @@ class FakeTFServing:
             self._error(handler, 400, f"INVALID_ARGUMENT: {exc}")
             return
         with self._lock:
+            # One version per answer, read once: a swap never splits a batch.
+            received.version_answered = self.version
             self.requests.append(received)
         rows = [self._row(received, index, behaviour.kind) for index in range(len(received.images))]
         self._send(handler, 200, json.dumps({"predictions": rows}).encode())
@@ -245,7 +289,7 @@ class FakeTFServing:
             "class_name": self.class_names[predicted],
             "class_names": list(self.class_names),
             "model_name": self.model_name,
-            "model_version": self.version,
+            "model_version": received.version_answered,
             "model_run_id": self.run_id,
         }
         if received.signature == "gradcam":
@@ -259,3 +303,28 @@ class FakeTFServing:
         if kind == "non_finite":
             row["probabilities"] = [float("nan")] * count
         return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a fake until killed; prints `ready <url>` once listening."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.functions.fake_serving")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--version", type=int, default=3)
+    arguments = parser.parse_args(argv)
+    fake = FakeTFServing(version=arguments.version)
+    fake.start(port=arguments.port)
+    print(f"ready {fake.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
