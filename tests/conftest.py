@@ -11,6 +11,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,85 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StorageS
     return StorageSettings(
         url=f"s3://{bucket}/root", s3_endpoint_url=env["S3_ENDPOINT_URL"], s3_region="us-east-1"
     )
+
+
+# -- one trained demo model for the whole session ------------------------------------------------
+
+_MODEL_SOURCES = (
+    "config.py",
+    "model.py",
+    "preprocessing.py",
+    "synthetic.py",
+    "train.py",
+    "demo.py",
+)
+MODEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "test-models"
+
+
+def _model_sources_digest() -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parent.parent / "training_job"
+    for name in _MODEL_SOURCES:
+        digest.update(name.encode())
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> tuple[Any, dict[str, Any]]:
+    """The `small` preset trained on synthetic X-rays by `train_demo_model(seed=0)`.
+
+    Trained once per session, and kept in `.cache/test-models/` keyed by a digest of the code
+    that shapes it, so a rerun on an unchanged checkout loads it instead of training again (a
+    clean clone, as in CI, always trains).
+    """
+    import json
+
+    import keras
+
+    from training_job.demo import train_demo_model
+
+    folder = MODEL_CACHE / f"small-seed0-{_model_sources_digest()}"
+    model_path, metrics_path = folder / "model.keras", folder / "metrics.json"
+    if model_path.is_file() and metrics_path.is_file():
+        return keras.models.load_model(model_path), json.loads(metrics_path.read_text())
+    model, metrics = train_demo_model("small", seed=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / "model.partial.keras"
+    model.save(partial)
+    partial.replace(model_path)
+    metrics_path.write_text(json.dumps(metrics, default=_jsonable))
+    return model, json.loads(metrics_path.read_text())
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+@pytest.fixture(scope="session")
+def demo_export(
+    demo_model: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The demo model exported as a SavedModel (version 0, identity unstamped), once per session."""
+    from model_export.export import export_saved_model
+    from training_job.config import get_preset
+
+    model, metrics = demo_model
+    export_dir = tmp_path_factory.mktemp("demo-export") / "saved_model"
+    export_saved_model(
+        model,
+        get_preset("small"),
+        export_dir,
+        model_name="cnn_vit",
+        run_id="demo-run",
+        training_metadata={"metrics": {"macro_f1": metrics["macro_f1"]}},
+    )
+    return export_dir

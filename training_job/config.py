@@ -132,7 +132,7 @@ PRESETS: dict[str, ModelConfig] = {
         head_dropout=0.1,
         mlp_head_units=(64,),
         head_mlp_dropout=0.1,
-        gradcam_layer="encoder_conv_2",
+        gradcam_layer="encoder_conv_1",
     ),
 }
 

@@ -26,10 +26,8 @@ from training_job.config import CLASS_NAMES, get_preset
 
 
 @pytest.fixture(scope="session")
-def trained() -> Trained:
-    from training_job.demo import train_demo_model
-
-    model, metrics = train_demo_model("small", seed=0)
+def trained(demo_model: tuple[Any, dict[str, Any]]) -> Trained:
+    model, metrics = demo_model  # shared with the other test folders (tests/conftest.py)
     return Trained(model=model, config=get_preset("small"), metrics=metrics)
 
 

@@ -26,8 +26,6 @@ TINY_CONFIG: ModelConfig = get_preset("small").replace(
 
 
 @pytest.fixture(scope="session")
-def demo_run() -> tuple[keras.Model, dict[str, Any]]:
-    """The small preset trained by `train_demo_model` (once per session)."""
-    from training_job.demo import train_demo_model
-
-    return train_demo_model("small", seed=0)
+def demo_run(demo_model: tuple[keras.Model, dict[str, Any]]) -> tuple[keras.Model, dict[str, Any]]:
+    """The small preset trained by `train_demo_model` (once per session; tests/conftest.py)."""
+    return demo_model
