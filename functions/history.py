@@ -37,21 +37,36 @@ _FETCH_THREADS = 8
 
 
 _DECODED_PLUS_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
+# What openapi.yaml promises: an RFC 3339 / ISO 8601 date, or a date-time with or without an
+# offset (naive is UTC). Checked before parsing: `fromisoformat` alone also takes week dates and
+# other forms the document does not describe.
+_ISO_TIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?)?$"
+)
+_LEAP_SECOND = re.compile(r"(\d{2}:\d{2}):60(\.\d+)?")
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def parse_time(text: str, name: str) -> datetime:
     """ISO 8601 date or date-time; naive means UTC.
 
     A `+01:00` offset sent unencoded in a query string arrives as ` 01:00`: read it as meant.
+    RFC 3339's lower-case `t`/`z` and leap seconds (read as the last instant of that minute)
+    are accepted too.
     """
     text = _DECODED_PLUS_OFFSET.sub(r"+\1", text.strip())
+    if not _ISO_TIME.match(text):
+        raise InvalidParameter(f"{name} is not an ISO 8601 time")
+    if len(text) > 10:
+        text = text[:10] + "T" + text[11:]
+    text = _LEAP_SECOND.sub(r"\1:59.999999", text.replace("z", "Z"))
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidParameter(f"{name} is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -144,7 +159,10 @@ class HistoryService:
                 )
             return start, stop, after_id
         stop = query.stop or self._clock()
-        start = query.start or (stop - self._default_window)
+        try:
+            start = query.start or (stop - self._default_window)
+        except OverflowError:  # a stop_time within a day of year 1
+            start = _EARLIEST
         if start > stop:
             raise InvalidParameter("start_time is after stop_time")
         return start, stop, None

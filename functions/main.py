@@ -77,12 +77,12 @@ def _parameter(request: flask.Request, fields: dict[str, str], name: str) -> str
 
 
 def _flag(value: str | None, name: str) -> bool:
+    """`true`/`1` or `false`/`0` (as openapi.yaml lists them); absent or empty is false."""
     if value is None:
         return False
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes"):
+    if value in ("1", "true"):
         return True
-    if lowered in ("0", "false", "no"):
+    if value in ("0", "false"):
         return False
     raise InvalidParameter(f"{name} must be true or false")
 

@@ -102,8 +102,9 @@ def test_concurrency_predictions_each_recorded_exactly_once(
 
 
 def test_concurrency_load_driver_verifies_records_on_s3(
-    tmp_path: Path, moto_server: str, model_process: FakeServingProcess
+    tmp_path: Path, s3_env: dict[str, str], model_process: FakeServingProcess
 ) -> None:
+    moto_server = s3_env["S3_ENDPOINT_URL"]
     bucket = new_bucket(moto_server)
     storage = {
         "STORAGE_URL": f"s3://{bucket}/root",
