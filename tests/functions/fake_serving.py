@@ -69,6 +69,9 @@ class FakeTFServing:
         self._behaviours: list[_Behaviour] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
+        # Bumped by ok(): a request hung under an earlier behaviour (an earlier test) is
+        # dropped when its hang ends instead of being recorded as if it came from the next one.
+        self._generation = 0
         self._server: ThreadingHTTPServer | None = None
         self.attempts = 0  # every HTTP request, answered or not
 
@@ -85,6 +88,7 @@ class FakeTFServing:
     def ok(self) -> FakeTFServing:
         with self._lock:
             self._behaviours = []
+            self._generation += 1
         return self
 
     def status(
@@ -222,7 +226,15 @@ class FakeTFServing:
             handler.connection.close()
             return
         if behaviour.kind == "hang":
+            with self._lock:
+                generation = self._generation
             self._release.wait(behaviour.seconds)
+            with self._lock:
+                stale = generation != self._generation
+            if stale:
+                handler.close_connection = True
+                handler.connection.close()
+                return
         if behaviour.kind == "status":
             self._send(handler, behaviour.status, behaviour.body)
             return
