@@ -23,6 +23,7 @@ from functions.users import User, update_users
 from storage import ObjectInfo, StorageUnavailable, Store
 from tests.functions.conftest import CHEAP_HASH, PASSWORDS, Stack, error_of
 from tests.functions.stores import FaultyStore
+from tests.functions.test_openapi import check_response
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -102,6 +103,14 @@ def test_token_throttle_user_past_the_limit_gets_429_with_retry_after(
         "error": "temporarily_unavailable",
         "error_description": "too many failed logins; retry later",
     }
+
+
+def test_token_throttle_answer_is_the_documented_one(throttled: Callable[..., Stack]) -> None:
+    stack = throttled(LOGIN_MAX_FAILURES_PER_USER="1")
+    _login(stack)
+    response = _login(stack)
+    assert response.status_code == 429
+    check_response("/auth/token", "post", response)
 
 
 def test_token_throttle_answers_alike_for_existing_and_unknown_usernames(
