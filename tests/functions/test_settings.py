@@ -114,3 +114,36 @@ def test_settings_label_and_version_together_are_refused() -> None:
         FunctionSettings.from_env(
             {"SECRET_KEY": KEY, "MODEL_LABEL": "stable", "MODEL_VERSION": "2"}
         )
+
+
+def test_settings_login_throttle_defaults_and_overrides() -> None:
+    defaults = FunctionSettings.from_env({"SECRET_KEY": KEY}).login_throttle
+    assert (defaults.max_failures_per_user, defaults.window_seconds) == (10, 900)
+    assert (defaults.max_failures_per_client, defaults.trusted_proxy_hops) == (100, 0)
+    changed = FunctionSettings.from_env(
+        {
+            "SECRET_KEY": KEY,
+            "LOGIN_MAX_FAILURES_PER_USER": "5",
+            "LOGIN_MAX_FAILURES_PER_CLIENT": "50",
+            "LOGIN_WINDOW_SECONDS": "60",
+            "TRUSTED_PROXY_HOPS": "1",
+        }
+    ).login_throttle
+    assert (changed.max_failures_per_user, changed.max_failures_per_client) == (5, 50)
+    assert (changed.window_seconds, changed.trusted_proxy_hops) == (60, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOGIN_MAX_FAILURES_PER_USER", "0"),
+        ("LOGIN_MAX_FAILURES_PER_CLIENT", "-1"),
+        ("LOGIN_WINDOW_SECONDS", "0"),
+        ("LOGIN_WINDOW_SECONDS", "forever"),
+        ("TRUSTED_PROXY_HOPS", "11"),
+    ],
+)
+def test_settings_login_throttle_bad_values_are_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({"SECRET_KEY": KEY, name: value})
+    assert any(name in problem for problem in caught.value.problems)
