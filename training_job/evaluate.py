@@ -1,0 +1,204 @@
+"""Evaluation reports (NumPy) and predictions through an exported SavedModel's serving signature.
+
+Both models of a champion/challenger comparison are evaluated the same way: the test images'
+encoded bytes go through each SavedModel's `serving_default` signature, so the numbers describe
+what TF Serving would answer, preprocessing and compute dtype included. TensorFlow is imported
+only by `predict_saved_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from training_job.config import CLASS_NAMES
+
+__all__ = [
+    "ClassificationReport",
+    "SavedModelPredictions",
+    "classification_report",
+    "predict_saved_model",
+    "roc_auc_one_vs_rest",
+]
+
+
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks, ties sharing the mean of their ranks (as scipy's `rankdata`)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts).astype(np.float64)
+    starts = ends - counts + 1.0
+    return np.asarray(((starts + ends) / 2.0)[inverse], dtype=np.float64)
+
+
+def roc_auc_one_vs_rest(
+    labels: npt.ArrayLike, probabilities: npt.ArrayLike, num_classes: int
+) -> list[float | None]:
+    """ROC AUC of each class against the rest (Mann-Whitney U over the class's probability);
+    None for a class with no positive or no negative example."""
+    truth = np.asarray(labels, dtype=np.int64).ravel()
+    scores = np.asarray(probabilities, dtype=np.float64).reshape(len(truth), num_classes)
+    result: list[float | None] = []
+    for index in range(num_classes):
+        positive = truth == index
+        positives, negatives = int(positive.sum()), int((~positive).sum())
+        if positives == 0 or negatives == 0:
+            result.append(None)
+            continue
+        ranks = _average_ranks(scores[:, index])
+        u_statistic = ranks[positive].sum() - positives * (positives + 1) / 2.0
+        result.append(float(u_statistic / (positives * negatives)))
+    return result
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ClassificationReport:
+    """Per-class precision, recall, F1, support and ROC AUC; macro-F1; accuracy; confusion.
+
+    Macro averages run over the classes the test set holds (support > 0), so both models of a
+    comparison are averaged over the same classes whatever they predict.
+    """
+
+    classes: tuple[str, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]  # [true class][predicted class]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    f1: tuple[float, ...]
+    support: tuple[int, ...]
+    roc_auc: tuple[float | None, ...]
+    macro_f1: float
+    accuracy: float
+    roc_auc_macro: float | None
+    images: int
+
+    def per_class_f1(self) -> dict[str, float]:
+        return {name: self.f1[index] for index, name in enumerate(self.classes)}
+
+    def evaluated_classes(self) -> list[str]:
+        return [name for index, name in enumerate(self.classes) if self.support[index] > 0]
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for the registry entry of a published version."""
+        values = {"macro_f1": self.macro_f1, "accuracy": self.accuracy}
+        if self.roc_auc_macro is not None:
+            values["roc_auc_macro"] = self.roc_auc_macro
+        for name, score in self.per_class_f1().items():
+            values[f"f1_{name}"] = score
+        return values
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "classes": list(self.classes),
+            "images": self.images,
+            "macro_f1": self.macro_f1,
+            "accuracy": self.accuracy,
+            "roc_auc_macro": self.roc_auc_macro,
+            "per_class": {
+                name: {
+                    "precision": self.precision[index],
+                    "recall": self.recall[index],
+                    "f1": self.f1[index],
+                    "support": self.support[index],
+                    "roc_auc": self.roc_auc[index],
+                }
+                for index, name in enumerate(self.classes)
+            },
+            "confusion_matrix": {
+                "rows": "true class",
+                "columns": "predicted class",
+                "counts": [list(row) for row in self.confusion_matrix],
+            },
+        }
+
+
+def classification_report(
+    labels: npt.ArrayLike,
+    probabilities: npt.ArrayLike,
+    classes: Sequence[str] = CLASS_NAMES,
+) -> ClassificationReport:
+    """The report of predicted `probabilities` [N, C] against true class indices `labels` [N]."""
+    num_classes = len(classes)
+    truth = np.asarray(labels, dtype=np.int64).ravel()
+    scores = np.asarray(probabilities, dtype=np.float64).reshape(len(truth), num_classes)
+    if len(truth) == 0:
+        raise ValueError("nothing to evaluate: no images")
+    predicted = scores.argmax(axis=1)
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    true_positive = np.diag(matrix).astype(np.float64)
+    predicted_count = matrix.sum(axis=0).astype(np.float64)
+    support = matrix.sum(axis=1)
+    precision = [_ratio(true_positive[i], predicted_count[i]) for i in range(num_classes)]
+    recall = [_ratio(true_positive[i], support[i]) for i in range(num_classes)]
+    f1 = [
+        _ratio(2.0 * true_positive[i], predicted_count[i] + support[i]) for i in range(num_classes)
+    ]
+    present = [i for i in range(num_classes) if support[i] > 0]
+    auc = roc_auc_one_vs_rest(truth, scores, num_classes)
+    defined_auc = [value for value in auc if value is not None]
+    return ClassificationReport(
+        classes=tuple(classes),
+        confusion_matrix=tuple(tuple(int(count) for count in row) for row in matrix),
+        precision=tuple(precision),
+        recall=tuple(recall),
+        f1=tuple(f1),
+        support=tuple(int(count) for count in support),
+        roc_auc=tuple(auc),
+        macro_f1=float(np.mean([f1[i] for i in present])),
+        accuracy=float(np.trace(matrix) / len(truth)),
+        roc_auc_macro=float(np.mean(defined_auc)) if defined_auc else None,
+        images=len(truth),
+    )
+
+
+@dataclass(frozen=True)
+class SavedModelPredictions:
+    """What a SavedModel answered for a list of images, and who it said it was."""
+
+    probabilities: npt.NDArray[np.float32]
+    class_names: tuple[str, ...]
+    identity: Mapping[str, Any]  # name, version, run_id as the model reports them
+
+
+def predict_saved_model(
+    saved_model_dir: str | Path, image_paths: Sequence[str | Path], batch_size: int = 32
+) -> SavedModelPredictions:
+    """Send the encoded files through the SavedModel's `serving_default` signature."""
+    import tensorflow as tf
+
+    if not image_paths:
+        raise ValueError("nothing to predict: no images")
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    signature = loaded.signatures["serving_default"]
+    files = tf.data.Dataset.from_tensor_slices([str(path) for path in image_paths])
+    batches = (
+        files.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(max(1, batch_size))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    probabilities: list[npt.NDArray[np.float32]] = []
+    identity: dict[str, Any] = {}
+    class_names: tuple[str, ...] = ()
+    for batch in batches:
+        outputs = signature(image_bytes=batch)
+        probabilities.append(np.asarray(outputs["probabilities"].numpy(), dtype=np.float32))
+        if not identity:
+            identity = {
+                "name": outputs["model_name"].numpy()[0].decode("utf-8"),
+                "version": int(outputs["model_version"].numpy()[0]),
+                "run_id": outputs["model_run_id"].numpy()[0].decode("utf-8"),
+            }
+            class_names = tuple(name.decode("utf-8") for name in outputs["class_names"].numpy()[0])
+    return SavedModelPredictions(
+        probabilities=np.concatenate(probabilities),
+        class_names=class_names,
+        identity=identity,
+    )
