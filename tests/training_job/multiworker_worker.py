@@ -1,12 +1,15 @@
 """One worker of the two-process MultiWorkerMirroredStrategy test (run as a script).
 
-Reads TF_CONFIG from the environment, trains a tiny CNN-ViT for a few steps with the project's
-training loop and writes the final weights and history to the folder given as argv[1].
+Reads TF_CONFIG from the environment, builds the strategy the training job's `--strategy auto`
+would (MultiWorkerMirroredStrategy, joined through the job's own cluster plan), trains a tiny
+CNN-ViT for a few steps with the project's training loop and writes the final weights and history
+to the folder given as argv[1].
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import tensorflow as tf
 
 from training_job.config import get_preset
 from training_job.model import build_model
+from training_job.strategy import create_strategy, plan_strategy
 from training_job.synthetic import encode_png, generate_xray
 from training_job.train import TrainingConfig, make_dataset, train_model
 
@@ -33,7 +37,10 @@ TINY = get_preset("small").replace(
 
 
 def main(output: Path) -> None:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    plan = plan_strategy("auto", gpu_count=0, tf_config=os.environ["TF_CONFIG"])
+    assert plan.kind == "multi-worker", plan
+    strategy = create_strategy(plan)
+    assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), strategy
     keras.utils.set_random_seed(0)
     classes = ["normal", "covid", "no-covid"]
     items, labels = [], []

@@ -1,0 +1,179 @@
+"""Which `tf.distribute` strategy and which precision a run trains with (DESIGN.md decision 9).
+
+`auto` picks MultiWorkerMirroredStrategy when `TF_CONFIG` describes a cluster, MirroredStrategy
+when several GPUs are visible, and the default strategy otherwise; on GPUs with bfloat16 units
+(compute capability 8.0 and later) the model computes in `mixed_bfloat16`. The choices are pure
+functions of what was asked and what the machine has, so they are tested without the hardware;
+`create_strategy` turns a plan into the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = [
+    "PRECISIONS",
+    "STRATEGIES",
+    "PrecisionPlan",
+    "StrategyPlan",
+    "create_strategy",
+    "parse_tf_config",
+    "plan_precision",
+    "plan_strategy",
+    "visible_gpus",
+]
+
+StrategyName = Literal["auto", "default", "mirrored", "multi-worker"]
+STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored", "multi-worker")
+PrecisionName = Literal["auto", "float32", "mixed_bfloat16"]
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_bfloat16")
+# bfloat16 tensor cores arrived with Ampere (compute capability 8.0).
+_BFLOAT16_CAPABILITY = (8, 0)
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """The strategy to build, why, and whether this process is the one that writes results."""
+
+    kind: Literal["default", "mirrored", "multi-worker"]
+    reason: str
+    is_chief: bool = True
+    task: str = ""  # "worker:1" under a cluster
+    cluster: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "is_chief": self.is_chief,
+            "task": self.task,
+        }
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    policy: Literal["float32", "mixed_bfloat16"]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "reason": self.reason}
+
+
+def parse_tf_config(text: str | None) -> dict[str, Any] | None:
+    """The `TF_CONFIG` document, or None when unset; ValueError when it is not valid."""
+    if text is None or not text.strip():
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ValueError("TF_CONFIG is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError("TF_CONFIG is not a JSON object")
+    cluster, task = document.get("cluster"), document.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError("TF_CONFIG has no cluster")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError("TF_CONFIG has no task (type and index)")
+    members = cluster.get(task["type"])
+    if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
+        raise ValueError("TF_CONFIG's task is not a member of its cluster")
+    return document
+
+
+def _is_chief(document: Mapping[str, Any]) -> bool:
+    task_type, index = document["task"]["type"], int(document["task"]["index"])
+    if task_type == "chief":
+        return True
+    # Without a dedicated chief, worker 0 is the chief (as TensorFlow's own convention).
+    return task_type == "worker" and index == 0 and "chief" not in document["cluster"]
+
+
+def plan_strategy(requested: str, *, gpu_count: int, tf_config: str | None = None) -> StrategyPlan:
+    """The strategy for `requested` (auto|default|mirrored|multi-worker) on this machine."""
+    if requested not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {requested!r}")
+    document = parse_tf_config(tf_config)
+    if requested == "multi-worker" or (requested == "auto" and document is not None):
+        if document is None:
+            raise ValueError("the multi-worker strategy needs TF_CONFIG (cluster and task)")
+        task = f"{document['task']['type']}:{document['task']['index']}"
+        workers = sum(len(members) for members in document["cluster"].values())
+        return StrategyPlan(
+            kind="multi-worker",
+            reason=f"TF_CONFIG describes a cluster of {workers} tasks; this is {task}",
+            is_chief=_is_chief(document),
+            task=task,
+            cluster=document["cluster"],
+        )
+    if requested == "mirrored" or (requested == "auto" and gpu_count > 1):
+        devices = f"{gpu_count} GPUs" if gpu_count else "the CPU"
+        return StrategyPlan(kind="mirrored", reason=f"MirroredStrategy over {devices}")
+    reason = "one device" if requested == "auto" else "asked for"
+    return StrategyPlan(kind="default", reason=f"default strategy ({reason})")
+
+
+def plan_precision(
+    requested: str, gpu_capabilities: Sequence[tuple[int, int] | None]
+) -> PrecisionPlan:
+    """`auto`: mixed_bfloat16 when every visible GPU has bfloat16 units, float32 otherwise."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested != "auto":
+        return PrecisionPlan(policy=requested, reason="asked for")  # type: ignore[arg-type]
+    if not gpu_capabilities:
+        return PrecisionPlan(policy="float32", reason="no GPU: CPUs train in float32")
+    if all(
+        capability is not None and tuple(capability) >= _BFLOAT16_CAPABILITY
+        for capability in gpu_capabilities
+    ):
+        return PrecisionPlan(
+            policy="mixed_bfloat16",
+            reason="every GPU has bfloat16 units (compute capability 8.0+): mixed_bfloat16",
+        )
+    # float16 would need loss scaling, which the training loop does not do; bfloat16 does not.
+    return PrecisionPlan(
+        policy="float32",
+        reason="a GPU without bfloat16 units (compute capability below 8.0): float32",
+    )
+
+
+def visible_gpus() -> list[tuple[int, int] | None]:
+    """The compute capability of each GPU TensorFlow sees (None where it does not say)."""
+    import tensorflow as tf
+
+    capabilities: list[tuple[int, int] | None] = []
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(device)
+        except (ValueError, RuntimeError):  # a device that reports nothing
+            details = {}
+        capability = details.get("compute_capability")
+        capabilities.append((int(capability[0]), int(capability[1])) if capability else None)
+    return capabilities
+
+
+def create_strategy(plan: StrategyPlan) -> tf.distribute.Strategy:
+    """Build the strategy of `plan` (the multi-worker one joins the cluster it names)."""
+    import tensorflow as tf
+
+    if plan.kind == "multi-worker":
+        assert plan.cluster is not None
+        task_type, task_index = plan.task.split(":")
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(dict(plan.cluster)),
+            task_type=task_type,
+            task_id=int(task_index),
+            rpc_layer="grpc",
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    if plan.kind == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [device.name for device in gpus] or ["/cpu:0"]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    return tf.distribute.get_strategy()
