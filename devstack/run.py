@@ -32,7 +32,7 @@ from devstack.processes import (
 from storage import StorageError, StorageSettings, Store, keys, load_environment, open_areas
 from storage.cli import create_hierarchy
 
-__all__ = ["StackOptions", "prepare_environment", "run_stack"]
+__all__ = ["StackOptions", "prepare_environment", "run_stack", "start_serving"]
 
 S3_BUCKET = "xray-local"
 # The synthetic image database `make run` seeds: enough for the small preset to learn the
@@ -244,6 +244,68 @@ def _print_banner(
     print("\n".join(lines), flush=True)
 
 
+def start_serving(options: StackOptions, env: Mapping[str, str], group: ProcessGroup) -> None:
+    """Model sync (once, then watching), the local model server and the gateway; ready on return.
+
+    The model server reads the folder the sync writes, exactly as TF Serving does in a
+    deployment (the sync is its init container and sidecar there).
+    """
+    log_dir = options.run_dir / "logs"
+    _say("syncing the served model versions to the model server's folder")
+    once = subprocess.run(
+        python_module("serving.sync", "--once"),
+        cwd=options.root,
+        env=dict(env),
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if once.returncode != 0:
+        raise StackError(f"the model sync failed:\n{once.stderr[-2000:]}")
+    server = group.start(
+        "model-server",
+        python_module(
+            "serving.model_server",
+            f"--port={options.grpc_port}",
+            f"--rest_api_port={options.rest_port}",
+            f"--model_config_file={env['MODEL_CONFIG_FILE']}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+        ),
+        env=env,
+        cwd=options.root,
+        log_dir=log_dir,
+    )
+    group.start(
+        "model-sync",
+        python_module("serving.sync", "--watch"),
+        env=env,
+        cwd=options.root,
+        log_dir=log_dir,
+    )
+    gateway = group.start(
+        "gateway",
+        python_module("functions.gateway", "--host", options.host, "--port", str(options.api_port)),
+        env=env,
+        cwd=options.root,
+        log_dir=log_dir,
+    )
+    _say("starting the model server and the gateway ...")
+    wait_until(
+        lambda: model_available(env["TF_SERVING_URL"], env["MODEL_NAME"]),
+        timeout=180,
+        what="the model server",
+        alive=server.alive,
+    )
+    wait_until(
+        lambda: http_ok(f"http://127.0.0.1:{options.api_port}/openapi.yaml"),
+        timeout=60,
+        what="the gateway",
+        alive=gateway.alive,
+    )
+
+
 def run_stack(options: StackOptions) -> int:
     environ = load_environment(dotenv=options.root / ".env")
     group = ProcessGroup()
@@ -252,7 +314,6 @@ def run_stack(options: StackOptions) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    log_dir = options.run_dir / "logs"
     try:
         for port, what in (
             (options.api_port, "API_PORT"),
@@ -279,61 +340,7 @@ def run_stack(options: StackOptions) -> int:
             _say(f"reusing the stable model of {keys.model_registry(model_name)}")
         samples = _write_local_samples(areas.root, options.run_dir)
 
-        _say("syncing the served model versions to the model server's folder")
-        once = subprocess.run(
-            python_module("serving.sync", "--once"),
-            cwd=options.root,
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        if once.returncode != 0:
-            raise StackError(f"the model sync failed:\n{once.stderr[-2000:]}")
-        server = group.start(
-            "model-server",
-            python_module(
-                "serving.model_server",
-                f"--port={options.grpc_port}",
-                f"--rest_api_port={options.rest_port}",
-                f"--model_config_file={env['MODEL_CONFIG_FILE']}",
-                "--model_config_file_poll_wait_seconds=2",
-                "--file_system_poll_wait_seconds=2",
-                "--max_num_load_retries=0",
-            ),
-            env=env,
-            cwd=options.root,
-            log_dir=log_dir,
-        )
-        group.start(
-            "model-sync",
-            python_module("serving.sync", "--watch"),
-            env=env,
-            cwd=options.root,
-            log_dir=log_dir,
-        )
-        gateway = group.start(
-            "gateway",
-            python_module(
-                "functions.gateway", "--host", options.host, "--port", str(options.api_port)
-            ),
-            env=env,
-            cwd=options.root,
-            log_dir=log_dir,
-        )
-        _say("starting the model server and the gateway ...")
-        wait_until(
-            lambda: model_available(env["TF_SERVING_URL"], model_name),
-            timeout=180,
-            what="the model server",
-            alive=server.alive,
-        )
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{options.api_port}/openapi.yaml"),
-            timeout=60,
-            what="the gateway",
-            alive=gateway.alive,
-        )
+        start_serving(options, env, group)
         _print_banner(options, username, password, samples, areas.root.describe())
         while True:
             dead = group.first_dead()
