@@ -10,7 +10,6 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -38,12 +37,12 @@ def model_process() -> Iterator[FakeServingProcess]:
 def model_stack(
     stack_factory: Callable[..., Stack], model_process: FakeServingProcess
 ) -> Iterator[Stack]:
-    if model_process._process is None:  # a test before this one killed it
+    if not model_process.running:  # a test before this one killed it
         model_process.start()
     model_process.control("reset")
     model_process.control("set", version=3)
     yield stack_factory(TF_SERVING_URL=model_process.url, TF_SERVING_DEADLINE="3")
-    if model_process._process is None:
+    if not model_process.running:
         model_process.start()
 
 
@@ -197,12 +196,7 @@ def proxy(moto_server: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
-def s3_stack(
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    stack_factory: Callable[..., Stack],
-    proxy: TcpProxy,
-) -> Stack:
+def s3_stack(stack_factory: Callable[..., Stack], proxy: TcpProxy) -> Stack:
     """The functions on a moto bucket reached through the proxy (short S3 timeouts)."""
     return stack_factory(
         "s3",
