@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from functions.errors import OAuthError
 from functions.settings import LoginThrottleSettings
-from storage import StorageError, Store
+from storage import StorageError, Store, keys
 
 __all__ = [
     "FAILURES_PREFIX",
@@ -56,11 +56,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# In the auth area, beside the users file. (A key spelled here rather than in storage/keys.py:
-# see the note in functions/README.md; it should move there.)
-FAILURES_PREFIX = "login_failures/"
-_TIME_DIGITS = 13  # milliseconds since the epoch until the year 2286
-_MAX_MILLIS = 10**_TIME_DIGITS - 1
+# In the auth area, beside the users file (storage/keys.py spells the keys).
+FAILURES_PREFIX = keys.LOGIN_FAILURES_AREA
 # Addresses tracked per instance; beyond it the stalest are forgotten (memory stays bounded).
 _MAX_CLIENTS = 10_000
 # A successful login clears at most this many failure objects (the rest expire by lifecycle).
@@ -141,19 +138,15 @@ class UserThrottle:
         """The username's failures' prefix (names are normalised as the users file matches)."""
         normalised = username.strip().casefold().encode("utf-8", "surrogatepass")
         digest = hmac.new(self._digest_key, normalised, hashlib.sha256).hexdigest()
-        return f"{FAILURES_PREFIX}{digest}/"
+        return keys.login_failures_prefix(digest)
 
     def _new_key(self, prefix: str, now: float) -> str:
-        millis = min(_MAX_MILLIS, int(now * 1000))
-        return f"{prefix}{_MAX_MILLIS - millis:0{_TIME_DIGITS}d}-{secrets.token_hex(8)}"
+        digest = prefix[len(FAILURES_PREFIX) :].rstrip("/")
+        return keys.login_failure(digest, now, secrets.token_hex(8))
 
     @staticmethod
     def _time_of(key: str) -> float | None:
-        name = key.rsplit("/", 1)[-1]
-        digits = name.split("-", 1)[0]
-        if len(digits) != _TIME_DIGITS or not digits.isdigit():
-            return None
-        return (_MAX_MILLIS - int(digits)) / 1000
+        return keys.login_failure_time(key)
 
     def _recent(self, prefix: str, now: float, limit: int) -> list[_Failure]:
         """Up to `limit` failures inside the window, newest first (one listing call)."""

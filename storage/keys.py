@@ -9,6 +9,7 @@ Layout (kept from the original system so existing stores keep working)::
     input/data/                              sample X-ray PNGs for trying the API
     input/db/<batch>/<split>/<class>/[images/]*.png   the training image database
     input/db_auth/authentication.csv         users
+    input/db_auth/login_failures/<digest>/<newest-first ms>-<random>   failed logins (throttle)
     input/model/<name>/registry.json         stable/canary aliases, versions, metrics, lineage
     input/model/<name>/<version>/            a published SavedModel (TF Serving layout)
     input/model/<name>/<version>/manifest.json   completeness marker, written last
@@ -31,6 +32,7 @@ __all__ = [
     "GRAD_CAM_AREA",
     "INFERENCE_AREA",
     "LEARNING_AREA",
+    "LOGIN_FAILURES_AREA",
     "MODEL_AREA",
     "USERS_FILE",
     "InferenceWindow",
@@ -46,6 +48,9 @@ __all__ = [
     "learning_candidate_prefix",
     "learning_file",
     "learning_run_prefix",
+    "login_failure",
+    "login_failure_time",
+    "login_failures_prefix",
     "model_prefix",
     "model_registry",
     "model_version_from_key",
@@ -67,6 +72,11 @@ GRAD_CAM_AREA = "output/grad_cam/"
 
 # Within the auth area (which DB_AUTH_STORAGE_PATH may move elsewhere).
 USERS_FILE = "authentication.csv"
+# One object per failed login, under a keyed digest of the username: every function instance
+# sees them, and nothing is read-modify-written (expire the area after a day by lifecycle rule).
+LOGIN_FAILURES_AREA = "login_failures/"
+_LOGIN_TIME_DIGITS = 13  # milliseconds since the epoch, until the year 2286
+_LOGIN_MAX_MILLIS = 10**_LOGIN_TIME_DIGITS - 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_RE = re.compile(r"^(\d{8}T\d{12})Z([0-9a-f]{32})$")
@@ -114,6 +124,30 @@ def db_prefix(batch: str | None = None) -> str:
 def users_file() -> str:
     """The users file relative to the store root (when the auth area is not overridden)."""
     return AUTH_AREA + USERS_FILE
+
+
+def login_failures_prefix(username_digest: str) -> str:
+    """A username's failed logins, relative to the auth area (newest first when listed)."""
+    if not re.fullmatch(r"[0-9a-f]{16,128}", username_digest or ""):
+        raise ValueError("a username digest is 16 to 128 lowercase hex digits")
+    return f"{LOGIN_FAILURES_AREA}{username_digest}/"
+
+
+def login_failure(username_digest: str, epoch_seconds: float, token: str) -> str:
+    """One failed login at `epoch_seconds` (the random `token` keeps concurrent ones apart)."""
+    if not re.fullmatch(r"[0-9a-f]{8,64}", token or ""):
+        raise ValueError("token must be 8 to 64 lowercase hex digits")
+    millis = min(_LOGIN_MAX_MILLIS, max(0, int(epoch_seconds * 1000)))
+    inverted = _LOGIN_MAX_MILLIS - millis
+    return f"{login_failures_prefix(username_digest)}{inverted:0{_LOGIN_TIME_DIGITS}d}-{token}"
+
+
+def login_failure_time(key: str) -> float | None:
+    """The time (epoch seconds) a failed-login key records, or None if it is not one."""
+    digits = key.rsplit("/", 1)[-1].split("-", 1)[0]
+    if len(digits) != _LOGIN_TIME_DIGITS or not digits.isdigit():
+        return None
+    return (_LOGIN_MAX_MILLIS - int(digits)) / 1000
 
 
 def model_prefix(name: str) -> str:

@@ -74,3 +74,15 @@ def test_keys_records_of_later_times_sort_first() -> None:
 def test_keys_gradcam_image_lives_under_its_user_and_date() -> None:
     iid = keys.new_inference_id(datetime(2026, 11, 27, tzinfo=UTC))
     assert keys.gradcam_image("alice", iid) == f"output/grad_cam/alice/2026-11-27/{iid}.png"
+
+
+def test_keys_login_failures_sort_newest_first_and_round_trip_time() -> None:
+    digest = "ab" * 32
+    older = keys.login_failure(digest, 1_800_000_000.0, "00ff00ff")
+    newer = keys.login_failure(digest, 1_800_000_001.5, "00ff00ff")
+    assert newer < older
+    assert older.startswith("login_failures/" + digest + "/")
+    assert keys.login_failure_time(newer) == 1_800_000_001.5
+    assert keys.login_failure_time("login_failures/x/not-a-time") is None
+    with pytest.raises(ValueError, match="digest"):
+        keys.login_failures_prefix("../users")

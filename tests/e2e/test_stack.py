@@ -1,0 +1,316 @@
+"""The whole system as real processes on loopback, driven over HTTP as a client would.
+
+For each backend (a local folder, and a bucket on moto's S3 server) the stack is what `make run`
+starts: the model sync (once, then watching), the local model server and the gateway with the
+four functions. Version 1 in production is an untrained model published the way any version
+is; the test logs in (new routes and the original system's, with a users file in the original
+format holding legacy bcrypt hashes), predicts, asks for Grad-CAM, reads the history, adds data,
+runs the real training job, sees version 2 promoted and answering, rolls back and sees version 1
+answer again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from devstack.processes import ProcessGroup
+from devstack.run import StackOptions, start_serving
+from storage import StorageSettings, Store, keys, open_areas
+from tests.conftest import FAKE_AWS, free_port, new_bucket
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MODEL_NAME = "cnn_vit"
+CLASSES = ("normal", "covid", "no-covid")
+ALICE = ("alice@example.com", "alice-password-1")
+ADMIN = ("admin@example.com", "admin-password-1")
+
+
+@dataclass
+class Stack:
+    base: str
+    env: dict[str, str]
+    root: Store
+    db: Store
+    work: Path
+    samples: dict[str, bytes]
+
+    def token(self, username: str, password: str, path: str = "/auth/token") -> str:
+        answer = requests.post(
+            self.base + path,
+            data={"grant_type": "password", "username": username, "password": password},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["access_token"])
+
+    def run(self, *command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *command],
+            cwd=Path(__file__).resolve().parents[2],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _legacy_users_csv() -> bytes:
+    """The original system's users file: bcrypt `$2b$12$` hashes, `False` for enabled users."""
+    rows = ["id;email;role;hashed_password;disabled"]
+    for user_id, (email, password), role in ((1, ALICE, "user"), (2, ADMIN, "admin")):
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=12)).decode()
+        rows.append(f"{user_id};{email};{role};{hashed};False")
+    rows.append(f"3;mallory@example.com;user;{hashed};True")
+    return ("\n".join(rows) + "\n").encode()
+
+
+def _publish_untrained_version_1(root: Store, work: Path) -> None:
+    """Production starts with a model that knows nothing (so retraining visibly wins)."""
+    import keras
+
+    from model_export.export import export_saved_model
+    from model_export.registry import ModelRegistry
+    from training_job.config import get_preset
+    from training_job.model import build_model
+
+    keras.utils.set_random_seed(123)
+    config = get_preset("small")
+    export_dir = work / "untrained"
+    export_saved_model(build_model(config), config, export_dir, model_name=MODEL_NAME, run_id="v1")
+    registry = ModelRegistry(root, MODEL_NAME)
+    version = registry.publish(
+        export_dir,
+        run_id="v1",
+        metrics={"macro_f1": 0.0},
+        dataset_fingerprint="sha256:none",
+        parent_version=None,
+        preset="small",
+    )
+    registry.promote(version, "stable")
+
+
+def _samples() -> dict[str, bytes]:
+    from training_job.synthetic import encode_png, generate_xray
+
+    return {
+        name: encode_png(generate_xray(name, 900 + index).image)
+        for index, name in enumerate(CLASSES)
+    }
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    from training_job.synthetic import write_covid_qu_ex_to_store
+
+    work = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("STORAGE_", "S3_", "DB_", "MODEL_", "TF_SERVING", "SECRET"))
+    }
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("moto_server")
+        bucket = new_bucket(endpoint)
+        env.update(FAKE_AWS, STORAGE_URL=f"s3://{bucket}/xray", S3_ENDPOINT_URL=endpoint)
+    else:
+        env["STORAGE_URL"] = str(work / "store")
+    api, rest, grpc = free_port(), free_port(), free_port()
+    env.update(
+        ENVIRONMENT="production",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        MODEL_NAME=MODEL_NAME,
+        MODEL_BASE_PATH=str(work / "models"),
+        MODEL_CONFIG_FILE=str(work / "models" / "models.config"),
+        TF_SERVING_URL=f"http://127.0.0.1:{rest}",
+        SYNC_INTERVAL_SECONDS="1",
+        SYNC_GRACE_SECONDS="5",
+        USERS_CACHE_SECONDS="0",
+        PASSWORD_HASH_MEMORY_KIB="64",
+        PASSWORD_HASH_TIME_COST="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    areas = open_areas(StorageSettings.from_env(env))
+    areas.auth.put_bytes(keys.USERS_FILE, _legacy_users_csv())
+    write_covid_qu_ex_to_store(areas.db, "batch-1", {"train": 80, "val": 20, "test": 30}, seed=1)
+    _publish_untrained_version_1(areas.root, work)
+
+    options = StackOptions(root=work, api_port=api, rest_port=rest, grpc_port=grpc)
+    group = ProcessGroup()
+    try:
+        start_serving(options, env, group)
+        yield Stack(f"http://127.0.0.1:{api}", env, areas.root, areas.db, work, _samples())
+    finally:
+        group.stop_all()
+
+
+def _predict(stack: Stack, token: str, image: bytes, path: str = "/predict") -> dict[str, Any]:
+    answer = requests.post(
+        stack.base + path,
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": ("xray.png", image, "image/png")},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def _wait_for_version(stack: Stack, token: str, version: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = _predict(stack, token, stack.samples["normal"])["model"]["version"]
+        if seen == version:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"version {version} never answered (last seen {seen})")
+
+
+def test_stack_login_and_profile_with_legacy_bcrypt_users(stack: Stack) -> None:
+    token = stack.token(*ALICE)
+    me = requests.get(
+        stack.base + "/auth/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert me.status_code == 200
+    assert me.json()["email"] == ALICE[0]
+    assert "hashed_password" not in me.json()
+    refused = requests.post(
+        stack.base + "/auth/token",
+        data={"grant_type": "password", "username": "mallory@example.com", "password": ADMIN[1]},
+        timeout=30,
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+
+
+def test_stack_predicts_each_class_with_version_1_identity(stack: Stack) -> None:
+    token = stack.token(*ALICE)
+    for name, image in stack.samples.items():
+        answer = _predict(stack, token, image)
+        assert answer["model"] == {"name": MODEL_NAME, "version": 1, "run_id": "v1"}
+        assert set(answer["probabilities"]) == set(CLASSES)
+        assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+        assert answer["predicted_class"] in CLASSES, name
+
+
+def test_stack_gradcam_returns_a_png_overlay(stack: Stack) -> None:
+    token = stack.token(*ALICE)
+    answer = requests.post(
+        stack.base + "/gradcam",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"file": ("xray.png", stack.samples["covid"], "image/png")},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    overlay = Image.open(io.BytesIO(answer.content))
+    assert overlay.size == (64, 64)
+    assert np.asarray(overlay.convert("RGB")).std() > 0
+
+
+def test_stack_history_window_and_pagination(stack: Stack) -> None:
+    token = stack.token(*ALICE)
+    auth = {"Authorization": f"Bearer {token}"}
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for image in stack.samples.values():
+        _predict(stack, token, image)
+    seen: list[str] = []
+    params: dict[str, Any] = {"start_time": start.isoformat(), "limit": 2}
+    while True:
+        page = requests.get(stack.base + "/history", headers=auth, params=params, timeout=30)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["records"]) <= 2
+        seen.extend(record["id"] for record in body["records"])
+        if body["next_page_token"] is None:
+            break
+        params["page_token"] = body["next_page_token"]
+    # Three predicts here, three in the earlier test and one Grad-CAM: newest first.
+    assert len(seen) == len(set(seen)) >= 7
+    assert seen == sorted(seen, reverse=True)
+    future = requests.get(
+        stack.base + "/history",
+        headers=auth,
+        params={
+            "start_time": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "stop_time": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
+        },
+        timeout=30,
+    )
+    assert future.status_code == 200
+    assert future.json()["records"] == []
+    one = requests.get(f"{stack.base}/history/{seen[0]}", headers=auth, timeout=30)
+    assert one.status_code == 200
+    admin = stack.token(*ADMIN)
+    other = requests.get(
+        f"{stack.base}/history/{seen[0]}",
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=30,
+    )
+    assert other.status_code == 404  # the admin's own history has no such record
+
+
+def test_stack_original_routes_still_work(stack: Stack) -> None:
+    token = stack.token(*ALICE, path="/token")
+    auth = {"Authorization": f"Bearer {token}"}
+    me = requests.get(stack.base + "/user/me", headers=auth, timeout=10)
+    assert me.status_code == 200
+    assert me.json()["email"] == ALICE[0]
+    answer = _predict(stack, token, stack.samples["no-covid"], path="/x-ray")
+    assert answer["model"]["name"] == MODEL_NAME
+    overlay = requests.post(
+        stack.base + "/grad_cam",
+        headers=auth,
+        files={"file": ("x.png", stack.samples["no-covid"], "image/png")},
+        timeout=60,
+    )
+    assert overlay.status_code == 200
+    assert overlay.content.startswith(b"\x89PNG")
+    results = requests.get(stack.base + "/user/results", headers=auth, timeout=30)
+    assert results.status_code == 200
+    assert results.json()["records"]
+
+
+def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
+    stack: Stack,
+) -> None:
+    from training_job.synthetic import write_covid_qu_ex_to_store
+
+    write_covid_qu_ex_to_store(stack.db, "batch-2", {"train": 60, "val": 10, "test": 10}, seed=2)
+    job = stack.run("training_job", "--preset", "small", "--epochs", "10", "--batch-size", "32")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    registry = stack.root.get_json(keys.model_registry(MODEL_NAME))
+    assert registry["stable"] == 2, registry
+
+    token = stack.token(*ALICE)
+    _wait_for_version(stack, token, 2)
+    for name, image in stack.samples.items():
+        answer = _predict(stack, token, image)
+        assert answer["model"]["version"] == 2
+        assert answer["model"]["run_id"] != "v1"
+        assert answer["predicted_class"] == name
+
+    rollback = stack.run("model_export", "rollback", timeout=60)
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    _wait_for_version(stack, token, 1)
+    assert _predict(stack, token, stack.samples["covid"])["model"]["run_id"] == "v1"
