@@ -1,7 +1,10 @@
 """Export a trained CNN-ViT as the SavedModel TF Serving serves (docs/CONTRACTS.md).
 
-Two signatures share one graph: `serving_default` (image bytes in; probabilities, class and the
-model identity out) and `gradcam` (the same plus the heatmap and a PNG overlay). Both decode and
+Three signatures share one graph: `serving_default` (image bytes in; probabilities, class and the
+model identity out), `gradcam` (the same plus the heatmap and a PNG overlay) and
+`gradcam_overlay` (as `gradcam` without the heatmap: REST has no output filter, and writing an
+S x S float heatmap as JSON text costs more than computing it, so callers that only show the
+overlay ask for this one). All decode and
 preprocess the image bytes in-graph with `training_job.preprocessing`, the function training
 uses, and read the identity from `assets/model_identity.txt` through a lookup table initialised
 when the SavedModel loads, so publishing can restamp the identity without TensorFlow.
@@ -35,8 +38,10 @@ from training_job.preprocessing import preprocess_batch
 
 __all__ = [
     "COMPUTE_DTYPES",
+    "GRADCAM_OVERLAY_SIGNATURE",
     "GRADCAM_SIGNATURE",
     "SERVING_SIGNATURE",
+    "SIGNATURES",
     "ComputeDtype",
     "ExportResult",
     "ServingFunctions",
@@ -46,6 +51,9 @@ __all__ = [
 
 SERVING_SIGNATURE = "serving_default"
 GRADCAM_SIGNATURE = "gradcam"
+# Grad-CAM without the `heatmap` output: the answer a caller that shows the overlay needs.
+GRADCAM_OVERLAY_SIGNATURE = "gradcam_overlay"
+SIGNATURES = (SERVING_SIGNATURE, GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE)
 MODEL_INFO_SCHEMA = 1
 
 ComputeDtype = Literal["float32", "bfloat16"]
@@ -146,6 +154,14 @@ class ServingFunctions:
             "target_class_index": result.target_class,
         }
 
+    def explain_overlay(
+        self, image_bytes: tf.Tensor, target_class: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """`explain` without the heatmap (the overlay is still drawn from it, in-graph)."""
+        outputs = self.explain(image_bytes, target_class)
+        del outputs["heatmap"]
+        return outputs
+
 
 def _check_model(model: keras.Model, config: ModelConfig) -> None:
     expected_input = (None, config.image_size, config.image_size, 1)
@@ -181,7 +197,8 @@ def export_saved_model(
     training_metadata: Mapping[str, Any] | None = None,
     warmup_images: Sequence[bytes] | None = None,
 ) -> ExportResult:
-    """Write `model` as a SavedModel with the `serving_default` and `gradcam` signatures.
+    """Write `model` as a SavedModel with the `serving_default`, `gradcam` and
+    `gradcam_overlay` signatures.
 
     The identity asset names `model_name`, version 0 (not yet published) and `run_id`.
     `compute_dtype="bfloat16"` exports a twin computing in bfloat16 with the same float32
@@ -210,10 +227,10 @@ def export_saved_model(
         archive.track(table)
         image_bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
         archive.add_endpoint(SERVING_SIGNATURE, functions.predict, [image_bytes_spec])
+        gradcam_inputs = [image_bytes_spec, tf.TensorSpec([None], tf.int32, name="target_class")]
+        archive.add_endpoint(GRADCAM_SIGNATURE, functions.explain, gradcam_inputs)
         archive.add_endpoint(
-            GRADCAM_SIGNATURE,
-            functions.explain,
-            [image_bytes_spec, tf.TensorSpec([None], tf.int32, name="target_class")],
+            GRADCAM_OVERLAY_SIGNATURE, functions.explain_overlay, list(gradcam_inputs)
         )
         archive.write_out(str(target), verbose=False)
 
@@ -232,7 +249,7 @@ def export_saved_model(
         "gradcam_weighting": functions.explainer.weighting,
         "gradcam_smoothing": functions.explainer.smoothing,
         "compute_dtype": compute_dtype,
-        "signatures": [SERVING_SIGNATURE, GRADCAM_SIGNATURE],
+        "signatures": list(SIGNATURES),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,

@@ -38,7 +38,8 @@ def default_warmup_images() -> list[bytes]:
 def warmup_requests(
     image_bytes_list: Sequence[bytes], model_name: str = "warmup"
 ) -> list[predict_pb2.PredictRequest]:
-    """A `serving_default` request and a `gradcam` request, each over all the images."""
+    """One request per signature (`serving_default`, `gradcam`, `gradcam_overlay`), each over
+    all the images."""
     images = [bytes(image) for image in image_bytes_list]
     if not images:
         raise ValueError("warmup needs at least one image")
@@ -48,6 +49,7 @@ def warmup_requests(
     for signature, inputs in (
         ("serving_default", {"image_bytes": batch}),
         ("gradcam", {"image_bytes": batch, "target_class": targets}),
+        ("gradcam_overlay", {"image_bytes": batch, "target_class": targets}),
     ):
         request = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)

@@ -31,23 +31,26 @@ PREDICTION_OUTPUTS = {
     "model_version": (types_pb2.DT_INT64, [-1]),
     "model_run_id": (types_pb2.DT_STRING, [-1]),
 }
+GRADCAM_INPUTS = {
+    "image_bytes": (types_pb2.DT_STRING, [-1]),
+    "target_class": (types_pb2.DT_INT32, [-1]),
+}
+OVERLAY_OUTPUTS = {
+    **PREDICTION_OUTPUTS,
+    "overlay_png_bytes": (types_pb2.DT_STRING, [-1]),
+    "target_class_index": (types_pb2.DT_INT32, [-1]),
+}
 CONTRACT = {
     "serving_default": (
         {"image_bytes": (types_pb2.DT_STRING, [-1])},
         PREDICTION_OUTPUTS,
     ),
     "gradcam": (
-        {
-            "image_bytes": (types_pb2.DT_STRING, [-1]),
-            "target_class": (types_pb2.DT_INT32, [-1]),
-        },
-        {
-            **PREDICTION_OUTPUTS,
-            "heatmap": (types_pb2.DT_FLOAT, [-1, SIZE, SIZE]),
-            "overlay_png_bytes": (types_pb2.DT_STRING, [-1]),
-            "target_class_index": (types_pb2.DT_INT32, [-1]),
-        },
+        GRADCAM_INPUTS,
+        {**OVERLAY_OUTPUTS, "heatmap": (types_pb2.DT_FLOAT, [-1, SIZE, SIZE])},
     ),
+    # The same Grad-CAM without the heatmap, for callers that only show the overlay.
+    "gradcam_overlay": (GRADCAM_INPUTS, OVERLAY_OUTPUTS),
 }
 
 
@@ -124,6 +127,22 @@ def test_gradcam_signature_returns_heatmap_overlay_and_requested_class(
         assert overlay.dtype == np.uint8
 
 
+def test_gradcam_overlay_signature_answers_as_gradcam_without_the_heatmap(
+    float32_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    films = _one_per_class(test_films)
+    targets = tf.constant([-1, 0, 2], tf.int32)
+
+    full = float32_loaded.signatures["gradcam"](image_bytes=_pngs(films), target_class=targets)
+    overlay = float32_loaded.signatures["gradcam_overlay"](
+        image_bytes=_pngs(films), target_class=targets
+    )
+
+    assert set(overlay) == set(full) - {"heatmap"}
+    for name in overlay:
+        np.testing.assert_array_equal(overlay[name].numpy(), full[name].numpy(), err_msg=name)
+
+
 @pytest.mark.parametrize("target", [3, -2])
 def test_gradcam_target_class_out_of_range_is_rejected(
     float32_loaded: Any, test_films: list[HeldOutFilm], target: int
@@ -134,7 +153,7 @@ def test_gradcam_target_class_out_of_range_is_rejected(
         )
 
 
-def test_identity_asset_rewritten_in_a_copy_changes_both_signatures(
+def test_identity_asset_rewritten_in_a_copy_changes_every_signature(
     float32_export: Path, tmp_path: Path, test_films: list[HeldOutFilm]
 ) -> None:
     copy = tmp_path / "published" / "7"
@@ -147,6 +166,9 @@ def test_identity_asset_rewritten_in_a_copy_changes_both_signatures(
     answers = [
         loaded.signatures["serving_default"](image_bytes=images),
         loaded.signatures["gradcam"](image_bytes=images, target_class=tf.constant([-1, -1])),
+        loaded.signatures["gradcam_overlay"](
+            image_bytes=images, target_class=tf.constant([-1, -1])
+        ),
     ]
 
     for answer in answers:
@@ -175,11 +197,12 @@ def test_warmup_records_hold_one_request_per_signature_that_the_model_answers(
 ) -> None:
     logs = read_warmup_records(float32_export / WARMUP_PATH)
 
-    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log", "predict_log"]
+    assert [log.WhichOneof("log_type") for log in logs] == ["predict_log"] * 3
     requests = [log.predict_log.request for log in logs]
     assert [request.model_spec.signature_name for request in requests] == [
         "serving_default",
         "gradcam",
+        "gradcam_overlay",
     ]
     for request in requests:
         # Replaying the request as TF Serving would at load: a failure would fail the load.
