@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -400,8 +401,19 @@ def _format_double(value: float) -> str:
 
 
 def format_float_values(array: np.ndarray) -> list[str]:
-    """Each element of a float32/float64 array as TF Serving writes it (WriteDecimal)."""
+    """Each element of a float32/float64 array as TF Serving writes it (WriteDecimal).
+
+    `%.6g` when that text reads back as the same value (`strtof`/`strtod`), else `%.9g`
+    (float32) or `%.17g` (float64); `.0` on whole numbers; bare `NaN`/`Infinity`. Float32
+    arrays of more than a few elements take a vectorised path with the same result.
+    """
     flat = array.ravel()
+    if flat.dtype == np.float32 and flat.size >= _VECTORISED_MINIMUM:
+        return _float32_texts(flat)
+    return _float_texts_one_by_one(flat)
+
+
+def _float_texts_one_by_one(flat: np.ndarray) -> list[str]:
     values = flat.tolist()
     texts = [f"{value:.6g}" for value in values]
     with np.errstate(invalid="ignore", over="ignore"):
@@ -421,6 +433,122 @@ def format_float_values(array: np.ndarray) -> list[str]:
         else:
             result.append(text + ".0")
     return result
+
+
+# Below this many elements the one-by-one path is as fast (probabilities, scores).
+_VECTORISED_MINIMUM = 32
+# Relative error bound of a float64 product of two correctly rounded factors, with room to
+# spare: a scaled value closer than this to a rounding boundary is decided exactly instead.
+_RELATIVE_SLACK = 1e-14
+_SIX_DIGITS, _SEVEN_DIGITS = 1e5, 1e6
+
+
+def _bulk_format(spec: str, values: list[float]) -> list[str]:
+    """`spec % value` for every value in one C-level formatting call (no per-element bytecode)."""
+    if not values:
+        return []
+    return ((spec + "\x00") * len(values) % tuple(values)).split("\x00")[:-1]
+
+
+def _reads_back_exactly(text: str, magnitude: float, below: float, above: float) -> bool:
+    """Whether `strtof(text)` is `magnitude` (a float32 value, as float64), decided exactly.
+
+    `below`/`above` are the float32 neighbours of `magnitude`; a text exactly halfway rounds to
+    the neighbour with an even significand (IEEE round-half-even, as strtof does).
+    """
+    decimal = Decimal(text.lstrip("-"))
+    exact = Decimal(magnitude)
+    low, high = (exact + Decimal(below)) / 2, (exact + Decimal(above)) / 2
+    if low < decimal < high:
+        return True
+    if decimal in (low, high):
+        bits = int(np.array(magnitude, np.float32).view(np.uint32))
+        return bits % 2 == 0
+    return False
+
+
+# NaN payloads and the neighbour above the largest float32 (infinity) are expected here.
+@np.errstate(all="ignore")
+def _float32_texts(flat: np.ndarray) -> list[str]:
+    """`format_float_values` for a float32 vector, deciding `%.6g` or `%.9g` with NumPy.
+
+    A value's 6-digit decimal is its magnitude scaled into [1e5, 1e6) and rounded; it reads
+    back as the same float32 when it lies strictly between the midpoints to the neighbouring
+    float32 values. Both questions are answered in float64 for the whole array, and exactly
+    (Python's own formatting and `Decimal`) for the rare values within rounding error of a
+    boundary. The texts themselves come from one C-level `%` call per precision.
+    """
+    count = flat.size
+    values = flat.astype(np.float64)
+    magnitude = np.abs(values)
+    finite = np.isfinite(values)
+    regular = np.flatnonzero(finite & (magnitude > 0))
+
+    # -- which values round-trip with six digits ------------------------------------------
+    size = magnitude[regular]
+    exponent = np.floor(np.log10(size)).astype(np.int64)
+    scaled = size * np.power(10.0, 5 - exponent)
+    # log10 can be one off next to powers of ten; bring the scaled value into [1e5, 1e6).
+    exponent += (scaled >= _SEVEN_DIGITS).astype(np.int64) - (scaled < _SIX_DIGITS)
+    power = np.power(10.0, 5 - exponent)
+    scaled = size * power
+    mantissa = np.rint(scaled)
+    slack = scaled * _RELATIVE_SLACK
+    uncertain = (np.abs(scaled - np.floor(scaled) - 0.5) <= slack) | (
+        np.abs(scaled - _SIX_DIGITS) <= slack
+    )
+    uncertain |= np.abs(scaled - _SEVEN_DIGITS) <= slack
+    # 999999.7 rounds to 1e6: the decimal is 1 x 10^(exponent + 1).
+    carried = mantissa >= _SEVEN_DIGITS
+    mantissa[carried] = _SIX_DIGITS
+    exponent[carried] += 1
+    power[carried] /= 10.0
+    single = flat[regular]
+    above = np.nextafter(np.abs(single), np.float32(np.inf)).astype(np.float64)
+    below = np.nextafter(np.abs(single), np.float32(0)).astype(np.float64)
+    high = (size + above) / 2 * power
+    low = (size + below) / 2 * power
+    margin = mantissa * _RELATIVE_SLACK
+    short = (mantissa < high - margin) & (mantissa > low + margin)
+    near = (np.abs(mantissa - high) <= margin) | (np.abs(mantissa - low) <= margin)
+    uncertain |= near & ~short
+
+    # -- the texts ------------------------------------------------------------------------
+    texts = np.empty(count, dtype=object)
+    exact = np.flatnonzero(uncertain)
+    decided = ~uncertain
+    six = regular[decided & short]
+    nine = regular[decided & ~short]
+    texts[six] = _bulk_format("%.6g", values[six].tolist())
+    texts[nine] = _bulk_format("%.9g", values[nine].tolist())
+    # Whole numbers get ".0": a six-digit text is whole when its last (5 - exponent) digits
+    # are zeros; a float32 below 1e9 needing nine digits is whole only if it is an integer.
+    is_six = decided & short
+    six_exponent = exponent[is_six]
+    six_mantissa = mantissa[is_six]
+    fraction_digits = np.clip(5 - six_exponent, 0, 5)
+    whole_six = (six_exponent >= 0) & (six_exponent <= 5)
+    whole_six &= np.fmod(six_mantissa, np.power(10.0, fraction_digits)) == 0
+    nine_values = values[nine]
+    whole_nine = (np.floor(nine_values) == nine_values) & (np.abs(nine_values) < 1e9)
+    for index in (*six[whole_six].tolist(), *nine[whole_nine].tolist()):
+        texts[index] += ".0"
+    for position in exact.tolist():
+        index = int(regular[position])
+        value = float(values[index])
+        text = f"{value:.6g}"
+        if not _reads_back_exactly(
+            text, float(size[position]), float(below[position]), float(above[position])
+        ):
+            text = f"{value:.9g}"
+        texts[index] = text if ("." in text or "e" in text) else text + ".0"
+    zeros = np.flatnonzero(magnitude == 0)
+    texts[zeros] = "0.0"
+    texts[zeros[np.signbit(values[zeros])]] = "-0.0"
+    for index in np.flatnonzero(~finite).tolist():
+        value = float(values[index])
+        texts[index] = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return texts.tolist()
 
 
 def _json_string(data: bytes) -> str:
