@@ -1,0 +1,799 @@
+"""The training job: retrain from the image database, promote only a measurable winner.
+
+`run_job(settings, options)` runs one job and returns what it did (metrics, the verdict,
+artefact keys); `retraining(storage_path, db_storage_path)` is the original system's entry
+point. A run discovers the database and fingerprints it; with the fingerprint the stable model
+was trained on (and no `force`) it stops there. Otherwise it evaluates the stable model on the
+test split, trains a challenger (fine-tuned from the stable model's weights, or from scratch),
+exports it and evaluates it the same way through its SavedModel, and promotes it through the
+registry only when `training_job.decision` says it wins (DESIGN.md decision 7). Every run
+writes its outputs under `output/learning/<run_id>/`, promoted or not.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from model_export.artifact import MODEL_INFO_PATH
+from model_export.registry import ModelRegistry, VersionEntry
+from storage import StorageAreas, keys, load_environment, open_areas
+from training_job.cache import ImageCache, LocalImages
+from training_job.config import CLASS_NAMES, PRESETS, ModelConfig, get_preset
+from training_job.data import DatasetError, DatasetIndex, ImageRecord, discover_dataset
+from training_job.decision import Decision, PromotionPolicy, decide
+from training_job.evaluate import ClassificationReport, classification_report, predict_saved_model
+from training_job.joblog import JobLog, json_safe
+from training_job.outputs import (
+    CURVES_FILE,
+    DATASET_FILE,
+    DECISION_FILE,
+    HISTORY_FILE,
+    LOG_FILE,
+    MODEL_FILE,
+    LearningOutputs,
+    confusion_file,
+    dataset_csv,
+    history_csv,
+    report_file,
+)
+from training_job.settings import TrainingJobSettings
+from training_job.strategy import PRECISIONS, STRATEGIES
+
+if TYPE_CHECKING:
+    from training_job.steps import StartingWeights, TrainedCandidate
+    from training_job.strategy import PrecisionPlan, StrategyPlan
+
+__all__ = [
+    "DECISION_SCHEMA",
+    "JobError",
+    "JobOptions",
+    "JobResult",
+    "Verdict",
+    "new_run_id",
+    "retraining",
+    "run_job",
+]
+
+DECISION_SCHEMA = 1
+Verdict = Literal["promote", "keep", "unchanged", "failed", "worker"]
+
+
+class JobError(RuntimeError):
+    """The job cannot run as asked (no test images, a stable model that cannot be read...)."""
+
+
+def new_run_id(moment: datetime | None = None) -> str:
+    """`20261127T101500Z-ab12cd`: sorts by start time, unique by its random tail."""
+    moment = moment or datetime.now(UTC)
+    return f"{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """One run's choices. Defaults are the original system's (batch 32, up to 100 epochs, AdamW
+    at 1e-3, half that when fine-tuning, weight decay 1e-4, label smoothing 0.1, early stopping
+    after 5 epochs without a 0.005 improvement)."""
+
+    preset: str | None = None  # None: the settings' preset (TRAINING_PRESET)
+    # A model shape outside PRESETS (Python callers and tests); overrides `preset`.
+    model_config: ModelConfig | None = None
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float | None = None  # None: 1e-3 from scratch, 5e-4 when fine-tuning
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 5
+    min_delta: float = 0.005
+    from_scratch: bool = False
+    promotion_margin: float = 0.005
+    per_class_tolerance: float = 0.05
+    min_macro_f1: float = 0.6
+    dry_run: bool = False
+    force: bool = False
+    strategy: str = "auto"
+    precision: str = "auto"
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    seed: int = 0
+    split_seed: int = 0
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.preset is not None and self.preset not in PRESETS:
+            problems.append(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
+        if self.epochs < 1 or self.batch_size < 1:
+            problems.append("epochs and batch size must be at least 1")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            problems.append("the learning rate must be positive")
+        if self.patience < 0 or self.min_delta < 0 or self.weight_decay < 0:
+            problems.append("patience, min delta and weight decay must not be negative")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append("label smoothing must lie in [0, 1)")
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            problems.append("the export's compute dtype must be float32 or bfloat16")
+        if self.run_id is not None:
+            try:
+                keys.check_run_id(self.run_id)
+            except ValueError:
+                problems.append(f"invalid run id {self.run_id!r}")
+        try:
+            self.policy()
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def policy(self) -> PromotionPolicy:
+        return PromotionPolicy(
+            margin=self.promotion_margin,
+            per_class_tolerance=self.per_class_tolerance,
+            min_macro_f1=self.min_macro_f1,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document.pop("model_config")
+        if self.model_config is not None:
+            document["model_config"] = self.model_config.name
+        return document
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a run did. `promoted` is True only when a new version became stable."""
+
+    run_id: str
+    verdict: Verdict
+    promoted: bool
+    reason: str
+    dry_run: bool = False
+    published_version: int | None = None
+    stable_version: int | None = None  # the stable version after the run
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    artefacts: Mapping[str, str] = field(default_factory=dict)  # name -> key in the root store
+    report: str = ""  # where decision.json is (a path or an s3:// URL)
+
+
+@dataclass
+class _Run:
+    """State of one run, filled in as its steps complete."""
+
+    run_id: str
+    settings: TrainingJobSettings
+    options: JobOptions
+    log: JobLog
+    areas: StorageAreas
+    registry: ModelRegistry
+    outputs: LearningOutputs
+    config: ModelConfig
+    started_at: str
+    dataset: DatasetIndex | None = None
+    stable: VersionEntry | None = None
+    unreadable: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    is_chief: bool = True
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def run_job(
+    settings: TrainingJobSettings,
+    options: JobOptions | None = None,
+    *,
+    stream: TextIO | None = None,
+) -> JobResult:
+    """Run the training job once (see the module docstring); its log lines go to `stream`
+    (default stdout). Raises on failure, after writing the failure into the run's decision
+    record and log where the store allows."""
+    options = options or JobOptions()
+    run_id = options.run_id or new_run_id()
+    log = JobLog(run_id, stream)
+    config = options.model_config or get_preset(options.preset or settings.preset)
+    areas = open_areas(settings.storage)
+    run = _Run(
+        run_id=run_id,
+        settings=settings,
+        options=options,
+        log=log,
+        areas=areas,
+        registry=ModelRegistry(areas.root, settings.model_name),
+        outputs=LearningOutputs(areas.root, run_id),
+        config=config,
+        started_at=_utc_now(),
+    )
+    log.event(
+        "job_started",
+        model_name=settings.model_name,
+        preset=config.name,
+        stores=areas.describe(),
+        options=options.to_json(),
+    )
+    try:
+        return _run(run)
+    except BaseException as exc:
+        _record_failure(run, exc)
+        raise
+
+
+def _run(run: _Run) -> JobResult:
+    options, log = run.options, run.log
+    run.dataset = discover_dataset(run.areas.db, split_seed=options.split_seed)
+    log.event("data_discovered", **run.dataset.summary())
+
+    registry_state = run.registry.load()
+    if registry_state.stable is not None:
+        run.stable = registry_state.versions.get(registry_state.stable)
+    stable = run.stable
+    log.event(
+        "stable_model",
+        version=stable.version if stable else None,
+        stable_run_id=stable.run_id if stable else None,
+        dataset_fingerprint=stable.dataset_fingerprint if stable else None,
+    )
+    if stable is not None and stable.dataset_fingerprint == run.dataset.fingerprint:
+        if not options.force:
+            return _unchanged(run, stable)
+        log.event("forced", reason="the data is unchanged, but the run was forced")
+
+    # TensorFlow from here on: a run with nothing to do never pays for its import.
+    from training_job import steps
+    from training_job.strategy import plan_precision, plan_strategy, visible_gpus
+
+    gpus = visible_gpus()
+    strategy_plan = plan_strategy(
+        options.strategy, gpu_count=len(gpus), tf_config=run.settings.tf_config
+    )
+    precision = plan_precision(options.precision, gpus)
+    run.is_chief = strategy_plan.is_chief
+    log.event(
+        "strategy", strategy=strategy_plan.to_json(), precision=precision.to_json(), gpus=len(gpus)
+    )
+
+    local = _prepare_images(run, steps.find_unreadable_files)
+    splits = _usable_splits(run, local)
+
+    with tempfile.TemporaryDirectory(prefix=f"training-{run.run_id}-") as scratch:
+        workdir = Path(scratch)
+        stable_report = _evaluate_stable(run, splits["test"], workdir) if run.is_chief else None
+        starting = steps.load_starting_weights(
+            run.areas.root, stable, run.config, workdir, from_scratch=options.from_scratch
+        )
+        log.event(
+            "starting_weights",
+            source=starting.source,
+            reason=starting.reason,
+            parent_version=starting.parent_version,
+        )
+        candidate = _train(run, splits, starting, strategy_plan, precision, steps)
+        if not run.is_chief:
+            reason = "not the chief worker: the chief evaluates, decides and writes the outputs"
+            log.event("worker_finished", reason=reason)
+            return JobResult(run.run_id, "worker", False, reason)
+        return _evaluate_and_decide(run, splits, candidate, starting, stable_report, workdir, steps)
+
+
+def _unchanged(run: _Run, stable: VersionEntry) -> JobResult:
+    reason = (
+        f"the image database is unchanged since stable version {stable.version} was trained "
+        f"(fingerprint {stable.dataset_fingerprint}): nothing to do"
+    )
+    run.log.event("unchanged", reason=reason, stable_version=stable.version)
+    _write_decision(run, "unchanged", reason, decision=None, reports={}, published=None)
+    return _finish(run, "unchanged", reason, stable_version=stable.version)
+
+
+def _prepare_images(run: _Run, find_unreadable: Callable[[list[str]], list[int]]) -> LocalImages:
+    assert run.dataset is not None
+    cache = ImageCache(run.settings.cache_dir, run.areas.db)
+    local = cache.synchronise(run.dataset.records)
+    run.cache = local.summary.as_dict()
+    run.log.event("data_cached", **run.cache)
+    run.unreadable = local.unreadable(run.dataset.records, find_unreadable)
+    if run.unreadable:
+        run.log.event(
+            "unreadable_images",
+            level="warning",
+            count=len(run.unreadable),
+            skipped=run.unreadable[:20],
+            more=max(0, len(run.unreadable) - 20),
+        )
+    return local
+
+
+@dataclass(frozen=True)
+class _Split:
+    records: list[ImageRecord]
+    paths: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _usable_splits(run: _Run, local: LocalImages) -> dict[str, _Split]:
+    assert run.dataset is not None
+    skipped = set(run.unreadable)
+    splits: dict[str, _Split] = {}
+    for name in ("train", "val", "test"):
+        records = [r for r in run.dataset.split(name) if r.key not in skipped]
+        splits[name] = _Split(
+            records=records,
+            paths=[str(local.path(record.key)) for record in records],
+            labels=[record.label for record in records],
+        )
+    if not splits["train"]:
+        raise DatasetError(f"no readable training images under {run.dataset.source}")
+    if not splits["test"]:
+        raise DatasetError(f"no readable test images under {run.dataset.source}")
+    sizes = {name: len(split) for name, split in splits.items()}
+    run.log.event("splits", images=sizes, unreadable=len(skipped))
+    return splits
+
+
+def _training_config(run: _Run, starting: StartingWeights) -> Any:
+    from training_job.train import TrainingConfig
+
+    options = run.options
+    learning_rate = options.learning_rate
+    if learning_rate is None:
+        # The original's rule: fine-tuning starts at half the from-scratch rate.
+        learning_rate = 5e-4 if starting.fine_tuning else 1e-3
+    return TrainingConfig(
+        batch_size=options.batch_size,
+        epochs=options.epochs,
+        learning_rate=learning_rate,
+        weight_decay=options.weight_decay,
+        label_smoothing=options.label_smoothing,
+        patience=options.patience,
+        min_delta=options.min_delta,
+        seed=options.seed,
+    )
+
+
+def _train(
+    run: _Run,
+    splits: Mapping[str, _Split],
+    starting: StartingWeights,
+    strategy_plan: StrategyPlan,
+    precision: PrecisionPlan,
+    steps: Any,
+) -> TrainedCandidate:
+    training = _training_config(run, starting)
+    run.log.event(
+        "training_started",
+        preset=run.config.name,
+        image_size=run.config.image_size,
+        train_images=len(splits["train"]),
+        val_images=len(splits["val"]),
+        learning_rate=training.learning_rate,
+        batch_size=training.batch_size,
+        max_epochs=training.epochs,
+    )
+
+    def on_epoch(record: Any) -> None:
+        run.log.event("epoch", epochs=training.epochs, **record.as_row())
+
+    candidate: TrainedCandidate = steps.train_candidate(
+        run.config,
+        (splits["train"].paths, splits["train"].labels),
+        (splits["val"].paths, splits["val"].labels),
+        training,
+        strategy_plan=strategy_plan,
+        precision=precision,
+        starting=starting,
+        cache_folder=run.settings.cache_dir / "tfdata" / run.run_id,
+        on_epoch=on_epoch,
+    )
+    result = candidate.result
+    run.training = {
+        "preset": run.config.name,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "monitor": result.monitor,
+        "best_value": result.best_value,
+        "stopped_early": result.stopped_early,
+        "seconds": result.seconds,
+        "replicas": result.replicas,
+        "strategy": strategy_plan.to_json(),
+        "precision": precision.to_json(),
+        "starting_weights": {"source": starting.source, "reason": starting.reason},
+        "hyperparameters": asdict(training),
+    }
+    run.log.event(
+        "training_finished", **{k: v for k, v in run.training.items() if k != "hyperparameters"}
+    )
+    return candidate
+
+
+def _evaluate(
+    run: _Run, role: str, saved_model_dir: Path, test: _Split
+) -> tuple[ClassificationReport, dict[str, Any]]:
+    predictions = predict_saved_model(saved_model_dir, test.paths, batch_size=32)
+    if predictions.class_names != CLASS_NAMES:
+        raise JobError(
+            f"the {role} model answers with classes {list(predictions.class_names)}, "
+            f"not {list(CLASS_NAMES)}"
+        )
+    report = classification_report(test.labels, predictions.probabilities, CLASS_NAMES)
+    run.log.event(
+        "evaluated",
+        role=role,
+        model=dict(predictions.identity),
+        images=report.images,
+        macro_f1=report.macro_f1,
+        accuracy=report.accuracy,
+        per_class_f1=report.per_class_f1(),
+    )
+    return report, dict(predictions.identity)
+
+
+def _evaluate_stable(
+    run: _Run, test: _Split, workdir: Path
+) -> tuple[ClassificationReport, dict[str, Any]] | None:
+    if run.stable is None:
+        return None
+    target = workdir / f"stable-{run.stable.version}"
+    try:
+        run.registry.download_version(run.stable.version, target)
+    except Exception as exc:
+        raise JobError(
+            f"cannot read stable version {run.stable.version} to compare with: {exc}"
+        ) from exc
+    return _evaluate(run, "stable", target, test)
+
+
+def _evaluate_and_decide(
+    run: _Run,
+    splits: Mapping[str, _Split],
+    candidate: TrainedCandidate,
+    starting: StartingWeights,
+    stable_evaluation: tuple[ClassificationReport, dict[str, Any]] | None,
+    workdir: Path,
+    steps: Any,
+) -> JobResult:
+    options, log = run.options, run.log
+    assert run.dataset is not None
+    model_path = workdir / MODEL_FILE
+    candidate.model.save(model_path)
+    export_dir = workdir / "candidate"
+    training_metadata = {
+        "run_id": run.run_id,
+        "dataset_fingerprint": run.dataset.fingerprint,
+        "parent_version": starting.parent_version if starting.fine_tuning else None,
+        "starting_weights": starting.source,
+        "preset": run.config.name,
+        "epochs_run": candidate.result.epochs_run,
+        "best_epoch": candidate.result.best_epoch,
+    }
+    warmup = [Path(path).read_bytes() for path in splits["test"].paths[:1]]
+    steps.export_candidate(
+        candidate.model,
+        run.config,
+        export_dir,
+        model_name=run.settings.model_name,
+        run_id=run.run_id,
+        compute_dtype=options.compute_dtype,
+        training_metadata=training_metadata,
+        warmup_images=warmup,
+    )
+    log.event("exported", compute_dtype=options.compute_dtype)
+    candidate_report, candidate_identity = _evaluate(run, "candidate", export_dir, splits["test"])
+
+    stable_report = stable_evaluation[0] if stable_evaluation else None
+    stable_label = f"stable version {run.stable.version}" if run.stable else "stable"
+    decision = decide(candidate_report, stable_report, options.policy(), stable_label=stable_label)
+    log.event(
+        "decided",
+        verdict=decision.verdict,
+        reason=decision.reason,
+        dry_run=options.dry_run,
+        checks=[check.to_json() for check in decision.checks],
+    )
+
+    # The model info carries the numbers too, so `python -m model_export publish` of the
+    # saved candidate registers the same metrics as this job would.
+    _add_metrics_to_model_info(export_dir, candidate_report.metrics())
+    reports = {"candidate": (candidate_report, candidate_identity)}
+    if stable_evaluation is not None:
+        reports["stable"] = stable_evaluation
+    _write_outputs(run, candidate, reports, model_path, export_dir)
+
+    published: int | None = None
+    promoted = False
+    verdict: Verdict = decision.verdict
+    reason = decision.reason
+    if decision.promote and options.dry_run:
+        reason = f"dry run, nothing published: {decision.reason}"
+    elif decision.promote:
+        published, reason = _publish_and_promote(
+            run, export_dir, candidate_report, decision, starting
+        )
+        promoted = published is not None
+        verdict = "promote" if promoted else "keep"
+    _write_decision(
+        run,
+        verdict,
+        reason,
+        decision=decision,
+        reports=reports,
+        published=published,
+        promoted=promoted,
+    )
+    metrics = {
+        "candidate": candidate_report.metrics(),
+        "stable": stable_report.metrics() if stable_report else None,
+    }
+    return _finish(
+        run,
+        verdict,
+        reason,
+        promoted=promoted,
+        published_version=published,
+        stable_version=published if promoted else (run.stable.version if run.stable else None),
+        metrics=metrics,
+    )
+
+
+def _add_metrics_to_model_info(export_dir: Path, metrics: Mapping[str, float]) -> None:
+    path = export_dir / MODEL_INFO_PATH
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info.setdefault("training", {})["metrics"] = dict(metrics)
+    path.write_text(json.dumps(json_safe(info), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _publish_and_promote(
+    run: _Run,
+    export_dir: Path,
+    report: ClassificationReport,
+    decision: Decision,
+    starting: StartingWeights,
+) -> tuple[int | None, str]:
+    assert run.dataset is not None
+    current = run.registry.load()
+    compared = run.stable.version if run.stable else None
+    if current.stable != compared:
+        # Someone promoted another version while this run trained: the comparison is stale.
+        reason = (
+            f"not promoted: the stable version changed from {compared} to {current.stable} "
+            "during this run, so the comparison no longer holds"
+        )
+        run.log.event("stale_comparison", level="warning", reason=reason)
+        return None, reason
+    version = run.registry.publish(
+        export_dir,
+        run_id=run.run_id,
+        metrics=report.metrics(),
+        dataset_fingerprint=run.dataset.fingerprint,
+        parent_version=compared,
+        preset=run.config.name,
+        extra={
+            "learning_outputs": keys.learning_run_prefix(run.run_id),
+            "starting_weights": starting.source,
+        },
+    )
+    run.log.event("published", version=version)
+    run.registry.promote(version, "stable")
+    run.log.event("promoted", version=version, previous_stable=compared)
+    return version, f"promoted as version {version}: {decision.reason}"
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def _model_title(role: str, identity: Mapping[str, Any]) -> str:
+    version = identity.get("version")
+    name = f"version {version}" if version else "not published"
+    return f"{role} model ({name}, run {identity.get('run_id') or '?'})"
+
+
+def _write_outputs(
+    run: _Run,
+    candidate: TrainedCandidate,
+    reports: Mapping[str, tuple[ClassificationReport, dict[str, Any]]],
+    model_path: Path,
+    export_dir: Path,
+) -> None:
+    from training_job.plots import plot_confusion_matrix, plot_training_curves
+    from training_job.train import HISTORY_FIELDS
+
+    assert run.dataset is not None
+    outputs, result = run.outputs, candidate.result
+    outputs.put(HISTORY_FILE, history_csv(result.history_rows(), HISTORY_FIELDS), "text/csv")
+    outputs.put(DATASET_FILE, dataset_csv(run.dataset.records, run.unreadable), "text/csv")
+    outputs.put(
+        CURVES_FILE,
+        plot_training_curves(
+            result.history_rows(),
+            title=(
+                f"{run.settings.model_name} run {run.run_id} (preset {run.config.name}): "
+                f"best epoch {result.best_epoch} of {result.epochs_run}"
+            ),
+            best_epoch=result.best_epoch,
+        ),
+        "image/png",
+    )
+    for role, (report, identity) in reports.items():
+        outputs.put_json(
+            report_file(role),
+            {
+                "schema": DECISION_SCHEMA,
+                "role": role,
+                "model": identity,
+                "split": "test",
+                "run_id": run.run_id,
+                **report.to_json(),
+            },
+        )
+        outputs.put(
+            confusion_file(role),
+            plot_confusion_matrix(
+                report.confusion_matrix,
+                report.classes,
+                title=(
+                    f"{_model_title(role.capitalize(), identity)}\n"
+                    f"macro-F1 {report.macro_f1:.3f}, accuracy {report.accuracy:.3f}, "
+                    f"{report.images} test images"
+                ),
+            ),
+            "image/png",
+        )
+    outputs.put(MODEL_FILE, model_path.read_bytes(), "application/octet-stream")
+    outputs.put_folder("candidate", export_dir)
+    run.log.event("outputs_written", prefix=outputs.prefix, files=sorted(outputs.artefacts))
+
+
+def _write_decision(
+    run: _Run,
+    verdict: Verdict,
+    reason: str,
+    *,
+    decision: Decision | None,
+    reports: Mapping[str, tuple[ClassificationReport, dict[str, Any]]],
+    published: int | None,
+    promoted: bool = False,
+    error: Mapping[str, Any] | None = None,
+) -> None:
+    if not run.is_chief:
+        return
+    dataset = run.dataset
+    compared = {
+        role: {
+            "model": identity,
+            "macro_f1": report.macro_f1,
+            "accuracy": report.accuracy,
+            "per_class_f1": report.per_class_f1(),
+            "report": run.outputs.key(report_file(role)),
+        }
+        for role, (report, identity) in reports.items()
+    }
+    document: dict[str, Any] = {
+        "schema": DECISION_SCHEMA,
+        "run_id": run.run_id,
+        "model_name": run.settings.model_name,
+        "started_at": run.started_at,
+        "finished_at": _utc_now(),
+        "verdict": verdict,
+        "promoted": promoted,
+        "dry_run": run.options.dry_run,
+        "reason": reason,
+        "published_version": published,
+        "stable_version_compared": run.stable.version if run.stable else None,
+        "compared": compared,
+        "test_images": next(iter(reports.values()))[0].images if reports else None,
+        "rules": run.options.policy().to_json(),
+        "checks": [check.to_json() for check in decision.checks] if decision else [],
+        "options": run.options.to_json(),
+        "dataset": {
+            **(dataset.summary() if dataset else {}),
+            "unreadable_count": len(run.unreadable),
+            "unreadable": run.unreadable,
+            "cache": run.cache,
+        },
+        "training": run.training,
+    }
+    if error is not None:
+        document["error"] = dict(error)
+    run.outputs.artefacts[DECISION_FILE] = run.outputs.key(DECISION_FILE)
+    document["artefacts"] = dict(run.outputs.artefacts)
+    run.outputs.put_json(DECISION_FILE, document)
+
+
+def _finish(
+    run: _Run,
+    verdict: Verdict,
+    reason: str,
+    *,
+    promoted: bool = False,
+    published_version: int | None = None,
+    stable_version: int | None = None,
+    metrics: Mapping[str, Any] | None = None,
+) -> JobResult:
+    report = run.outputs.location(DECISION_FILE)
+    run.log.event(
+        "job_finished",
+        verdict=verdict,
+        promoted=promoted,
+        dry_run=run.options.dry_run,
+        published_version=published_version,
+        stable_version=stable_version,
+        report=report,
+    )
+    _write_log(run)
+    return JobResult(
+        run_id=run.run_id,
+        verdict=verdict,
+        promoted=promoted,
+        reason=reason,
+        dry_run=run.options.dry_run,
+        published_version=published_version,
+        stable_version=stable_version,
+        metrics=metrics or {},
+        artefacts=dict(run.outputs.artefacts),
+        report=report,
+    )
+
+
+def _write_log(run: _Run) -> None:
+    if run.is_chief:
+        run.outputs.put(LOG_FILE, run.log.text().encode("utf-8"), "text/plain; charset=utf-8")
+
+
+def _record_failure(run: _Run, exc: BaseException) -> None:
+    """Say why the run failed, in the log and (where the store allows) in its outputs."""
+    error = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": traceback.format_exception(exc)[-3:],
+    }
+    run.log.event("job_failed", level="error", error=error["type"], message=error["message"])
+    try:
+        _write_decision(
+            run,
+            "failed",
+            f"the run failed: {error['type']}: {error['message']}",
+            decision=None,
+            reports={},
+            published=None,
+            error=error,
+        )
+        _write_log(run)
+    except Exception as secondary:  # the store itself may be what failed
+        run.log.event(
+            "failure_not_recorded",
+            level="error",
+            error=type(secondary).__name__,
+            message=str(secondary),
+        )
+
+
+# -- the original system's entry point ----------------------------------------------------------
+
+
+def retraining(storage_path: str | None = None, db_storage_path: str | None = None) -> bool:
+    """Retrain from the image database and return whether a new model was promoted.
+
+    `storage_path`: the store's root (a folder or `s3://bucket[/prefix]`; default `STORAGE_URL`
+    or `STORAGE_PATH`); `db_storage_path`: the image database (default `DB_STORAGE_PATH`, else
+    `<storage>/input/db`). Other settings come from the environment, options are the defaults.
+    """
+    settings = TrainingJobSettings.from_env(load_environment())
+    settings = settings.with_locations(storage_path, db_storage_path)
+    return run_job(settings).promoted
