@@ -45,11 +45,12 @@ from training_job.outputs import (
     report_file,
 )
 from training_job.settings import TrainingJobSettings
-from training_job.strategy import PRECISIONS, STRATEGIES
+from training_job.strategy import PRECISIONS, STRATEGIES, is_chief_task
 
 if TYPE_CHECKING:
     from training_job.steps import StartingWeights, TrainedCandidate
     from training_job.strategy import PrecisionPlan, StrategyPlan
+    from training_job.train import TrainingConfig
 
 __all__ = [
     "DECISION_SCHEMA",
@@ -218,6 +219,8 @@ def run_job(
         outputs=LearningOutputs(areas.root, run_id),
         config=config,
         started_at=_utc_now(),
+        # Under MultiWorkerMirroredStrategy every worker runs the job; only the chief writes.
+        is_chief=is_chief_task(settings.tf_config),
     )
     log.event(
         "job_started",
@@ -254,7 +257,7 @@ def _run(run: _Run) -> JobResult:
         log.event("forced", reason="the data is unchanged, but the run was forced")
 
     # TensorFlow from here on: a run with nothing to do never pays for its import.
-    from training_job import steps
+    from training_job.steps import find_unreadable_files, load_starting_weights
     from training_job.strategy import plan_precision, plan_strategy, visible_gpus
 
     gpus = visible_gpus()
@@ -262,18 +265,17 @@ def _run(run: _Run) -> JobResult:
         options.strategy, gpu_count=len(gpus), tf_config=run.settings.tf_config
     )
     precision = plan_precision(options.precision, gpus)
-    run.is_chief = strategy_plan.is_chief
     log.event(
         "strategy", strategy=strategy_plan.to_json(), precision=precision.to_json(), gpus=len(gpus)
     )
 
-    local = _prepare_images(run, steps.find_unreadable_files)
+    local = _prepare_images(run, find_unreadable_files)
     splits = _usable_splits(run, local)
 
     with tempfile.TemporaryDirectory(prefix=f"training-{run.run_id}-") as scratch:
         workdir = Path(scratch)
         stable_report = _evaluate_stable(run, splits["test"], workdir) if run.is_chief else None
-        starting = steps.load_starting_weights(
+        starting = load_starting_weights(
             run.areas.root, stable, run.config, workdir, from_scratch=options.from_scratch
         )
         log.event(
@@ -282,12 +284,12 @@ def _run(run: _Run) -> JobResult:
             reason=starting.reason,
             parent_version=starting.parent_version,
         )
-        candidate = _train(run, splits, starting, strategy_plan, precision, steps)
+        candidate = _train(run, splits, starting, strategy_plan, precision)
         if not run.is_chief:
             reason = "not the chief worker: the chief evaluates, decides and writes the outputs"
             log.event("worker_finished", reason=reason)
             return JobResult(run.run_id, "worker", False, reason)
-        return _evaluate_and_decide(run, splits, candidate, starting, stable_report, workdir, steps)
+        return _evaluate_and_decide(run, splits, candidate, starting, stable_report, workdir)
 
 
 def _unchanged(run: _Run, stable: VersionEntry) -> JobResult:
@@ -348,7 +350,7 @@ def _usable_splits(run: _Run, local: LocalImages) -> dict[str, _Split]:
     return splits
 
 
-def _training_config(run: _Run, starting: StartingWeights) -> Any:
+def _training_config(run: _Run, starting: StartingWeights) -> TrainingConfig:
     from training_job.train import TrainingConfig
 
     options = run.options
@@ -374,8 +376,9 @@ def _train(
     starting: StartingWeights,
     strategy_plan: StrategyPlan,
     precision: PrecisionPlan,
-    steps: Any,
 ) -> TrainedCandidate:
+    from training_job.steps import train_candidate
+
     training = _training_config(run, starting)
     run.log.event(
         "training_started",
@@ -391,7 +394,7 @@ def _train(
     def on_epoch(record: Any) -> None:
         run.log.event("epoch", epochs=training.epochs, **record.as_row())
 
-    candidate: TrainedCandidate = steps.train_candidate(
+    candidate = train_candidate(
         run.config,
         (splits["train"].paths, splits["train"].labels),
         (splits["val"].paths, splits["val"].labels),
@@ -467,8 +470,9 @@ def _evaluate_and_decide(
     starting: StartingWeights,
     stable_evaluation: tuple[ClassificationReport, dict[str, Any]] | None,
     workdir: Path,
-    steps: Any,
 ) -> JobResult:
+    from training_job.steps import export_candidate
+
     options, log = run.options, run.log
     assert run.dataset is not None
     model_path = workdir / MODEL_FILE
@@ -484,7 +488,7 @@ def _evaluate_and_decide(
         "best_epoch": candidate.result.best_epoch,
     }
     warmup = [Path(path).read_bytes() for path in splits["test"].paths[:1]]
-    steps.export_candidate(
+    export_candidate(
         candidate.model,
         run.config,
         export_dir,

@@ -23,6 +23,7 @@ __all__ = [
     "PrecisionPlan",
     "StrategyPlan",
     "create_strategy",
+    "is_chief_task",
     "parse_tf_config",
     "plan_precision",
     "plan_strategy",
@@ -92,6 +93,12 @@ def _is_chief(document: Mapping[str, Any]) -> bool:
         return True
     # Without a dedicated chief, worker 0 is the chief (as TensorFlow's own convention).
     return task_type == "worker" and index == 0 and "chief" not in document["cluster"]
+
+
+def is_chief_task(tf_config: str | None) -> bool:
+    """Whether this process writes the results: always, unless TF_CONFIG names another chief."""
+    document = parse_tf_config(tf_config)
+    return document is None or _is_chief(document)
 
 
 def plan_strategy(requested: str, *, gpu_count: int, tf_config: str | None = None) -> StrategyPlan:

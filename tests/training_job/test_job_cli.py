@@ -1,6 +1,7 @@
-"""The job's command line and the original system's `retraining` entry point: exit statuses, the
-JSON log on stdout, the report's location, locations from arguments, and no TensorFlow import
-when there is nothing to do. Runs that train live in test_job.py."""
+"""Runs that never train: the job's command line and the original system's `retraining` entry
+point (exit statuses, the JSON log on stdout, the report's location, locations from arguments,
+no TensorFlow import when there is nothing to do), and a non-chief worker. Runs that train live
+in test_job.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from model_export.registry import Registry, VersionEntry
-from storage import LocalStore, Store, keys
+from storage import LocalStore, StorageSettings, Store, keys
 from training_job.cli import main
 from training_job.data import discover_dataset
+from training_job.job import run_job
+from training_job.settings import TrainingJobSettings
 from training_job.synthetic import write_covid_qu_ex_to_store
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -193,3 +196,18 @@ def test_retraining_original_signature_locations_from_arguments(tmp_path: Path) 
     ]
     assert store.get_json(decision_key)["verdict"] == "unchanged"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_run_job_non_chief_worker_with_unchanged_data_writes_nothing(tmp_path: Path) -> None:
+    store = _store_with_stable_model_trained_on_its_data(tmp_path / "store")
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    settings = TrainingJobSettings(
+        storage=StorageSettings(url=str(tmp_path / "store")),
+        cache_dir=tmp_path / "cache",
+        tf_config=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}),
+    )
+
+    result = run_job(settings, stream=io.StringIO())
+
+    assert result.verdict == "unchanged"
+    assert store.list_keys(keys.LEARNING_AREA) == []

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from training_job.strategy import (
     create_strategy,
+    is_chief_task,
     parse_tf_config,
     plan_precision,
     plan_strategy,
@@ -102,3 +103,13 @@ def test_create_strategy_default_and_mirrored_on_cpu() -> None:
     assert default is tf.distribute.get_strategy()
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
     assert mirrored.num_replicas_in_sync == 1
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "is_chief"),
+    [(None, True), (_tf_config("worker", 0), True), (_tf_config("worker", 1), False)],
+)
+def test_is_chief_task_without_tensorflow_matches_the_plan(
+    tf_config: str | None, is_chief: bool
+) -> None:
+    assert is_chief_task(tf_config) is is_chief
