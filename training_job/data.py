@@ -261,7 +261,10 @@ def discover_dataset(
     """List the database and index every training image (see the module docstring)."""
     records, ignored = index_images(db.list(""))
     if not records:
-        raise DatasetError(f"no training images under {db.describe()}")
+        raise DatasetError(
+            f"no training images under {db.describe()} "
+            "(expected <batch>/<split>/<class>/[images/]*.png or <batch>/<class>/*.png)"
+        )
     fingerprint = dataset_fingerprint(records)
     assigned, carved = assign_missing_splits(records, split_seed, fractions)
     return DatasetIndex(

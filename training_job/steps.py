@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import numpy.typing as npt
 
 from model_export.export import ComputeDtype, export_saved_model
@@ -38,10 +39,12 @@ __all__ = [
     "find_unreadable_files",
     "load_starting_weights",
     "pipeline_cache",
+    "shuffled_training_items",
     "train_candidate",
 ]
 
-# Decoded images are cached in memory below this size, on local disk above it.
+# Decoded images are cached in memory below this size, on local disk above it; the shuffle
+# buffer (decoded images too) is bounded by the same size.
 _MEMORY_CACHE_BYTES = 2 * 1024**3
 Weights = list[npt.NDArray[Any]]
 
@@ -129,12 +132,30 @@ def load_starting_weights(
     )
 
 
+def _decoded_bytes(image_size: int) -> int:
+    return image_size * image_size * 4  # float32, one channel
+
+
 def pipeline_cache(images: int, image_size: int, folder: Path) -> bool | str:
     """Keep decoded images in memory when they fit comfortably, else in files under `folder`."""
-    if images * image_size * image_size * 4 <= _MEMORY_CACHE_BYTES:
+    if images * _decoded_bytes(image_size) <= _MEMORY_CACHE_BYTES:
         return True
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder / "decoded")
+
+
+def shuffled_training_items(
+    paths: Sequence[str], labels: Sequence[int], image_size: int, seed: int
+) -> tuple[list[str], list[int], int]:
+    """The training items in a seeded random order, and a shuffle buffer that fits in memory.
+
+    The database lists images grouped by batch, split and class; a bounded shuffle buffer over
+    that order would fill batches with one class. Shuffling the items first (so the cache holds
+    them in random order) and reshuffling within the buffer each epoch mixes them well.
+    """
+    order = np.random.default_rng(seed).permutation(len(paths))
+    buffer = max(1, min(len(paths), _MEMORY_CACHE_BYTES // _decoded_bytes(image_size)))
+    return [paths[i] for i in order], [int(labels[i]) for i in order], buffer
 
 
 def train_candidate(
@@ -163,14 +184,18 @@ def train_candidate(
         "zoom": training.zoom,
         "seed": training.seed,
     }
+    train_paths, train_labels, shuffle_buffer = shuffled_training_items(
+        train[0], train[1], config.image_size, training.seed
+    )
     train_dataset = make_dataset(
-        list(train[0]),
-        list(train[1]),
+        train_paths,
+        train_labels,
         config.image_size,
         training.batch_size,
         training=True,
         augment=training.augment,
         cache=train_cache,
+        shuffle_buffer=shuffle_buffer,
         **common,
     )
     validation_dataset = (

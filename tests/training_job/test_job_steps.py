@@ -1,0 +1,71 @@
+"""The job's TensorFlow steps that need no training: where decoded images are cached, the order
+and shuffle buffer of the training items, and why a run starts from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model_export.registry import VersionEntry
+from storage import LocalStore
+from training_job.config import get_preset
+from training_job.steps import load_starting_weights, pipeline_cache, shuffled_training_items
+
+SMALL = get_preset("small")
+
+
+def _entry(preset: str = "small", run_id: str = "20260101T000000Z-abcdef") -> VersionEntry:
+    return VersionEntry(
+        version=3,
+        run_id=run_id,
+        parent_version=2,
+        published_at="2026-01-01T00:00:00Z",
+        preset=preset,
+    )
+
+
+def test_pipeline_cache_small_in_memory_large_on_disk(tmp_path: Path) -> None:
+    assert pipeline_cache(1_000, 64, tmp_path / "small") is True
+    on_disk = pipeline_cache(33_000, 256, tmp_path / "seed")
+    assert isinstance(on_disk, str)
+    assert Path(on_disk).parent.is_dir()
+
+
+def test_shuffled_training_items_keeps_pairs_and_bounds_the_buffer() -> None:
+    paths = [f"{index:05d}.png" for index in range(33_000)]
+    labels = [index % 3 for index in range(33_000)]
+
+    shuffled, shuffled_labels, buffer = shuffled_training_items(paths, labels, 256, seed=0)
+    again, _, _ = shuffled_training_items(paths, labels, 256, seed=0)
+
+    assert shuffled == again
+    assert shuffled != paths
+    assert sorted(shuffled) == paths
+    assert all(
+        int(path[:5]) % 3 == label for path, label in zip(shuffled, shuffled_labels, strict=True)
+    )
+    assert buffer == 8192  # 2 GiB of 256 x 256 float32 images
+    assert shuffled_training_items(paths[:10], labels[:10], 64, seed=0)[2] == 10
+
+
+@pytest.mark.parametrize(
+    ("stable", "from_scratch", "reason_part"),
+    [
+        (None, False, "no stable model"),
+        (_entry(), True, "from scratch"),
+        (_entry(preset="seed"), False, "preset 'seed'"),
+        (_entry(), False, "no Keras model file"),
+    ],
+)
+def test_load_starting_weights_reasons_to_start_from_scratch(
+    tmp_path: Path, stable: VersionEntry | None, from_scratch: bool, reason_part: str
+) -> None:
+    starting = load_starting_weights(
+        LocalStore(tmp_path / "store"), stable, SMALL, tmp_path, from_scratch=from_scratch
+    )
+
+    assert starting.source == "scratch"
+    assert not starting.fine_tuning
+    assert reason_part in starting.reason
+    assert starting.parent_version == (stable.version if stable else None)
