@@ -174,5 +174,6 @@ def main(
         print(f"training job failed: {type(exc).__name__}: {exc}", file=err)
         return 1
     print(f"{result.verdict}: {result.reason}", file=err)
-    print(f"report: {result.report}", file=err)
+    if result.report:  # a non-chief worker writes no report
+        print(f"report: {result.report}", file=err)
     return 0
