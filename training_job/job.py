@@ -715,7 +715,9 @@ def _write_decision(
     }
     if error is not None:
         document["error"] = dict(error)
+    # Both are written next: the decision now, the log as the run ends.
     run.outputs.artefacts[DECISION_FILE] = run.outputs.key(DECISION_FILE)
+    run.outputs.artefacts[LOG_FILE] = run.outputs.key(LOG_FILE)
     document["artefacts"] = dict(run.outputs.artefacts)
     run.outputs.put_json(DECISION_FILE, document)
 
