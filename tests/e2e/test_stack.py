@@ -297,7 +297,7 @@ def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
     from training_job.synthetic import write_covid_qu_ex_to_store
 
     write_covid_qu_ex_to_store(stack.db, "batch-2", {"train": 60, "val": 10, "test": 10}, seed=2)
-    job = stack.run("training_job", "--preset", "small", "--epochs", "10", "--batch-size", "32")
+    job = stack.run("training_job", "--preset", "small", "--epochs", "12", "--batch-size", "16")
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     registry = stack.root.get_json(keys.model_registry(MODEL_NAME))
     assert registry["stable"] == 2, registry
