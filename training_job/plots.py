@@ -87,7 +87,7 @@ def plot_training_curves(
     score_axes.set_ylim(0.0, 1.02)
 
     speed_axes.bar(epochs, _column(history, "images_per_second"), color="#7f7f7f", width=0.7)
-    speed_axes.set_title("Training throughput (epoch 1 includes tracing)")
+    speed_axes.set_title("Throughput (epoch 1 includes tracing)")
     speed_axes.set_ylabel("images per second")
 
     for axes in (loss_axes, score_axes, speed_axes):
