@@ -1,0 +1,138 @@
+"""Repeated, bounded measurements: the run plan, load series over client counts, and timers.
+
+Every figure is the median over `repetitions` short runs, with the minimum and maximum kept so a
+run disturbed by other work on the machine shows as spread; the load average is recorded
+around each series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bench.loadgen import Client, run_closed_loop
+from bench.machine import load_average
+from bench.stats import over_repetitions
+
+__all__ = ["Plan", "Section", "load_series", "section"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often to measure: `--quick` trades precision for time."""
+
+    quick: bool
+    repetitions: int
+    seconds: float  # per load run
+    max_requests: int  # per load run
+    history_sizes: tuple[int, ...]
+    moto_history_sizes: tuple[int, ...]
+    history_queries: int  # per size and repetition
+    cold_starts_function: int
+    cold_starts_monolith: int
+    client_levels: tuple[int, ...] = (1, 4, 8, 16)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(
+            quick=False,
+            repetitions=3,
+            seconds=2.0,
+            max_requests=2000,
+            history_sizes=(1_000, 10_000, 100_000),
+            moto_history_sizes=(1_000, 10_000, 100_000),
+            history_queries=15,
+            cold_starts_function=5,
+            cold_starts_monolith=3,
+        )
+
+    @classmethod
+    def quick_plan(cls) -> Plan:
+        return cls(
+            quick=True,
+            repetitions=1,
+            seconds=1.5,
+            max_requests=500,
+            history_sizes=(1_000, 10_000),
+            moto_history_sizes=(1_000, 10_000),
+            history_queries=5,
+            cold_starts_function=2,
+            cold_starts_monolith=1,
+        )
+
+
+@dataclass
+class Section:
+    """A part of the run: its wall time and the load average before and after it."""
+
+    name: str
+    load_before: list[float]
+    started: float
+    seconds: float = 0.0
+    load_after: list[float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 1),
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+        }
+
+
+@contextmanager
+def section(name: str, log: dict[str, Any]) -> Iterator[Section]:
+    """Time a part of the run and note the machine load around it in `log[name]`."""
+    current = Section(name, load_average(), time.perf_counter())
+    print(f"[bench] {name} (load {current.load_before[0]:.2f}) ...", flush=True)
+    try:
+        yield current
+    finally:
+        current.seconds = time.perf_counter() - current.started
+        current.load_after = load_average()
+        log[name] = current.to_json()
+        print(f"[bench] {name}: {current.seconds:.1f} s", flush=True)
+
+
+def load_series(
+    make_client: Callable[[], Client],
+    levels: Sequence[int],
+    plan: Plan,
+    *,
+    repetitions: int | None = None,
+    seconds: float | None = None,
+    warmup_per_client: int = 1,
+    label: str = "",
+) -> dict[str, Any]:
+    """Closed-loop runs at each client count, repeated; per level the runs and their medians."""
+    runs: dict[int, list[dict[str, Any]]] = {level: [] for level in levels}
+    for _ in range(repetitions or plan.repetitions):
+        for level in levels:
+            run = run_closed_loop(
+                make_client,
+                level,
+                seconds=seconds or plan.seconds,
+                max_requests=plan.max_requests,
+                warmup_per_client=warmup_per_client,
+            )
+            figures = run.to_json()
+            figures["load"] = load_average()[0]
+            runs[level].append(figures)
+            if label:
+                print(
+                    f"[bench]   {label} x{level}: p50 {figures['p50']:.1f} ms, "
+                    f"{figures['throughput']:.1f}/s, errors {int(figures['errors'])}",
+                    flush=True,
+                )
+    return {
+        str(level): {
+            "runs": level_runs,
+            "stats": over_repetitions(
+                {key: value for key, value in run.items() if key not in ("clients", "statuses")}
+                for run in level_runs
+            ),
+        }
+        for level, level_runs in runs.items()
+    }

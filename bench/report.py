@@ -1,0 +1,812 @@
+"""bench/REPORT.md and its plots, from a results document (bench/results/latest.json).
+
+Every figure is the median of the repetitions, with the minimum and maximum in brackets when
+there was more than one. Ratios compare systems measured in the same run on the same machine.
+Missing sections (a `--quick` or `--only` run, or a failed section) are reported as missing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report"]
+
+LATENCY_PLOT = "latency_vs_clients.png"
+HISTORY_PLOT = "history_latency.png"
+
+# Systems in the predict tables, in order: (key in results["predict"], label).
+PREDICT_SYSTEMS: tuple[tuple[str, str], ...] = (
+    ("monolith", "monolith (FastAPI + Keras predict, float32)"),
+    ("gateway-float32", "gateway + function + model server, float32"),
+    ("gateway-bfloat16", "gateway + function + model server, bfloat16"),
+    ("gateway-float32-batching", "... float32, server-side batching"),
+    ("gateway-bfloat16-batching", "... bfloat16, server-side batching"),
+    ("model-server-float32", "model server REST alone, float32"),
+    ("model-server-bfloat16", "model server REST alone, bfloat16"),
+    ("model-server-float32-batching", "model server REST alone, float32, batching"),
+    ("model-server-bfloat16-batching", "model server REST alone, bfloat16, batching"),
+    ("floor:seed-float32", "compute floor (SavedModel in-process), float32"),
+    ("floor:seed-bfloat16", "compute floor (SavedModel in-process), bfloat16"),
+)
+SMALL_SYSTEMS: tuple[tuple[str, str], ...] = (
+    ("gateway-small-float32", "gateway + function + model server, small, float32"),
+    ("floor:small-float32", "compute floor, small, float32"),
+)
+
+
+# -- access ----------------------------------------------------------------------------------------
+
+
+def _series(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    if key.startswith("floor:"):
+        entry = results.get("floor", {}).get(key.split(":", 1)[1])
+        return entry.get("series") if isinstance(entry, dict) else None
+    value = results.get("predict", {}).get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _stat(series: dict[str, Any] | None, level: int | str, name: str) -> dict[str, float] | None:
+    if not series:
+        return None
+    entry = series.get(str(level))
+    if not entry:
+        return None
+    value = entry.get("stats", {}).get(name)
+    return value if isinstance(value, dict) else None
+
+
+def _median(stat: dict[str, float] | None) -> float:
+    return float(stat["median"]) if stat else math.nan
+
+
+def _figure(stat: dict[str, float] | None, digits: int = 1, spread: bool = True) -> str:
+    if not stat:
+        return "-"
+    text = f"{stat['median']:.{digits}f}"
+    if spread and stat.get("runs", 1) > 1 and stat["max"] != stat["min"]:
+        text += f" ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
+    return text
+
+
+def _ratio_text(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) or math.isinf(value) else f"{value:.{digits}f}x"
+
+
+def _faster(ratio: float) -> str:
+    text = _ratio_text(ratio)
+    return text if text == "-" else f"{text} faster"
+
+
+def _safe_ratio(top: float, bottom: float) -> float:
+    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
+        return math.nan
+    return top / bottom
+
+
+def _check(ok: bool | None) -> str:
+    if ok is None:
+        return "not measured"
+    return "met" if ok else "**missed**"
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
+    lines = [
+        "## Machine and run",
+        "",
+        f"- CPU: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores "
+        f"({machine.get('usable_cores', '?')} usable), AMX-BF16: "
+        f"{'yes' if machine.get('amx_bf16') else 'no'}, "
+        f"memory {machine.get('memory_gib', '?')} GiB",
+        f"- Software: Python {machine.get('python', '?')}, {versions}",
+        f"- Run: {meta.get('started_at', '?')} to {meta.get('finished_at', '?')}, "
+        f"{meta.get('seconds', 0):.0f} s, "
+        f"{'QUICK (trial) run' if meta.get('quick') else 'full run'}"
+        f"; {meta.get('plan', {}).get('repetitions', '?')} repetitions of "
+        f"{meta.get('plan', {}).get('seconds_per_run', '?')} s closed-loop runs per figure",
+        f"- Load average (1/5/15 min): before {meta.get('load_before')}, after "
+        f"{meta.get('load_after')}. The machine's 2 cores are shared: a 1-minute load well "
+        "above 1 before a section means someone else was computing and its figures are slower.",
+        "",
+        "| section | seconds | load before | load after |",
+        "|---|---:|---|---|",
+    ]
+    for name, info in results.get("sections", {}).items():
+        lines.append(
+            f"| {name} | {info.get('seconds', 0):.0f} | {info.get('load_before')} | "
+            f"{info.get('load_after')} |"
+        )
+    errors = results.get("errors", {})
+    if errors:
+        lines += ["", "Sections that failed (see results JSON for the traceback): "]
+        lines += [f"- {name}" for name in errors]
+    return [*lines, ""]
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    predict = results.get("predict", {})
+    cold = results.get("cold_start", {})
+    rows: list[tuple[str, str, str, str]] = []
+
+    def predict_row(system: str, label: str) -> None:
+        series = predict.get(system)
+        p50 = _median(_stat(series, 1, "p50"))
+        throughput = _median(_stat(series, 8, "throughput"))
+        rows.append(
+            (
+                f"predict p50 at 1 client <= 40 ms ({label})",
+                f"{p50:.1f} ms" if not math.isnan(p50) else "-",
+                _check(None if math.isnan(p50) else p50 <= 40),
+                _miss(p50, 40, "ms", lower_is_better=True),
+            )
+        )
+        rows.append(
+            (
+                f">= 40 requests/s at 8 clients ({label})",
+                f"{throughput:.1f}/s" if not math.isnan(throughput) else "-",
+                _check(None if math.isnan(throughput) else throughput >= 40),
+                _miss(throughput, 40, "/s", lower_is_better=False),
+            )
+        )
+
+    function_cold = _median(
+        cold.get("function-predict", {}).get("stats", {}).get("first_answer_seconds")
+    )
+    rows.append(
+        (
+            "function cold start < 1 s (functions-framework, predict, model server up)",
+            f"{function_cold:.2f} s" if not math.isnan(function_cold) else "-",
+            _check(None if math.isnan(function_cold) else function_cold < 1),
+            _miss(function_cold, 1, "s", lower_is_better=True),
+        )
+    )
+    for system, label in (
+        ("gateway-bfloat16-batching", "bfloat16 + batching"),
+        ("gateway-bfloat16", "bfloat16"),
+        ("gateway-float32", "float32"),
+    ):
+        if system in predict:
+            predict_row(system, label)
+    gradcam = results.get("gradcam", {})
+    for system, label in (("gateway-bfloat16", "bfloat16"), ("gateway-float32", "float32")):
+        p50 = _median(_stat(gradcam.get(system), 1, "p50"))
+        rows.append(
+            (
+                f"gradcam p50 <= 120 ms ({label}, function as it is: `gradcam` with heatmap)",
+                f"{p50:.1f} ms" if not math.isnan(p50) else "-",
+                _check(None if math.isnan(p50) else p50 <= 120),
+                _miss(p50, 120, "ms", lower_is_better=True),
+            )
+        )
+    agreement = results.get("bf16_agreement", {}).get("small_trained")
+    if agreement:
+        ok = (
+            agreement["class_agreement"] >= 0.995
+            and agreement["max_probability_difference"] <= 0.02
+        )
+        rows.append(
+            (
+                "bfloat16 twin agrees on >= 99.5 % of classes, probabilities within 0.02",
+                f"{100 * agreement['class_agreement']:.2f} %, max diff "
+                f"{agreement['max_probability_difference']:.4f} ({agreement['images']} images)",
+                _check(ok),
+                "trained small preset",
+            )
+        )
+    history = results.get("history", {}).get("local")
+    if history:
+        p50s = _history_p50s(history)
+        largest, smallest = max(p50s), min(p50s)
+        flat = _safe_ratio(p50s[largest], p50s[smallest])
+        ok = max(p50s.values()) <= 100 and flat <= 1.5
+        rows.append(
+            (
+                "history one-day window flat from 1k to 100k records, p50 <= 100 ms (local)",
+                ", ".join(f"{size:,}: {value:.1f} ms" for size, value in sorted(p50s.items())),
+                _check(ok),
+                f"{largest:,} vs {smallest:,}: {_ratio_text(flat, 2)}",
+            )
+        )
+    moto = results.get("history", {}).get("s3-moto")
+    if moto:
+        p50s = _history_p50s(moto)
+        largest, smallest = max(p50s), min(p50s)
+        flat = _safe_ratio(p50s[largest], p50s[smallest])
+        rows.append(
+            (
+                "history, same on moto's S3 server",
+                ", ".join(f"{size:,}: {value:.1f} ms" for size, value in sorted(p50s.items())),
+                _check(max(p50s.values()) <= 100 and flat <= 1.5),
+                f"{largest:,} vs {smallest:,}: {_ratio_text(flat, 2)} (moto lists by scanning "
+                "every key of the bucket; see History)",
+            )
+        )
+    pipeline = results.get("training", {}).get("input_pipeline")
+    if pipeline:
+        per_core = pipeline["per_core_first_epoch"]["one_core"]
+        rows.append(
+            (
+                "training input pipeline >= 250 images/s per core",
+                f"{per_core:.0f} images/s on one core (first epoch: decode + preprocess + augment)",
+                _check(per_core >= 250),
+                _miss(per_core, 250, " images/s", lower_is_better=False),
+            )
+        )
+    lines = [
+        "## Targets (DESIGN.md)",
+        "",
+        "The full-size `seed` model through the whole local stack (gateway, function, REST, "
+        "local model server).",
+        "",
+        "| target | measured | | by how much |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return [*lines, ""]
+
+
+def _history_p50s(entries: dict[str, Any]) -> dict[int, float]:
+    return {
+        int(size): _median(entry.get("stats", {}).get("p50")) for size, entry in entries.items()
+    }
+
+
+def _miss(value: float, target: float, unit: str, *, lower_is_better: bool) -> str:
+    if math.isnan(value):
+        return ""
+    missed = value > target if lower_is_better else value < target
+    if not missed:
+        margin = (target - value) if lower_is_better else (value - target)
+        return (
+            f"{margin:.2f}{unit} to spare"
+            if unit.strip() == "s"
+            else f"{margin:.1f}{unit} to spare"
+        )
+    gap = (value - target) if lower_is_better else (target - value)
+    return f"missed by {gap:.1f}{unit} ({100 * gap / target:.0f} %)"
+
+
+def _predict(results: dict[str, Any]) -> list[str]:
+    monolith = _series(results, "monolith")
+    floor_bf16 = _series(results, "floor:seed-bfloat16")
+    mono_p50 = _median(_stat(monolith, 1, "p50"))
+    mono_tput8 = _median(_stat(monolith, 8, "throughput"))
+    levels = results.get("meta", {}).get("plan", {}).get("client_levels", [1, 4, 8, 16])
+    header = (
+        "| system | p50 @1 | p90 @1 | p99 @1 | "
+        + " | ".join(f"req/s @{level}" for level in levels)
+        + " | p50 vs monolith | req/s @8 vs monolith |"
+    )
+    lines = [
+        "## Predict (seed preset, 256 px)",
+        "",
+        "Latency in ms at one client; throughput in answered requests per second with N "
+        "closed-loop clients. The gateway rows are the product: multipart upload, bearer token, "
+        "image validation, REST call, record written before the answer. `model server REST "
+        "alone` is the same call the function makes, sent straight to the model server; the "
+        "compute floor is the SavedModel signature called in-process (decode and preprocessing "
+        "in-graph, forward pass, outputs fetched).",
+        "",
+        header,
+        "|---|" + "---:|" * (5 + len(levels)),
+    ]
+    for key, label in PREDICT_SYSTEMS + SMALL_SYSTEMS:
+        series = _series(results, key)
+        if not series:
+            continue
+        p50 = _median(_stat(series, 1, "p50"))
+        tput8 = _median(_stat(series, 8, "throughput"))
+        cells = [
+            label,
+            _figure(_stat(series, 1, "p50")),
+            _figure(_stat(series, 1, "p90"), spread=False),
+            _figure(_stat(series, 1, "p99"), spread=False),
+            *(_figure(_stat(series, level, "throughput")) for level in levels),
+            ""
+            if key == "monolith" or "small" in key
+            else _ratio_text(_safe_ratio(mono_p50, p50)) + " faster",
+            ""
+            if key == "monolith" or "small" in key
+            else _ratio_text(_safe_ratio(tput8, mono_tput8)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    floor_p50 = _median(_stat(floor_bf16, 1, "p50"))
+    gateway_p50 = _median(_stat(_series(results, "gateway-bfloat16"), 1, "p50"))
+    server_p50 = _median(_stat(_series(results, "model-server-bfloat16"), 1, "p50"))
+    lines += [
+        "",
+        f"Against the compute floor (bfloat16, one client): the model server's REST path adds "
+        f"{server_p50 - floor_p50:.1f} ms to the {floor_p50:.1f} ms of compute, and the gateway "
+        f"and function another {gateway_p50 - server_p50:.1f} ms "
+        f"({_ratio_text(_safe_ratio(gateway_p50, floor_p50), 2)} the floor in all).",
+    ]
+    batch = results.get("floor", {})
+    parts = []
+    for dtype in ("float32", "bfloat16"):
+        figure = batch.get(f"seed-{dtype}", {}).get("batch_8", {}).get("images_per_second")
+        if figure:
+            parts.append(f"{dtype} {_figure(figure)} images/s")
+    if parts:
+        lines.append(
+            "Compute floor with 8 images in one call (what batching can reach): "
+            f"{', '.join(parts)}."
+        )
+    return [*lines, "", f"![latency and throughput against clients]({LATENCY_PLOT})", ""]
+
+
+def _batching(results: dict[str, Any]) -> list[str]:
+    predict = results.get("predict", {})
+    rows = []
+    for base, label in (
+        ("model-server-bfloat16", "model server REST alone, bfloat16"),
+        ("model-server-float32", "model server REST alone, float32"),
+        ("gateway-bfloat16", "whole stack, bfloat16"),
+        ("gateway-float32", "whole stack, float32"),
+    ):
+        without, with_ = predict.get(base), predict.get(f"{base}-batching")
+        if not without or not with_:
+            continue
+        for level in (8, 16):
+            t0 = _stat(without, level, "throughput")
+            t1 = _stat(with_, level, "throughput")
+            p0, p1 = _stat(without, level, "p50"), _stat(with_, level, "p50")
+            if not t0 or not t1:
+                continue
+            rows.append(
+                f"| {label} | {level} | {_figure(t0)} | {_figure(t1)} | "
+                f"{_ratio_text(_safe_ratio(_median(t1), _median(t0)), 2)} | {_figure(p0)} | "
+                f"{_figure(p1)} |"
+            )
+    if not rows:
+        return []
+    parameters = results.get("batching_parameters", "").strip().replace("\n", "; ")
+    lines = [
+        "## Server-side batching",
+        "",
+        f"`--enable_batching` with `{parameters}`.",
+        "",
+        "| path | clients | req/s without | req/s with | gain | p50 ms without | p50 ms with |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    infra = predict.get("model-server-bfloat16-batching-infra")
+    tuned = predict.get("model-server-bfloat16-batching")
+    if infra and tuned:
+        infra_text = results.get("batching_parameters_infra", "").strip().replace("\n", "; ")
+        lines += [
+            f"The deployment's CPU file (infra/tfserving/batching_parameters.txt: `{infra_text}`, "
+            "TF Serving's advice of one batch thread per core) on the same model server, REST "
+            "alone, bfloat16:",
+            "",
+            "| clients | req/s, infra file | req/s, parameters above | p50 ms, infra file | "
+            "p50 ms, parameters above |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for level in (8, 16):
+            lines.append(
+                f"| {level} | {_figure(_stat(infra, level, 'throughput'))} | "
+                f"{_figure(_stat(tuned, level, 'throughput'))} | "
+                f"{_figure(_stat(infra, level, 'p50'))} | {_figure(_stat(tuned, level, 'p50'))} |"
+            )
+        lines += [
+            "",
+            "On 2 cores one batch thread wins: TensorFlow already spreads one batch over both "
+            "cores, and two batches at once fight for them.",
+            "",
+        ]
+    return lines
+
+
+def _gradcam(results: dict[str, Any]) -> list[str]:
+    gradcam = results.get("gradcam", {})
+    floor = results.get("floor", {})
+    monolith_p50 = _median(_stat(gradcam.get("monolith"), 1, "p50"))
+    rows = []
+    entries: list[tuple[str, dict[str, Any] | None]] = [
+        ("monolith `/grad_cam` (GradientTape in-process, float32)", gradcam.get("monolith")),
+    ]
+    for dtype in ("float32", "bfloat16"):
+        entries += [
+            (
+                f"gateway `/gradcam`, {dtype} (function calls `gradcam`)",
+                gradcam.get(f"gateway-{dtype}"),
+            ),
+            (f"model server REST `gradcam`, {dtype}", gradcam.get(f"model-server-{dtype}-gradcam")),
+            (
+                f"model server REST `gradcam_overlay`, {dtype}",
+                gradcam.get(f"model-server-{dtype}-gradcam_overlay"),
+            ),
+            (f"compute floor `gradcam`, {dtype}", floor.get(f"seed-{dtype}-gradcam")),
+            (
+                f"compute floor `gradcam_overlay`, {dtype}",
+                floor.get(f"seed-{dtype}-gradcam_overlay"),
+            ),
+        ]
+    for label, series in entries:
+        if not series:
+            continue
+        p50 = _median(_stat(series, 1, "p50"))
+        versus = "" if "monolith" in label else _ratio_text(_safe_ratio(monolith_p50, p50))
+        rows.append(
+            f"| {label} | {_figure(_stat(series, 1, 'p50'))} | "
+            f"{_figure(_stat(series, 1, 'p90'), spread=False)} | "
+            f"{versus + ' faster' if versus else ''} |"
+        )
+    if not rows:
+        return []
+    lines = [
+        "## Grad-CAM (one client)",
+        "",
+        "| path | p50 ms | p90 ms | vs monolith |",
+        "|---|---:|---:|---:|",
+        *rows,
+    ]
+    for dtype in ("bfloat16", "float32"):
+        gateway = _median(_stat(gradcam.get(f"gateway-{dtype}"), 1, "p50"))
+        full = _median(_stat(gradcam.get(f"model-server-{dtype}-gradcam"), 1, "p50"))
+        overlay = _median(_stat(gradcam.get(f"model-server-{dtype}-gradcam_overlay"), 1, "p50"))
+        if not any(math.isnan(value) for value in (gateway, full, overlay)):
+            lines.append(
+                f"\n{dtype}: the `gradcam_overlay` signature saves {full - overlay:.1f} ms per "
+                f"call at the model server (no 65,536-float heatmap to write as JSON); once the "
+                f"function calls it (see bench/NOTES-for-functions.md) the gateway's "
+                f"{gateway:.1f} ms should drop to about {gateway - (full - overlay):.1f} ms, "
+                "before counting the function no longer parsing the heatmap."
+            )
+    return [*lines, ""]
+
+
+def _cold_start(results: dict[str, Any]) -> list[str]:
+    cold = results.get("cold_start", {})
+    labels = (
+        ("function-predict", "function `predict` alone (functions-framework CLI)"),
+        ("gateway", "gateway (all four functions, gunicorn)"),
+        ("monolith", "monolith (uvicorn; TensorFlow, model build, weights)"),
+    )
+    rows = []
+    for key, label in labels:
+        entry = cold.get(key)
+        if not entry:
+            continue
+        stats = entry.get("stats", {})
+        rows.append(
+            f"| {label} | {_figure(stats.get('first_answer_seconds'), 2)} | "
+            f"{_figure(stats.get('port_open_seconds'), 2)} | {len(entry.get('runs', []))} |"
+        )
+    if not rows:
+        return []
+    function = _median(
+        cold.get("function-predict", {}).get("stats", {}).get("first_answer_seconds")
+    )
+    monolith = _median(cold.get("monolith", {}).get("stats", {}).get("first_answer_seconds"))
+    return [
+        "## Cold start (process start to first answered prediction, model server already up)",
+        "",
+        "| process | first answer, s | port open, s | starts |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"The function answers its first prediction {_ratio_text(_safe_ratio(monolith, function))}"
+        " sooner than the monolith: it imports no TensorFlow and builds no model.",
+        "",
+    ]
+
+
+def _history(results: dict[str, Any]) -> list[str]:
+    history = results.get("history", {})
+    if not history:
+        return []
+    rows = []
+    for store, label in (("local", "local folder"), ("s3-moto", "moto S3 server")):
+        for size, entry in sorted(history.get(store, {}).items(), key=lambda item: int(item[0])):
+            stats = entry.get("stats", {})
+            rows.append(
+                f"| {label} | {int(size):,} | {_figure(stats.get('p50'))} | "
+                f"{_figure(stats.get('p90'), spread=False)} | {entry.get('records_returned')} | "
+                f"{entry.get('seed_seconds')} |"
+            )
+    return [
+        "## History: one-day window against store size",
+        "",
+        "One user's one-day window (50 records) through the gateway, as the store grows; the "
+        "other records lie on other days of that user (80 %) and of nine other users. Keys are "
+        "newest-first per user and day, so the query lists only the window's keys.",
+        "",
+        "| store | records | p50 ms | p90 ms | returned | seeding s |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "moto's `ListObjectsV2` filters and sorts every key in the bucket on each call (an "
+        "in-memory emulator, not an index), so its listing grows with the bucket; S3 and "
+        "MinIO serve `StartAfter` from their index. The local folder shows the design's own "
+        "cost: one directory read per day folder on the path.",
+        "",
+        f"![history latency against store size]({HISTORY_PLOT})",
+        "",
+    ]
+
+
+def _training(results: dict[str, Any]) -> list[str]:
+    training = results.get("training")
+    if not training:
+        return []
+    pipeline = training.get("input_pipeline", {})
+    lines = [
+        "## Training",
+        "",
+        f"Input pipeline (`make_dataset`, training mode: decode, shared preprocessing, shuffle, "
+        f"augmentation, batches of 32) over {pipeline.get('images')} synthetic 256 px PNG files:",
+        "",
+        "| | first epoch (decode + augment), images/s | cached epochs (augment), images/s |",
+        "|---|---:|---:|",
+    ]
+    for mode, label in (
+        ("one_core", "one core"),
+        ("all_cores", f"all {pipeline.get('cores')} cores"),
+    ):
+        first = pipeline.get(f"{mode}_first_epoch", {}).get("images_per_second")
+        cached = pipeline.get(f"{mode}_cached", {}).get("images_per_second")
+        if first is not None:
+            lines.append(f"| {label} | {first:.0f} | {cached:.0f} |")
+    lines += [
+        "",
+        "| training steps (`train_model`) | images | batch | images/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for step in training.get("steps", []):
+        lines.append(
+            f"| {step['preset']} | {step['images']} | {step['batch_size']} | "
+            f"{step['images_per_second']:.1f} ({step['min']:.1f}-{step['max']:.1f}) |"
+        )
+    return [*lines, ""]
+
+
+def _agreement(results: dict[str, Any]) -> list[str]:
+    agreement = results.get("bf16_agreement")
+    if not agreement:
+        return []
+    lines = [
+        "## bfloat16 against float32",
+        "",
+        "| model | images | class agreement | max prob. diff | mean prob. diff "
+        "| median top margin |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("small_trained", "small, trained on synthetic X-rays"),
+        ("seed_untrained", "seed, untrained (benchmark weights)"),
+    ):
+        entry = agreement.get(key)
+        if entry:
+            lines.append(
+                f"| {label} | {entry['images']} | {100 * entry['class_agreement']:.2f} % | "
+                f"{entry['max_probability_difference']:.4f} | "
+                f"{entry['mean_probability_difference']:.5f} | {entry['median_top_margin']:.4f} |"
+            )
+    lines += [
+        "",
+        "The untrained seed model answers almost uniformly (tiny margins), so its agreement says "
+        "little; the trained model is the check that counts. Weights stay float32 in both "
+        "exports; only the compute dtype differs (`--compute-dtype bfloat16`).",
+        "",
+    ]
+    return lines
+
+
+def _formatting(results: dict[str, Any]) -> list[str]:
+    figures = results.get("formatting")
+    if not figures:
+        return []
+    before = figures["one_by_one"]["median_ms"]
+    after = figures["vectorised"]["median_ms"]
+    return [
+        "## JSON numbers in the model server",
+        "",
+        f"A real `gradcam` heatmap ({figures['heatmap_values']:,} float32 values, "
+        f"{100 * figures['nine_digit_share']:.0f} % of them needing nine digits):",
+        "",
+        "| | ms |",
+        "|---|---:|",
+        f"| writing the numbers one by one (before) | {before:.1f} |",
+        f"| vectorised decision, bulk C formatting (after; identical text) | {after:.1f} |",
+        f"| whole `gradcam` answer as JSON | {figures['gradcam_response_ms']['median_ms']:.1f} |",
+        f"| whole `gradcam_overlay` answer as JSON | "
+        f"{figures['gradcam_overlay_response_ms']['median_ms']:.2f} |",
+        f"| client parsing the `gradcam` answer (json.loads) | "
+        f"{figures['client_parse_gradcam_ms']['median_ms']:.1f} |",
+        "",
+        f"Answer sizes: `gradcam` {figures['gradcam_response_bytes']:,} bytes, `gradcam_overlay` "
+        f"{figures['gradcam_overlay_response_bytes']:,} bytes.",
+        "",
+    ]
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+
+def _plot_latency(results: dict[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = (
+        ("monolith", "monolith", "tab:red", "o", "-"),
+        ("gateway-float32", "stack, float32", "tab:blue", "s", "-"),
+        ("gateway-bfloat16", "stack, bfloat16", "tab:green", "s", "-"),
+        ("gateway-bfloat16-batching", "stack, bfloat16 + batching", "tab:olive", "D", "-"),
+        ("floor:seed-float32", "compute floor, float32", "tab:blue", None, ":"),
+        ("floor:seed-bfloat16", "compute floor, bfloat16", "tab:green", None, ":"),
+    )
+    plotted = False
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for key, label, colour, marker, style in systems:
+        series = _series(results, key)
+        if not series:
+            continue
+        levels = sorted(int(level) for level in series)
+        p50 = [_median(_stat(series, level, "p50")) for level in levels]
+        throughput = [_median(_stat(series, level, "throughput")) for level in levels]
+        left.plot(levels, p50, linestyle=style, marker=marker, color=colour, label=label)
+        right.plot(levels, throughput, linestyle=style, marker=marker, color=colour, label=label)
+        plotted = True
+    if not plotted:
+        plt.close(figure)
+        return False
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks([1, 4, 8, 16])
+        axis.set_xticklabels(["1", "4", "8", "16"])
+        axis.minorticks_off()
+        axis.set_xlabel("concurrent clients")
+        axis.grid(True, which="both", alpha=0.3)
+    left.set_yscale("log")
+    left.set_ylabel("p50 latency, ms (log scale)")
+    left.set_title("Predict latency")
+    right.set_ylabel("answered requests per second")
+    right.set_title("Predict throughput")
+    right.axhline(40, color="grey", linestyle="--", linewidth=1)
+    right.annotate("target: 40/s at 8 clients", (1.05, 41), color="grey", fontsize=8)
+    left.axhline(40, color="grey", linestyle="--", linewidth=1)
+    left.annotate("target: 40 ms at 1 client", (1.05, 42), color="grey", fontsize=8)
+    handles, labels = left.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    load = results.get("meta", {}).get("load_before", ["?"])[0]
+    figure.suptitle(
+        f"seed model (5.4 M parameters, 256 px), same weights and images; load before run {load}",
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0, 0.1, 1, 0.95))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+def _plot_history(results: dict[str, Any], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = results.get("history", {})
+    if not history:
+        return False
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for store, label, colour in (
+        ("local", "local folder", "tab:blue"),
+        ("s3-moto", "moto S3 server", "tab:orange"),
+    ):
+        entries = history.get(store)
+        if not entries:
+            continue
+        sizes = sorted(int(size) for size in entries)
+        p50 = [_median(entries[str(size)]["stats"].get("p50")) for size in sizes]
+        low = [entries[str(size)]["stats"]["p50"]["min"] for size in sizes]
+        high = [entries[str(size)]["stats"]["p50"]["max"] for size in sizes]
+        axis.plot(sizes, p50, marker="o", color=colour, label=f"{label}, p50")
+        axis.fill_between(sizes, low, high, color=colour, alpha=0.15)
+    axis.axhline(100, color="grey", linestyle="--", linewidth=1)
+    axis.annotate("target: 100 ms", (sizes[0], 104), color="grey", fontsize=8)
+    axis.set_xscale("log")
+    all_sizes = sorted({int(size) for entries in history.values() for size in entries})
+    axis.set_xticks(all_sizes)
+    axis.set_xticklabels([f"{size // 1000}k" for size in all_sizes])
+    axis.minorticks_off()
+    axis.set_xlabel("inference records in the store")
+    axis.set_ylabel("one-day window query, ms (through the gateway)")
+    axis.set_title("History query latency against store size (50 records returned)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.set_ylim(bottom=0)
+    axis.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+# -- the document ----------------------------------------------------------------------------------
+
+
+def _changes(results: dict[str, Any]) -> list[str]:
+    predict = results.get("predict", {})
+    gradcam = results.get("gradcam", {})
+    formatting = results.get("formatting", {})
+    lines = ["## Performance changes, before and after (this run)", ""]
+
+    def p50(series: Any, level: int = 1) -> float:
+        return _median(_stat(series, level, "p50"))
+
+    def tput(series: Any, level: int) -> float:
+        return _median(_stat(series, level, "throughput"))
+
+    f32, bf16 = predict.get("gateway-float32"), predict.get("gateway-bfloat16")
+    if f32 and bf16:
+        lines.append(
+            f"1. **bfloat16 compute in the export** (`--compute-dtype bfloat16`, weights stay "
+            f"float32): whole-stack predict p50 at one client {p50(f32):.1f} -> "
+            f"{p50(bf16):.1f} ms, "
+            f"8 clients {tput(f32, 8):.1f} -> {tput(bf16, 8):.1f} requests/s."
+        )
+    batched = predict.get("gateway-bfloat16-batching")
+    if bf16 and batched:
+        lines.append(
+            f"2. **Server-side batching** (model server `--enable_batching`): bfloat16 whole "
+            f"stack at 16 clients {tput(bf16, 16):.1f} -> {tput(batched, 16):.1f} requests/s, at 8 "
+            f"{tput(bf16, 8):.1f} -> {tput(batched, 8):.1f}; one client {p50(bf16):.1f} -> "
+            f"{p50(batched):.1f} ms."
+        )
+    full = gradcam.get("model-server-bfloat16-gradcam")
+    overlay = gradcam.get("model-server-bfloat16-gradcam_overlay")
+    if full and overlay:
+        lines.append(
+            f"3. **`gradcam_overlay` signature** (Grad-CAM without the heatmap output): model "
+            f"server REST p50 {p50(full):.1f} -> {p50(overlay):.1f} ms (bfloat16). The function "
+            "still calls `gradcam`; the change it needs is in bench/NOTES-for-functions.md."
+        )
+    if formatting:
+        lines.append(
+            f"4. **Vectorised JSON float writing** in the model server: a 256 x 256 heatmap "
+            f"{formatting['one_by_one']['median_ms']:.1f} -> "
+            f"{formatting['vectorised']['median_ms']:.1f} ms, same text byte for byte."
+        )
+    return [*lines, ""] if len(lines) > 2 else []
+
+
+def write_report(results: dict[str, Any], bench_dir: Path) -> None:
+    """Write bench/REPORT.md and the PNG plots next to it."""
+    has_latency = _plot_latency(results, bench_dir / LATENCY_PLOT)
+    has_history = _plot_history(results, bench_dir / HISTORY_PLOT)
+    meta = results.get("meta", {})
+    lines = [
+        "# Benchmark report: the serverless stack against the original monolith",
+        "",
+        "Written by `make bench` (`python -m bench`) from `bench/results/latest.json`. "
+        "Every figure is the median of the repetitions (min-max in brackets). Both systems ran "
+        "in the same run, on the same machine, with the same seeded `seed` weights and the same "
+        "16 synthetic 256 px chest X-ray PNGs, over loopback; only the processes of the section "
+        "being measured were running. See bench/README.md for what each system is.",
+        "",
+    ]
+    if meta.get("quick"):
+        lines += ["**This is a quick trial run: one short repetition per figure.**", ""]
+    lines += _targets(results)
+    lines += _changes(results)
+    lines += _predict(results) if has_latency or results.get("predict") else []
+    lines += _batching(results)
+    lines += _gradcam(results)
+    lines += _cold_start(results)
+    lines += _history(results) if has_history else []
+    lines += _training(results)
+    lines += _agreement(results)
+    lines += _formatting(results)
+    lines += _machine(results)
+    text = "\n".join(lines).rstrip() + "\n"
+    (bench_dir / "REPORT.md").write_text(text, encoding="utf-8")

@@ -1,0 +1,540 @@
+"""The whole benchmark run, section by section, into one results document.
+
+Order matters on a small machine: only the processes a section measures are running while it
+measures, so the systems never compete with each other for the cores. A section that fails is
+recorded with its error and the run goes on; every process started is stopped by its own id.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import stack
+from bench.cold_start import measure_cold_starts
+from bench.floor import load_signature, measure_floor, signature_client_factory
+from bench.history import measure_history, put_items_into_store
+from bench.loadgen import HttpRequest, http_client_factory
+from bench.machine import describe_machine, load_average
+from bench.measure import Plan, load_series, section
+from bench.payloads import model_server_requests, upload_requests
+
+__all__ = ["run_benchmarks"]
+
+IMAGE_COUNT = 16
+IMAGE_SIZE = 256
+
+
+class _Run:
+    """State shared by the sections of one run."""
+
+    def __init__(self, plan: Plan, work: stack.WorkFolder) -> None:
+        self.plan = plan
+        self.work = work
+        self.secret = stack.new_secret()
+        self.password = stack.new_secret()[:24]
+        self.images = stack.bench_images(IMAGE_COUNT, IMAGE_SIZE)
+        self.results: dict[str, Any] = {"sections": {}, "errors": {}}
+        self.seed: stack.BenchModel | None = None
+        self.small: stack.BenchModel | None = None
+
+    def attempt(self, name: str, body: Callable[[], None]) -> None:
+        with section(name, self.results["sections"]):
+            try:
+                body()
+            except Exception as error:  # one failed section must not lose the others
+                print(f"[bench] {name} FAILED: {error}", flush=True)
+                self.results["errors"][name] = traceback.format_exc(limit=8)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def version_dir(self, model: stack.BenchModel, dtype: str) -> Path:
+        return self.work.models / _model_name(model) / str(model.versions[dtype])
+
+    def gateway_env(
+        self, serving_url: str, model: stack.BenchModel, dtype: str, storage_url: str | None = None
+    ) -> dict[str, str]:
+        return stack.function_env(
+            storage_url or str(self.work.store),
+            self.secret,
+            serving_url,
+            _model_name(model),
+            model.versions[dtype],
+        )
+
+    def predict_requests(self, token: str, path: str = "/predict") -> list[HttpRequest]:
+        return upload_requests(path, self.images, token)
+
+
+def _model_name(model: stack.BenchModel) -> str:
+    return stack.MODEL_NAME if model.preset == "seed" else f"{stack.MODEL_NAME}_{model.preset}"
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+def _setup(run: _Run) -> None:
+    from storage.local import LocalStore
+
+    run.seed = stack.prepare_model(
+        run.work, "seed", 0, run.images[0], dtypes=("float32", "bfloat16")
+    )
+    run.small = stack.prepare_model(run.work, "small", 0, run.images[0], dtypes=("float32",))
+    stack.prepare_users(run.work, run.secret, run.password, [LocalStore(run.work.store)])
+    run.results["setup"] = {
+        model.preset: {
+            "versions": dict(model.versions),
+            "build_seconds": round(model.build_seconds, 2),
+            "export_seconds": {k: round(v, 2) for k, v in model.export_seconds.items()},
+        }
+        for model in (run.seed, run.small)
+    }
+    run.results["setup"]["images"] = {"count": IMAGE_COUNT, "size": IMAGE_SIZE}
+
+
+def _compute_floor(run: _Run) -> None:
+    assert run.seed is not None
+    assert run.small is not None
+    plan = run.plan
+    floor: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        floor[f"seed-{dtype}"] = measure_floor(
+            run.version_dir(run.seed, dtype),
+            run.images,
+            plan,
+            plan.client_levels,
+            f"floor seed {dtype}",
+        )
+        for signature in ("gradcam", "gradcam_overlay"):
+            function = load_signature(run.version_dir(run.seed, dtype), signature)
+            import tensorflow as tf
+
+            batches = [tf.constant([image]) for image in run.images]
+            targets = tf.constant([-1], tf.int32)
+
+            def make_client(
+                function: Any = function, batches: Any = batches, targets: Any = targets
+            ) -> Any:
+                def call(number: int) -> int:
+                    outputs = function(
+                        image_bytes=batches[number % len(batches)], target_class=targets
+                    )
+                    for tensor in outputs.values():
+                        tensor.numpy()
+                    return 200
+
+                return call
+
+            floor[f"seed-{dtype}-{signature}"] = load_series(
+                make_client,
+                [1],
+                plan,
+                seconds=plan.seconds * 0.7,
+                label=f"floor seed {dtype} {signature}",
+            )
+            del function
+    floor["small-float32"] = {
+        "series": load_series(
+            signature_client_factory(
+                load_signature(run.version_dir(run.small, "float32")), run.images
+            ),
+            [1, 8],
+            plan,
+            seconds=plan.seconds * 0.7,
+            label="floor small float32",
+        )
+    }
+    run.results["floor"] = floor
+    gc.collect()
+
+
+def _serving_unbatched(run: _Run) -> None:
+    """Gateway and model server without batching: predict, gradcam, function cold starts."""
+    assert run.seed is not None
+    assert run.small is not None
+    plan, work = run.plan, run.work
+    server = stack.start_model_server(work, [run.seed, run.small], name="model-server")
+    gateways: list[stack.ServerHandle] = []
+    try:
+        run.results.setdefault("model_server_start", {})["unbatched"] = server.extra
+        envs = {
+            "bfloat16": run.gateway_env(server.url, run.seed, "bfloat16"),
+            "float32": run.gateway_env(server.url, run.seed, "float32"),
+            "small-float32": run.gateway_env(server.url, run.small, "float32"),
+        }
+        handles = {
+            name: stack.start_gateway(work, env, name=f"gateway-{name}")
+            for name, env in envs.items()
+        }
+        gateways.extend(handles.values())
+        token = stack.login(handles["bfloat16"].url, "/auth/token", run.password)
+        predict: dict[str, Any] = run.results.setdefault("predict", {})
+        gradcam: dict[str, Any] = run.results.setdefault("gradcam", {})
+        for name in ("bfloat16", "float32"):
+            predict[f"gateway-{name}"] = load_series(
+                http_client_factory(handles[name].url, run.predict_requests(token)),
+                plan.client_levels,
+                plan,
+                label=f"gateway {name}",
+            )
+        predict["gateway-small-float32"] = load_series(
+            http_client_factory(handles["small-float32"].url, run.predict_requests(token)),
+            [1, 8],
+            plan,
+            label="gateway small float32",
+        )
+        for dtype, direct_levels in (("bfloat16", (1, 8, 16)), ("float32", (1, 16))):
+            version = run.seed.versions[dtype]
+            predict[f"model-server-{dtype}"] = load_series(
+                http_client_factory(
+                    server.url,
+                    model_server_requests(stack.MODEL_NAME, version, "serving_default", run.images),
+                ),
+                direct_levels,
+                plan,
+                label=f"model server REST {dtype}",
+            )
+            gradcam[f"gateway-{dtype}"] = load_series(
+                http_client_factory(handles[dtype].url, run.predict_requests(token, "/gradcam")),
+                [1],
+                plan,
+                label=f"gradcam gateway {dtype}",
+            )
+            for signature in ("gradcam", "gradcam_overlay"):
+                gradcam[f"model-server-{dtype}-{signature}"] = load_series(
+                    http_client_factory(
+                        server.url,
+                        model_server_requests(stack.MODEL_NAME, version, signature, run.images),
+                    ),
+                    [1],
+                    plan,
+                    label=f"model server REST {dtype} {signature}",
+                )
+        for handle in gateways:
+            handle.stop()
+        gateways.clear()
+
+        # Cold starts with the model server up: one function alone, and the whole gateway.
+        cold: dict[str, Any] = run.results.setdefault("cold_start", {})
+        request = run.predict_requests(token, "/")[0]
+        cold["function-predict"], _ = measure_cold_starts(
+            lambda attempt: stack.start_function(
+                work, envs["bfloat16"], "predict", name=f"cold-function-{attempt}"
+            ),
+            request,
+            plan.cold_starts_function,
+        )
+        gateway_request = run.predict_requests(token)[0]
+        cold["gateway"], _ = measure_cold_starts(
+            lambda attempt: _spawn_gateway(work, envs["bfloat16"], f"cold-gateway-{attempt}"),
+            gateway_request,
+            plan.cold_starts_function,
+        )
+    finally:
+        for handle in gateways:
+            handle.stop()
+        server.stop()
+
+
+def _spawn_gateway(work: stack.WorkFolder, env: dict[str, str], name: str) -> stack.ServerHandle:
+    import sys
+
+    port = stack.free_port()
+    started = time.perf_counter()
+    process = stack.ManagedProcess(
+        name,
+        [sys.executable, "-m", "functions.gateway", "--port", str(port)],
+        work.logs / f"{name}.log",
+    )
+    process.start(env, stack.REPO_ROOT)
+    return stack.ServerHandle(process, f"http://127.0.0.1:{port}", started)
+
+
+def _serving_batched(run: _Run) -> None:
+    """The same stack with server-side batching: the curve for bfloat16, 16 clients for both."""
+    assert run.seed is not None
+    plan, work = run.plan, run.work
+    server = stack.start_model_server(
+        work, [run.seed], batching=stack.DEFAULT_BATCHING, name="model-server-batching"
+    )
+    gateways: list[stack.ServerHandle] = []
+    try:
+        run.results.setdefault("model_server_start", {})["batching"] = server.extra
+        run.results["batching_parameters"] = stack.DEFAULT_BATCHING
+        handles = {
+            dtype: stack.start_gateway(
+                work,
+                run.gateway_env(server.url, run.seed, dtype),
+                name=f"gateway-batching-{dtype}",
+            )
+            for dtype in ("bfloat16", "float32")
+        }
+        gateways.extend(handles.values())
+        token = stack.login(handles["bfloat16"].url, "/auth/token", run.password)
+        predict: dict[str, Any] = run.results.setdefault("predict", {})
+        for dtype, levels, direct_levels in (
+            ("bfloat16", plan.client_levels, (1, 8, 16)),
+            ("float32", (8, 16), (16,)),
+        ):
+            predict[f"gateway-{dtype}-batching"] = load_series(
+                http_client_factory(handles[dtype].url, run.predict_requests(token)),
+                levels,
+                plan,
+                label=f"gateway {dtype} batching",
+            )
+            predict[f"model-server-{dtype}-batching"] = load_series(
+                http_client_factory(
+                    server.url,
+                    model_server_requests(
+                        stack.MODEL_NAME, run.seed.versions[dtype], "serving_default", run.images
+                    ),
+                ),
+                direct_levels,
+                plan,
+                label=f"model server REST {dtype} batching",
+            )
+    finally:
+        for handle in gateways:
+            handle.stop()
+        server.stop()
+    # The deployment's own CPU batching file (TF Serving's advice: a batch thread per core), for
+    # comparison with the parameters above.
+    infra_file = stack.REPO_ROOT / "infra" / "tfserving" / "batching_parameters.txt"
+    if infra_file.is_file():
+        text = infra_file.read_text(encoding="utf-8")
+        server = stack.start_model_server(
+            work, [run.seed], batching=text, name="model-server-batching-infra"
+        )
+        try:
+            run.results["batching_parameters_infra"] = text
+            run.results["predict"]["model-server-bfloat16-batching-infra"] = load_series(
+                http_client_factory(
+                    server.url,
+                    model_server_requests(
+                        stack.MODEL_NAME,
+                        run.seed.versions["bfloat16"],
+                        "serving_default",
+                        run.images,
+                    ),
+                ),
+                [8, 16],
+                plan,
+                label="model server REST bfloat16, infra batching file",
+            )
+        finally:
+            server.stop()
+
+
+def _monolith(run: _Run) -> None:
+    import jwt
+
+    plan, work = run.plan, run.work
+    # The monolith signs its own tokens; one minted with its key is what /token would return.
+    token = jwt.encode(
+        {"sub": stack.BENCH_EMAIL, "exp": int(time.time()) + 3600}, run.secret, algorithm="HS256"
+    )
+    request = upload_requests("/x-ray", run.images, token)[0]
+    figures, monolith = measure_cold_starts(
+        lambda attempt: stack.start_monolith(work, run.secret),
+        request,
+        plan.cold_starts_monolith,
+        timeout=300,
+        keep_last=True,
+    )
+    run.results.setdefault("cold_start", {})["monolith"] = figures
+    assert monolith is not None
+    try:
+        # The real login works too (bcrypt, as the original).
+        stack.login(monolith.url, "/token", run.password)
+        run.results.setdefault("predict", {})["monolith"] = load_series(
+            http_client_factory(monolith.url, upload_requests("/x-ray", run.images, token)),
+            plan.client_levels,
+            plan,
+            label="monolith",
+        )
+        run.results.setdefault("gradcam", {})["monolith"] = load_series(
+            http_client_factory(monolith.url, upload_requests("/grad_cam", run.images, token)),
+            [1],
+            plan,
+            label="monolith grad_cam",
+        )
+    finally:
+        monolith.stop()
+
+
+def _history_local(run: _Run) -> None:
+    from storage.local import LocalStore
+
+    root = run.work.root / "history-local"
+    store = LocalStore(root, fsync=False)
+    stack.prepare_users(run.work, run.secret, run.password, [store])
+    env = stack.function_env(str(root), run.secret, "http://127.0.0.1:9", "cnn_vit", 1)
+    gateway = stack.start_gateway(run.work, env, name="gateway-history-local")
+    try:
+        token = stack.login(gateway.url, "/auth/token", run.password)
+        run.results.setdefault("history", {})["local"] = measure_history(
+            lambda items: put_items_into_store(store, items),
+            gateway.url,
+            token,
+            run.plan.history_sizes,
+            run.plan,
+            "history local",
+        )
+    finally:
+        gateway.stop()
+
+
+def _history_moto(run: _Run) -> None:
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    from storage import StorageSettings, open_areas
+
+    # moto's server logs every request through werkzeug: not what is measured.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = stack.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    gateway: stack.ServerHandle | None = None
+    bucket = "bench-history"
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        storage_env = {"STORAGE_URL": f"s3://{bucket}", "S3_ENDPOINT_URL": endpoint}
+        areas = open_areas(StorageSettings.from_env({**storage_env, **credentials}))
+        areas.root.create_bucket()  # type: ignore[attr-defined]
+        stack.prepare_users(run.work, run.secret, run.password, [areas.root])
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+
+        def seed(items: Any) -> None:
+            for key, data in items:
+                backend.put_object(bucket, key, data)
+
+        env = stack.function_env(
+            f"s3://{bucket}",
+            run.secret,
+            "http://127.0.0.1:9",
+            "cnn_vit",
+            1,
+            {**credentials, "S3_ENDPOINT_URL": endpoint},
+        )
+        gateway = stack.start_gateway(run.work, env, name="gateway-history-moto")
+        token = stack.login(gateway.url, "/auth/token", run.password)
+        run.results.setdefault("history", {})["s3-moto"] = measure_history(
+            seed, gateway.url, token, run.plan.moto_history_sizes, run.plan, "history moto"
+        )
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _training(run: _Run) -> None:
+    from bench.training import measure_input_pipeline, measure_training_steps
+
+    quick = run.plan.quick
+    figures: dict[str, Any] = {
+        "input_pipeline": measure_input_pipeline(
+            run.work.root / "train-images", 256 if quick else 384, 1 if quick else 2
+        ),
+        "steps": [
+            measure_training_steps("small", 256, 32, 3),
+            measure_training_steps("seed", 32 if quick else 48, 16, 2 if quick else 3),
+        ],
+    }
+    run.results["training"] = figures
+
+
+def _agreement(run: _Run) -> None:
+    from bench.quality import agreement, measure_trained_agreement
+
+    assert run.seed is not None
+    figures = {
+        "small_trained": measure_trained_agreement(run.work.exports, 60 if run.plan.quick else 200),
+        "seed_untrained": agreement(
+            load_signature(run.version_dir(run.seed, "float32")),
+            load_signature(run.version_dir(run.seed, "bfloat16")),
+            stack.bench_images(48, IMAGE_SIZE, seed=13),
+        ),
+    }
+    run.results["bf16_agreement"] = figures
+    gc.collect()
+
+
+def _formatting(run: _Run) -> None:
+    from bench.formatting import measure_formatting
+
+    assert run.seed is not None
+    run.results["formatting"] = measure_formatting(
+        run.version_dir(run.seed, "bfloat16"), run.images[0]
+    )
+
+
+SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
+    ("floor", _compute_floor),
+    ("serving", _serving_unbatched),
+    ("batching", _serving_batched),
+    ("monolith", _monolith),
+    ("history-local", _history_local),
+    ("history-moto", _history_moto),
+    ("training", _training),
+    ("agreement", _agreement),
+    ("formatting", _formatting),
+)
+
+
+def run_benchmarks(
+    plan: Plan, *, keep_work: bool = False, only: set[str] | None = None
+) -> dict[str, Any]:
+    """Run every section (or those named in `only`); returns the results document."""
+    started = time.perf_counter()
+    work = stack.WorkFolder(Path(tempfile.mkdtemp(prefix="xray-bench-")))
+    work.create()
+    run = _Run(plan, work)
+    run.results["meta"] = {
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": plan.quick,
+        "plan": {
+            "repetitions": plan.repetitions,
+            "seconds_per_run": plan.seconds,
+            "client_levels": list(plan.client_levels),
+        },
+        "machine": describe_machine(),
+        "load_before": load_average(),
+        "work_folder": str(work.root),
+    }
+    try:
+        run.attempt("setup", lambda: _setup(run))
+        if "setup" not in run.results["errors"]:
+            for name, body in SECTIONS:
+                if only is None or name in only:
+                    run.attempt(name, lambda body=body: body(run))  # type: ignore[misc]
+    finally:
+        run.results["meta"]["load_after"] = load_average()
+        run.results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+        run.results["meta"]["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not keep_work:
+            shutil.rmtree(work.root, ignore_errors=True)
+    return run.results

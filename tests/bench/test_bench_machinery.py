@@ -1,0 +1,141 @@
+"""Smoke tests of the benchmark machinery (no timings asserted: timings live in `make bench`).
+
+The load generator against a tiny HTTP server, the statistics, the history records and their
+window, the report from a minimal results document, and the monolith's preprocessing against
+the shared in-graph preprocessing (both systems must see the same input tensor).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.history import HISTORY_USER, WINDOW_DAY, WINDOW_RECORDS, history_request, record_items
+from bench.loadgen import HttpRequest, http_client_factory, multipart_body, run_closed_loop
+from bench.stats import latency_summary, over_repetitions, percentile
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = 200 if b"filename=" in body else 400
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_closed_loop_run_is_bounded_by_count_and_counts_every_status(echo_server: str) -> None:
+    body, content_type = multipart_body("file", "x.png", b"\x89PNG fake", "image/png")
+    requests = [
+        HttpRequest("POST", "/predict", body, {"Content-Type": content_type}),
+        HttpRequest("POST", "/predict", b"no file", {"Content-Type": "text/plain"}),
+    ]
+
+    run = run_closed_loop(
+        http_client_factory(echo_server, requests), 3, seconds=5.0, max_requests=20
+    )
+
+    assert sum(run.statuses.values()) == 20
+    assert run.statuses[200] == 10
+    assert run.statuses[400] == 10
+    assert run.answered == 10
+    assert run.summary()["errors"] == 10
+    assert run.to_json()["clients"] == 3
+
+
+def test_percentiles_and_medians_over_repetitions() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert math.isnan(percentile([], 0.5))
+    assert latency_summary([10.0] * 5)["p99"] == 10.0
+
+    summary = over_repetitions([{"p50": 1.0}, {"p50": 3.0}, {"p50": 2.0, "p90": math.nan}])
+
+    assert summary["p50"] == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3.0}
+    assert "p90" not in summary
+
+
+def test_history_records_follow_the_schema_and_fill_the_window_first() -> None:
+    from storage import keys
+
+    items = record_items(0, WINDOW_RECORDS + 20)
+    window = keys.inference_window(HISTORY_USER, WINDOW_DAY, WINDOW_DAY + timedelta(days=1))
+
+    inside = [key for key, _ in items if window.start_after < key < window.end_before]
+    record = json.loads(items[0][1])
+
+    assert len(inside) == WINDOW_RECORDS
+    assert record["schema"] == 1
+    assert keys.inference_record(record["user_id"], record["id"]) == items[0][0]
+    assert set(record["probabilities"]) == set(record["class_names"])
+    assert items == record_items(0, WINDOW_RECORDS + 20)  # deterministic
+    assert "user=history-user" in history_request("token").path
+
+
+def test_report_is_written_from_a_partial_results_document(tmp_path: Path) -> None:
+    from bench.report import write_report
+
+    def series(p50: float, throughput: float) -> dict[str, Any]:
+        stat = {"p50": p50, "p90": p50, "p99": p50, "throughput": throughput}
+        return {
+            "1": {
+                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
+            }
+        }
+
+    results = {
+        "meta": {"quick": True, "machine": {"cpu_model": "test"}, "plan": {"client_levels": [1]}},
+        "predict": {"monolith": series(100.0, 10.0), "gateway-bfloat16": series(30.0, 33.0)},
+        "sections": {"floor": {"seconds": 1.0, "load_before": [0, 0, 0], "load_after": None}},
+        "errors": {},
+    }
+
+    write_report(results, tmp_path)
+
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Targets" in report
+    assert "3.3x faster" in report
+    assert (tmp_path / "latency_vs_clients.png").stat().st_size > 0
+
+
+def test_monolith_preprocessing_gives_the_served_model_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("BENCH_MONOLITH_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_MONOLITH_PRESET", "small")  # builds in a second at import
+    import tensorflow as tf
+
+    from bench import monolith
+    from bench.stack import bench_images
+    from training_job.preprocessing import preprocess_image_bytes
+
+    for image in bench_images(3, 256):
+        expected = preprocess_image_bytes(tf.constant(image), 256).numpy()
+        np.testing.assert_array_equal(monolith.preprocess(image, 256), expected)
