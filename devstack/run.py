@@ -9,6 +9,7 @@ stand-in) and the gateway, print how to call them, and stop everything on Ctrl-C
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from devstack.processes import (
     ProcessGroup,
@@ -155,13 +157,61 @@ def _has_stable_model(root: Store, model_name: str) -> bool:
     return registry.get("stable") is not None
 
 
+# TensorFlow's start-up chatter (oneDNN, CUDA probing on a machine without a GPU): not progress.
+_NOISE = ("WARNING: All log messages before absl", "I0000 ", "W0000 ", "E0000 ")
+
+
+def _progress_line(event: dict[str, Any]) -> str | None:
+    """A human line for the training job's JSON events that show progress; None for the rest."""
+    name = event.get("event")
+    if name == "data_discovered":
+        batches = event.get("batches") or []
+        return f"found {event.get('images', '?')} images in {len(batches)} batch(es)"
+    if name == "epoch":
+        return (
+            f"epoch {event.get('epoch')}/{event.get('epochs')}: loss {event.get('loss', 0):.3f}, "
+            f"accuracy {event.get('accuracy', 0):.3f}, validation accuracy "
+            f"{event.get('val_accuracy', 0):.3f}, {event.get('images_per_second', 0):.0f} images/s"
+        )
+    if name == "evaluated":
+        return f"{event.get('role')} model: test macro-F1 {event.get('macro_f1', 0):.3f}"
+    if name == "decided":
+        return f"decision: {event.get('verdict')} ({event.get('reason')})"
+    if name in ("published", "promoted"):
+        return f"{name} version {event.get('version')}"
+    return None
+
+
 def _train_first_model(options: StackOptions, env: Mapping[str, str]) -> None:
     _say("no stable model yet: training the `small` preset on the synthetic database")
     command = python_module(
         "training_job", "--preset", "small", "--epochs", str(options.train_epochs)
     )
-    result = subprocess.run(command, cwd=options.root, env=dict(env), check=False)
-    if result.returncode != 0:
+    job = subprocess.Popen(
+        command,
+        cwd=options.root,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert job.stdout is not None
+    for line in job.stdout:
+        line = line.rstrip()
+        if not line or line.startswith(_NOISE):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            _say(f"  {line}")
+            continue
+        if isinstance(event, dict):
+            if event.get("level") in ("error", "warning"):
+                _say(f"  {event.get('level')}: {event.get('event')} {event.get('message', '')}")
+            text = _progress_line(event)
+            if text:
+                _say(f"  {text}")
+    if job.wait() != 0:
         raise StackError("the first training run failed (see its output above)")
 
 
