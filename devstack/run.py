@@ -31,7 +31,15 @@ from devstack.processes import (
     python_module,
     wait_until,
 )
-from storage import StorageError, StorageSettings, Store, keys, load_environment, open_areas
+from storage import (
+    SettingsError,
+    StorageError,
+    StorageSettings,
+    Store,
+    keys,
+    load_environment,
+    open_areas,
+)
 from storage.cli import create_hierarchy
 
 __all__ = ["StackOptions", "prepare_environment", "run_stack", "start_serving"]
@@ -376,6 +384,10 @@ def run_stack(options: StackOptions) -> int:
         if options.s3:
             s3_endpoint = _start_s3_emulator(options, group, dict(environ))
         env = prepare_environment(options, environ, s3_endpoint)
+        if s3_endpoint is not None:
+            # boto3 in this process reads credentials through its own chain (the environment).
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+                os.environ[name] = env[name]
         storage_settings = StorageSettings.from_env(env)
         areas = open_areas(storage_settings)
         for line in create_hierarchy(areas.root):
@@ -401,7 +413,7 @@ def run_stack(options: StackOptions) -> int:
         print("", flush=True)
         _say("stopping ...")
         return 0
-    except StackError as exc:
+    except (StackError, StorageError, SettingsError) as exc:
         print(f"[make run] error: {exc}", file=sys.stderr, flush=True)
         for managed in group.processes:
             if not managed.alive() and managed.log_tail():
