@@ -314,3 +314,79 @@ def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
     _wait_for_version(stack, token, 1)
     assert _predict(stack, token, stack.samples["covid"])["model"]["run_id"] == "v1"
+
+
+def test_stack_load_with_a_version_swap_in_the_middle_fails_no_request(stack: Stack) -> None:
+    """Four clients predict continuously while version 2 is promoted over version 1: every
+    request is answered, both versions answer, and every answer has exactly one record."""
+    import statistics
+    import threading
+
+    from model_export.registry import ModelRegistry
+
+    registry = ModelRegistry(stack.root, MODEL_NAME)
+    assert registry.load().stable == 1  # after the rollback of the previous test
+    tokens = [stack.token(*ALICE), stack.token(*ADMIN)]
+    stop = threading.Event()
+    lock = threading.Lock()
+    outcomes: list[tuple[int, float, dict[str, Any]]] = []
+    started = datetime.now(UTC)
+
+    def client(index: int) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {tokens[index % 2]}", "Content-Type": "image/png"}
+        image = stack.samples[CLASSES[index % 3]]
+        while not stop.is_set():
+            sent = time.perf_counter()
+            try:
+                answer = session.post(
+                    stack.base + "/predict", data=image, headers=headers, timeout=30
+                )
+                status, body = answer.status_code, answer.json()
+            except (requests.RequestException, ValueError) as exc:
+                status, body = 0, {"error": type(exc).__name__}
+            with lock:
+                outcomes.append((status, (time.perf_counter() - sent) * 1000, body))
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        registry.promote(2, "stable")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with lock:
+                if any(body.get("model", {}).get("version") == 2 for _, _, body in outcomes):
+                    break
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    failures = [(status, body) for status, _, body in outcomes if status != 200]
+    assert failures == []
+    versions = {body["model"]["version"] for _, _, body in outcomes}
+    assert versions == {1, 2}
+    latencies = sorted(latency for _, latency, _ in outcomes)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(
+        f"load with swap: {len(outcomes)} requests, p50 {statistics.median(latencies):.1f} ms, "
+        f"p99 {p99:.1f} ms, versions {sorted(versions)}"
+    )
+    # Exactly one record per answer, naming the version that answered; nothing unanswered.
+    answered = {body["id"]: body for _, _, body in outcomes}
+    assert len(answered) == len(outcomes)
+    for inference_id, body in answered.items():
+        record = stack.root.get_json(keys.inference_record(body["user_id"], inference_id))
+        assert record["model"]["version"] == body["model"]["version"]
+    window_records = 0
+    for user_id in {body["user_id"] for body in answered.values()}:
+        window = keys.inference_window(user_id, started, datetime.now(UTC))
+        for info in stack.root.list(window.prefix, start_after=window.start_after):
+            if info.key >= window.end_before:
+                break
+            window_records += 1
+    assert window_records == len(answered)
