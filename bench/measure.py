@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.loadgen import Client, run_closed_loop
-from bench.machine import load_average
+from bench.machine import CpuSnapshot, cpu_snapshot, load_average, other_cores_busy
 from bench.stats import over_repetitions
 
 __all__ = ["Plan", "Section", "load_series", "section"]
@@ -71,29 +71,38 @@ class Section:
     name: str
     load_before: list[float]
     started: float
+    cpu_before: CpuSnapshot
     seconds: float = 0.0
     load_after: list[float] | None = None
+    other_cores: float = float("nan")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "seconds": round(self.seconds, 1),
             "load_before": self.load_before,
             "load_after": self.load_after,
+            "other_processes_cores": self.other_cores,
         }
 
 
 @contextmanager
 def section(name: str, log: dict[str, Any]) -> Iterator[Section]:
-    """Time a part of the run and note the machine load around it in `log[name]`."""
-    current = Section(name, load_average(), time.perf_counter())
+    """Time a part of the run and note the machine load around it in `log[name]`: the load
+    average, and the cores other processes kept busy meanwhile (someone else's work)."""
+    current = Section(name, load_average(), time.perf_counter(), cpu_snapshot())
     print(f"[bench] {name} (load {current.load_before[0]:.2f}) ...", flush=True)
     try:
         yield current
     finally:
         current.seconds = time.perf_counter() - current.started
         current.load_after = load_average()
+        current.other_cores = other_cores_busy(current.cpu_before, cpu_snapshot())
         log[name] = current.to_json()
-        print(f"[bench] {name}: {current.seconds:.1f} s", flush=True)
+        print(
+            f"[bench] {name}: {current.seconds:.1f} s "
+            f"(other processes: {current.other_cores:.2f} cores busy)",
+            flush=True,
+        )
 
 
 def load_series(
@@ -110,6 +119,7 @@ def load_series(
     runs: dict[int, list[dict[str, Any]]] = {level: [] for level in levels}
     for _ in range(repetitions or plan.repetitions):
         for level in levels:
+            before = cpu_snapshot()
             run = run_closed_loop(
                 make_client,
                 level,
@@ -119,11 +129,13 @@ def load_series(
             )
             figures = run.to_json()
             figures["load"] = load_average()[0]
+            figures["other_cores"] = other_cores_busy(before, cpu_snapshot())
             runs[level].append(figures)
             if label:
                 print(
                     f"[bench]   {label} x{level}: p50 {figures['p50']:.1f} ms, "
-                    f"{figures['throughput']:.1f}/s, errors {int(figures['errors'])}",
+                    f"{figures['throughput']:.1f}/s, errors {int(figures['errors'])}, "
+                    f"others busy {figures['other_cores']:.2f} cores",
                     flush=True,
                 )
     return {
