@@ -218,6 +218,21 @@ def _serving_unbatched(run: _Run) -> None:
                     plan,
                     label=f"model server REST {dtype} {signature}",
                 )
+        # The function change proposed in NOTES-for-functions.md, patched in (bench only).
+        for dtype in ("bfloat16", "float32"):
+            prototype = stack.start_gateway(
+                work,
+                envs[dtype],
+                name=f"gateway-prototype-{dtype}",
+                module="bench.prototype_gateway",
+            )
+            gateways.append(prototype)
+            gradcam[f"gateway-{dtype}-overlay-prototype"] = load_series(
+                http_client_factory(prototype.url, run.predict_requests(token, "/gradcam")),
+                [1],
+                plan,
+                label=f"gradcam gateway {dtype}, function calling gradcam_overlay (prototype)",
+            )
         for handle in gateways:
             handle.stop()
         gateways.clear()

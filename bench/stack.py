@@ -349,13 +349,19 @@ def function_env(
 
 
 def start_gateway(
-    work: WorkFolder, env: Mapping[str, str], *, name: str = "gateway", threads: int = 8
+    work: WorkFolder,
+    env: Mapping[str, str],
+    *,
+    name: str = "gateway",
+    threads: int = 8,
+    module: str = "functions.gateway",
 ) -> ServerHandle:
+    """The local gateway (or `module`, a drop-in with the same arguments); waits until ready."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
-        "functions.gateway",
+        module,
         "--host",
         "127.0.0.1",
         "--port",
