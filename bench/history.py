@@ -132,6 +132,22 @@ def put_items_into_store(store: Any, items: Sequence[Item], threads: int = 4) ->
         list(pool.map(put, items, chunksize=256))
 
 
+def window_listing_ms(store: Any, repetitions: int = 5) -> float:
+    """Median milliseconds to list the window's keys through the `Store` (no record reads):
+    tells the listing's share of a query from the record fetches'."""
+    from storage import keys
+
+    window = keys.inference_window(HISTORY_USER, WINDOW_DAY, WINDOW_DAY + timedelta(days=1))
+    times = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        for info in store.list(window.prefix, start_after=window.start_after, page_size=101):
+            if info.key >= window.end_before:
+                break
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def measure_history(
     seed_items: Callable[[Sequence[Item]], None],
     gateway_url: str,
@@ -139,8 +155,10 @@ def measure_history(
     sizes: Sequence[int],
     plan: Plan,
     label: str,
+    store: Any = None,
 ) -> dict[str, Any]:
-    """Grow the store to each size in turn and measure the window query at that size."""
+    """Grow the store to each size in turn and measure the window query at that size (and,
+    given the `store`, the window's listing alone)."""
     results: dict[str, Any] = {}
     seeded = 0
     request = history_request(token)
@@ -167,6 +185,8 @@ def measure_history(
             "seed_seconds": round(seed_seconds, 2),
             "records_returned": returned,
         }
+        if store is not None:
+            results[str(size)]["listing_ms"] = round(window_listing_ms(store), 2)
     return results
 
 

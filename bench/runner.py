@@ -402,6 +402,7 @@ def _history_local(run: _Run) -> None:
             run.plan.history_sizes,
             run.plan,
             "history local",
+            store=store,
         )
     finally:
         gateway.stop()
@@ -453,7 +454,13 @@ def _history_moto(run: _Run) -> None:
         gateway = stack.start_gateway(run.work, env, name="gateway-history-moto")
         token = stack.login(gateway.url, "/auth/token", run.password)
         run.results.setdefault("history", {})["s3-moto"] = measure_history(
-            seed, gateway.url, token, run.plan.moto_history_sizes, run.plan, "history moto"
+            seed,
+            gateway.url,
+            token,
+            run.plan.moto_history_sizes,
+            run.plan,
+            "history moto",
+            store=areas.root,
         )
     finally:
         if gateway is not None:

@@ -49,10 +49,12 @@ MODEL_NAME = "cnn_vit"
 BENCH_EMAIL = "bench@example.com"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# CPU batching parameters, measured on 2 cores: ONE batch thread (TensorFlow already spreads one
-# batch over every core; two concurrent batches fight for them and halve the throughput), no
-# waiting for a batch to fill (timeout 0: under load the queue fills batches by itself), up to
-# 16 images per batch (what 16 clients can have queued).
+# CPU batching parameters, measured on 2 cores. ONE batch thread: TensorFlow already spreads one
+# batch over every core. On a quiet machine one and two batch threads (infra's file) gave the
+# same throughput; with other work on the machine two concurrent batches fought for the cores
+# and lost a third of it (REST alone, bfloat16, 8 clients: 56 against 85 requests/s in the
+# same run). No waiting for a batch to fill (timeout 0: under load the queue fills batches by
+# itself); up to 16 images per batch (what 16 clients can have queued).
 DEFAULT_BATCHING = (
     "max_batch_size { value: 16 }\n"
     "batch_timeout_micros { value: 0 }\n"

@@ -80,7 +80,7 @@ def bfloat16_twin(model: keras.Model, config: ModelConfig) -> keras.Model:
 
 
 class ServingFunctions:
-    """The bodies of the two signatures, over one model, one Grad-CAM split and one identity."""
+    """The bodies of the signatures, over one model, one Grad-CAM split and one identity."""
 
     def __init__(
         self,
@@ -203,7 +203,7 @@ def export_saved_model(
     The identity asset names `model_name`, version 0 (not yet published) and `run_id`.
     `compute_dtype="bfloat16"` exports a twin computing in bfloat16 with the same float32
     weights (faster on CPUs with AMX and on GPUs; slower elsewhere, so the deployment chooses).
-    Warmup records for both signatures use `warmup_images` (default: one synthetic X-ray).
+    Warmup records for every signature use `warmup_images` (default: one synthetic X-ray).
     `export_dir` must not exist or be empty.
     """
     target = Path(export_dir)
