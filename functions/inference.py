@@ -78,22 +78,35 @@ class InferenceService:
         return record
 
     def gradcam(
-        self, user_id: str, image: ValidatedImage, target_class: str | None, started: float
+        self,
+        user_id: str,
+        image: ValidatedImage,
+        target_class: str | None,
+        started: float,
+        *,
+        with_heatmap: bool = False,
     ) -> GradcamOutcome:
-        """Grad-CAM for the predicted class or the named one; stores the overlay and a record."""
+        """Grad-CAM for the predicted class or the named one; stores the overlay and a record.
+
+        The heatmap is fetched from the model only `with_heatmap` (it costs the model server
+        more to write as JSON than to compute); the overlay is always there.
+        """
         moment = self._clock()
         model_started = time.perf_counter()
-        result = self._explain(image.data, target_class)
+        result = self._explain(image.data, target_class, with_heatmap)
         model_ms = (time.perf_counter() - model_started) * 1000
         record = self._record(
             "gradcam", user_id, moment, image, result.prediction, model_ms, started
         )
-        record["gradcam"] = {
+        facts: dict[str, Any] = {
             "target_class": result.target_class,
             "target_class_index": result.target_class_index,
             "overlay_size_bytes": len(result.overlay_png),
-            "heatmap_size": int(result.heatmap.shape[0]),
+            "overlay_size": result.overlay_size,
         }
+        if result.heatmap is not None:
+            facts["heatmap_size"] = int(result.heatmap.shape[0])
+        record["gradcam"] = facts
         image_key = keys.gradcam_image(user_id, record["id"])
         try:
             self._create_once(image_key, result.overlay_png, "image/png")
@@ -112,9 +125,12 @@ class InferenceService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _explain(self, image: bytes, target_class: str | None) -> GradcamResult:
+    def _explain(self, image: bytes, target_class: str | None, with_heatmap: bool) -> GradcamResult:
+        def explain(index: int | None) -> GradcamResult:
+            return self._client.gradcam(image, index, with_heatmap=with_heatmap)
+
         if target_class is None:
-            result = self._client.gradcam(image, None)
+            result = explain(None)
             self._learn_classes(result.prediction.class_names)
             return result
         known = self._class_names
@@ -123,22 +139,22 @@ class InferenceService:
         if known is None:
             # First call in this process: ask for the predicted class, which teaches us the
             # class list; a second call is needed only if another class was asked for.
-            result = self._client.gradcam(image, None)
+            result = explain(None)
             self._learn_classes(result.prediction.class_names)
             names = result.prediction.class_names
             if target_class not in names:
                 raise _unknown_class(target_class, names)
             if result.target_class == target_class:
                 return result
-            return self._client.gradcam(image, names.index(target_class))
-        result = self._client.gradcam(image, known.index(target_class))
+            return explain(names.index(target_class))
+        result = explain(known.index(target_class))
         if result.target_class != target_class:
             # The model's class list changed since we learnt it: learn again and redo.
             names = result.prediction.class_names
             self._learn_classes(names)
             if target_class not in names:
                 raise _unknown_class(target_class, names)
-            result = self._client.gradcam(image, names.index(target_class))
+            result = explain(names.index(target_class))
         return result
 
     def _learn_classes(self, class_names: tuple[str, ...]) -> None:

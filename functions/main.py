@@ -179,9 +179,10 @@ def _gradcam(request: flask.Request) -> flask.Response:
     image, fields = _image(request, runtime)
     target_class = _parameter(request, fields, "target_class")
     as_json = _wants_json(request, _parameter(request, fields, "format"))
-    with_heatmap = _flag(_parameter(request, fields, "heatmap"), "heatmap")
+    # The heatmap only travels in JSON answers; a PNG answer never fetches it from the model.
+    with_heatmap = _flag(_parameter(request, fields, "heatmap"), "heatmap") and as_json
     outcome = runtime.inference.gradcam(
-        principal.user_id, image, target_class, started=flask.g.started
+        principal.user_id, image, target_class, started=flask.g.started, with_heatmap=with_heatmap
     )
     record, result = outcome.record, outcome.result
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
@@ -196,7 +197,7 @@ def _gradcam(request: flask.Request) -> flask.Response:
     if as_json:
         body = dict(record)
         body["overlay_png_b64"] = base64.b64encode(result.overlay_png).decode("ascii")
-        if with_heatmap:
+        if result.heatmap is not None:
             body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
         return web.json_response(body, headers=naming)
     response = flask.Response(result.overlay_png, mimetype="image/png")

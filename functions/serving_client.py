@@ -1,12 +1,17 @@
 """The REST client for the model server (TF Serving or the local stand-in; it cannot tell which).
 
 It speaks exactly `docs/CONTRACTS.md`: `POST {TF_SERVING_URL}/v1/models/{name}[/labels/{label}|
-/versions/{v}]:predict` in row format with `{"b64": ...}` image bytes, for the `serving_default`
-and `gradcam` signatures, and reads the class names, probabilities and model identity from every
-answer. Connections are pooled and kept alive (urllib3). Connection failures and 503s are retried
-with full-jitter backoff inside one total deadline; what is left is mapped to the caller's
-status: unreachable or not loaded 503 (with Retry-After), timed out 504, error or malformed answer
-502. The upstream URL and message never reach the caller.
+/versions/{v}]:predict` in row format with `{"b64": ...}` image bytes, for the `serving_default`,
+`gradcam_overlay` and `gradcam` signatures, and reads the class names, probabilities and model
+identity from every answer. Connections are pooled and kept alive (urllib3). Connection failures
+and 503s are retried with full-jitter backoff inside one total deadline; what is left is mapped to
+the caller's status: unreachable or not loaded 503 (with Retry-After), timed out 504, error or
+malformed answer 502. The upstream URL and message never reach the caller.
+
+Grad-CAM asks for `gradcam_overlay` (no heatmap in the answer: REST has no output filter, and an
+S x S float heatmap written, sent and parsed as JSON text costs more than computing it) unless
+the caller wants the heatmap. Versions exported before that signature existed answer 400 naming
+it; the client then calls `gradcam` and remembers the version for a while (`_OverlaySupport`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import logging
 import math
 import random
 import re
+import struct
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,20 +40,47 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, Re
 from functions.errors import BadGateway, ModelTimeout, ModelUnavailable
 from functions.settings import ServingSettings
 
-__all__ = ["GradcamResult", "ModelIdentity", "Prediction", "ServingClient"]
+__all__ = [
+    "GRADCAM_OVERLAY_SIGNATURE",
+    "GRADCAM_SIGNATURE",
+    "PREDICT_SIGNATURE",
+    "GradcamResult",
+    "ModelIdentity",
+    "Prediction",
+    "ServingClient",
+]
 
 logger = logging.getLogger(__name__)
 
+PREDICT_SIGNATURE = "serving_default"
+GRADCAM_SIGNATURE = "gradcam"
+# Grad-CAM without the `heatmap` output (models exported since the benchmark's issue 8).
+GRADCAM_OVERLAY_SIGNATURE = "gradcam_overlay"
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# A PNG's first chunk: length 13, type IHDR, then width and height (big-endian).
+_PNG_IHDR = b"\x00\x00\x00\x0dIHDR"
 _PROBABILITY_SLACK = 1e-4
 # Upstream error texts may echo request fragments; long base64 runs are cut before logging.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 _BACKOFF_BASE_SECONDS = 0.05
 _BACKOFF_CAP_SECONDS = 1.0
+# How many model versions known to lack `gradcam_overlay` are remembered, and for how long. The
+# limit only matters for a process that outlives many old versions; the time heals a wrong guess
+# (see `_OverlaySupport`) at the cost of one refused call per old version per period.
+_LACKING_VERSIONS_MAX = 64
+_LACKING_VERSION_SECONDS = 600.0
 
 
 class _MalformedAnswer(ValueError):
     """The model server's 200 answer does not follow the contract."""
+
+
+class _OverlaySignatureMissing(BadGateway):
+    """The version that answered has no `gradcam_overlay` signature (exported before it).
+
+    A BadGateway, so that anywhere it is not handled it is answered as any other upstream 400.
+    """
 
 
 @dataclass(frozen=True)
@@ -78,11 +113,68 @@ class GradcamResult:
     prediction: Prediction
     target_class_index: int
     overlay_png: bytes
-    heatmap: npt.NDArray[np.float32]  # [S, S] in [0, 1]
+    overlay_size: int  # the square overlay's side in pixels, read from its PNG header
+    # [S, S] in [0, 1] at the model's input size; None unless asked for (`with_heatmap`).
+    heatmap: npt.NDArray[np.float32] | None = None
 
     @property
     def target_class(self) -> str:
         return self.prediction.class_names[self.target_class_index]
+
+
+class _OverlaySupport:
+    """Which model versions lack the `gradcam_overlay` signature; thread-safe and bounded.
+
+    A refusal names no version, so the version that answered the fallback `gradcam` call stands
+    for the one that refused, and every answer updates the version believed to be serving. A
+    request whose believed version is known to lack the signature goes straight to `gradcam`;
+    a new version is tried with `gradcam_overlay` again. The guess is wrong only if versions
+    change between the refusal and the fallback (a swap, or replicas of a fleet mid-rollout
+    serving different versions); entries therefore expire, so a version wrongly remembered is
+    asked for the overlay again after `_LACKING_VERSION_SECONDS` instead of never.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        max_versions: int = _LACKING_VERSIONS_MAX,
+        remember_seconds: float = _LACKING_VERSION_SECONDS,
+    ) -> None:
+        self._clock = clock
+        self._max_versions = max_versions
+        self._remember_seconds = remember_seconds
+        self._lock = threading.Lock()
+        self._serving_version: int | None = None
+        self._lacking: OrderedDict[int, float] = OrderedDict()  # version -> when learnt
+
+    def note_answer(self, version: int) -> None:
+        """An answer came from `version`: the next request probably goes to it too."""
+        with self._lock:
+            self._serving_version = version
+
+    def overlay_expected(self) -> bool:
+        """Whether the version believed to be serving may have `gradcam_overlay`."""
+        with self._lock:
+            version = self._serving_version
+            if version is None or version not in self._lacking:
+                return True
+            if self._clock() - self._lacking[version] >= self._remember_seconds:
+                del self._lacking[version]
+                return True
+            return False
+
+    def remember_lacking(self, version: int) -> None:
+        with self._lock:
+            self._lacking[version] = self._clock()
+            self._lacking.move_to_end(version)
+            while len(self._lacking) > self._max_versions:
+                self._lacking.popitem(last=False)
+
+    def lacking_versions(self) -> list[int]:
+        """The versions remembered now (oldest first), for logs and tests."""
+        with self._lock:
+            return list(self._lacking)
 
 
 class ServingClient:
@@ -102,6 +194,7 @@ class ServingClient:
             num_pools=4, maxsize=settings.pool_size, block=False, retries=False
         )
         self._url = _predict_url(settings)
+        self._overlay_support = _OverlaySupport(clock)
 
     @property
     def settings(self) -> ServingSettings:
@@ -115,19 +208,54 @@ class ServingClient:
         if not images:
             return []
         payload = {
-            "signature_name": "serving_default",
+            "signature_name": PREDICT_SIGNATURE,
             "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
         }
         rows = self._rows(self._call(payload), len(images))
         try:
-            return [_prediction(row) for row in rows]
+            predictions = [_prediction(row) for row in rows]
         except (_MalformedAnswer, KeyError, TypeError, ValueError) as exc:
             raise self._malformed(exc) from None
+        self._overlay_support.note_answer(predictions[-1].model.version)
+        return predictions
 
-    def gradcam(self, image: bytes, target_class_index: int | None = None) -> GradcamResult:
-        """Grad-CAM for one image, for the predicted class (None) or the given class index."""
+    def gradcam(
+        self, image: bytes, target_class_index: int | None = None, *, with_heatmap: bool = False
+    ) -> GradcamResult:
+        """Grad-CAM for one image, for the predicted class (None) or the given class index.
+
+        The heatmap is fetched (`gradcam` signature) only `with_heatmap`; otherwise the answer
+        comes from `gradcam_overlay`, or from `gradcam` on versions exported without it.
+        """
+        if with_heatmap:
+            return self._gradcam_call(GRADCAM_SIGNATURE, image, target_class_index, True)
+        if self._overlay_support.overlay_expected():
+            try:
+                return self._gradcam_call(
+                    GRADCAM_OVERLAY_SIGNATURE, image, target_class_index, False
+                )
+            except _OverlaySignatureMissing:
+                result = self._gradcam_call(GRADCAM_SIGNATURE, image, target_class_index, False)
+                version = result.prediction.model.version
+                self._overlay_support.remember_lacking(version)
+                logger.info(
+                    "model version %d has no %s signature (exported before it): calling %s for it",
+                    version,
+                    GRADCAM_OVERLAY_SIGNATURE,
+                    GRADCAM_SIGNATURE,
+                )
+                return result
+        return self._gradcam_call(GRADCAM_SIGNATURE, image, target_class_index, False)
+
+    def overlay_lacking_versions(self) -> list[int]:
+        """Model versions remembered as lacking `gradcam_overlay` (oldest first)."""
+        return self._overlay_support.lacking_versions()
+
+    def _gradcam_call(
+        self, signature: str, image: bytes, target_class_index: int | None, with_heatmap: bool
+    ) -> GradcamResult:
         payload = {
-            "signature_name": "gradcam",
+            "signature_name": signature,
             "instances": [
                 {
                     "image_bytes": {"b64": base64.b64encode(image).decode("ascii")},
@@ -137,9 +265,11 @@ class ServingClient:
         }
         (row,) = self._rows(self._call(payload), 1)
         try:
-            return _gradcam(row, target_class_index)
+            result = _gradcam(row, target_class_index, with_heatmap=with_heatmap)
         except (_MalformedAnswer, KeyError, TypeError, ValueError) as exc:
             raise self._malformed(exc) from None
+        self._overlay_support.note_answer(result.prediction.model.version)
+        return result
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -188,6 +318,12 @@ class ServingClient:
                     raise self._malformed(exc) from None
             if status == 503 and self._may_retry(attempt, deadline):
                 continue
+            if (
+                status == 400
+                and payload.get("signature_name") == GRADCAM_OVERLAY_SIGNATURE
+                and _names_missing_overlay_signature(response.data)
+            ):
+                raise _OverlaySignatureMissing()
             raise self._error_for(status, response.data)
 
     def _may_retry(self, attempt: int, deadline: float) -> bool:
@@ -253,6 +389,12 @@ def _error_text(data: bytes) -> str:
     return str(message)[:200]
 
 
+def _names_missing_overlay_signature(data: bytes) -> bool:
+    # TF Serving: `Serving signature name: "gradcam_overlay" not found in signature def`.
+    text = _error_text(data)
+    return f'"{GRADCAM_OVERLAY_SIGNATURE}"' in text and "not found" in text
+
+
 def _integer(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _MalformedAnswer(f"{what} is not an integer")
@@ -304,7 +446,28 @@ def _prediction(row: dict[str, Any]) -> Prediction:
     return Prediction(class_names, tuple(probabilities), class_index, identity)
 
 
-def _gradcam(row: dict[str, Any], requested_index: int | None) -> GradcamResult:
+def _png_square_side(png: bytes) -> int:
+    if not png.startswith(_PNG_MAGIC) or png[8:16] != _PNG_IHDR or len(png) < 24:
+        raise _MalformedAnswer("overlay_png_bytes is not a PNG")
+    width, height = struct.unpack(">II", png[16:24])
+    if width != height or width < 1:
+        raise _MalformedAnswer("overlay_png_bytes is not a square image")
+    return int(width)
+
+
+def _heatmap(value: Any) -> npt.NDArray[np.float32]:
+    heatmap = np.asarray(value, dtype=np.float32)
+    if heatmap.ndim != 2 or heatmap.shape[0] != heatmap.shape[1] or heatmap.shape[0] < 1:
+        raise _MalformedAnswer("heatmap is not a square map")
+    if not np.all(np.isfinite(heatmap)) or heatmap.min() < 0 - 1e-4 or heatmap.max() > 1 + 1e-4:
+        raise _MalformedAnswer("heatmap values are outside [0, 1]")
+    return np.clip(heatmap, 0.0, 1.0)
+
+
+def _gradcam(
+    row: dict[str, Any], requested_index: int | None, *, with_heatmap: bool
+) -> GradcamResult:
+    """Read a `gradcam` or `gradcam_overlay` row; the heatmap is read only `with_heatmap`."""
     prediction = _prediction(row)
     target = _integer(row["target_class_index"], "target_class_index")
     if not 0 <= target < len(prediction.class_names):
@@ -318,11 +481,6 @@ def _gradcam(row: dict[str, Any], requested_index: int | None) -> GradcamResult:
         png = base64.b64decode(_string(overlay["b64"], "overlay"), validate=True)
     except binascii.Error:
         raise _MalformedAnswer("overlay_png_bytes is not base64") from None
-    if not png.startswith(_PNG_MAGIC):
-        raise _MalformedAnswer("overlay_png_bytes is not a PNG")
-    heatmap = np.asarray(row["heatmap"], dtype=np.float32)
-    if heatmap.ndim != 2 or heatmap.shape[0] != heatmap.shape[1] or heatmap.shape[0] < 1:
-        raise _MalformedAnswer("heatmap is not a square map")
-    if not np.all(np.isfinite(heatmap)) or heatmap.min() < 0 - 1e-4 or heatmap.max() > 1 + 1e-4:
-        raise _MalformedAnswer("heatmap values are outside [0, 1]")
-    return GradcamResult(prediction, target, png, np.clip(heatmap, 0.0, 1.0))
+    side = _png_square_side(png)
+    heatmap = _heatmap(row["heatmap"]) if with_heatmap else None
+    return GradcamResult(prediction, target, png, side, heatmap)

@@ -4,11 +4,13 @@ It checks each request the way TF Serving would (path, signature, row format, `{
 answers per docs/CONTRACTS.md, and records what it received. Behaviours: `ok()`, `status(code)`,
 `hang(seconds)`, `garbage()`, `wrong_shape()`, `non_finite()`, `drop(times)` (close the
 connection without answering), each optionally for the next `times` requests only; `version`
-can be changed at any time (a model version swap).
+can be changed at any time (a model version swap). The versions in `versions_without_overlay`
+were "exported before `gradcam_overlay` existed": asked for it, they answer TF Serving's 400.
 
 Run as a process (`python -m tests.functions.fake_serving --port N`), it is told what to do over
 HTTP: `POST /_control` with `{"action": "hang", "seconds": 5, "times": 1}` (any method above, or
-`{"action": "set", "version": 4}`), and `GET /_control` reports what it has seen.
+`{"action": "set", "version": 4}`, also `versions_without_overlay`), and `GET /_control`
+reports what it has seen.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ CLASS_NAMES = ["normal", "covid", "no-covid"]
 _PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:predict$")
 
 
-def overlay_png(size: int = 8) -> bytes:
+# The fake's overlay is larger than its heatmap, as a real model's display overlay is.
+OVERLAY_SIZE = 16
+HEATMAP_SIZE = 8
+_GRADCAM_SIGNATURES = ("gradcam", "gradcam_overlay")
+
+
+def overlay_png(size: int = OVERLAY_SIZE) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -44,6 +52,7 @@ class ReceivedRequest:
     images: list[bytes]
     target_classes: list[int]
     version_answered: int = 0
+    refused: bool = False  # answered 400: the version lacks the signature
 
 
 @dataclass
@@ -62,7 +71,9 @@ class FakeTFServing:
     run_id: str = "20261127T101500Z-ab12cd"
     predicted_index: int = 1
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
-    heatmap_size: int = 8
+    heatmap_size: int = HEATMAP_SIZE
+    overlay_size: int = OVERLAY_SIZE
+    versions_without_overlay: set[int] = field(default_factory=set)
     requests: list[ReceivedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -190,6 +201,8 @@ class FakeTFServing:
             for name in ("version", "predicted_index", "run_id"):
                 if name in command:
                     setattr(self, name, command[name])
+            if "versions_without_overlay" in command:
+                self.versions_without_overlay = set(command["versions_without_overlay"])
         elif action == "reset":
             self.ok()
             with self._lock:
@@ -206,9 +219,11 @@ class FakeTFServing:
         with self._lock:
             report = {
                 "attempts": self.attempts,
-                "answered": len(self.requests),
+                "answered": sum(not request.refused for request in self.requests),
                 "version": self.version,
-                "versions_answered": [request.version_answered for request in self.requests],
+                "versions_answered": [
+                    request.version_answered for request in self.requests if not request.refused
+                ],
             }
         self._send(handler, 200, json.dumps(report).encode())
 
@@ -254,7 +269,19 @@ class FakeTFServing:
         with self._lock:
             # One version per answer, read once: a swap never splits a batch.
             received.version_answered = self.version
+            received.refused = (
+                received.signature == "gradcam_overlay"
+                and self.version in self.versions_without_overlay
+            )
             self.requests.append(received)
+        if received.refused:
+            # TF Serving checks the signature before the inputs (reference/tfserving.md).
+            self._error(
+                handler,
+                400,
+                f'Serving signature name: "{received.signature}" not found in signature def',
+            )
+            return
         rows = [self._row(received, index, behaviour.kind) for index in range(len(received.images))]
         self._send(handler, 200, json.dumps({"predictions": rows}).encode())
 
@@ -270,7 +297,7 @@ class FakeTFServing:
                 if set(instance) != {"b64"}:
                     raise ValueError("expecting {'b64': ...}")
                 images.append(base64.b64decode(instance["b64"], validate=True))
-            elif signature == "gradcam":
+            elif signature in _GRADCAM_SIGNATURES:
                 if set(instance) != {"image_bytes", "target_class"}:
                     raise ValueError("keys must be equal to: image_bytes,target_class")
                 images.append(base64.b64decode(instance["image_bytes"]["b64"], validate=True))
@@ -279,7 +306,9 @@ class FakeTFServing:
                     raise ValueError("target_class is not an int")
                 targets.append(target)
             else:
-                raise ValueError(f'Serving signature name: "{signature}" not found')
+                raise ValueError(
+                    f'Serving signature name: "{signature}" not found in signature def'
+                )
         return ReceivedRequest(
             path=path,
             model=match.group(1),
@@ -304,11 +333,13 @@ class FakeTFServing:
             "model_version": received.version_answered,
             "model_run_id": self.run_id,
         }
-        if received.signature == "gradcam":
+        if received.signature in _GRADCAM_SIGNATURES:
             target = received.target_classes[index]
-            size = self.heatmap_size
-            row["heatmap"] = [[(x + y) / (2 * size) for x in range(size)] for y in range(size)]
-            row["overlay_png_bytes"] = {"b64": base64.b64encode(overlay_png(size)).decode()}
+            if received.signature == "gradcam":
+                size = self.heatmap_size
+                row["heatmap"] = [[(x + y) / (2 * size) for x in range(size)] for y in range(size)]
+            overlay = overlay_png(self.overlay_size)
+            row["overlay_png_bytes"] = {"b64": base64.b64encode(overlay).decode()}
             row["target_class_index"] = predicted if target == -1 else target
         if kind == "wrong_shape":
             row["probabilities"] = probabilities[:-1]

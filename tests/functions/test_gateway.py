@@ -149,7 +149,7 @@ def test_gateway_gradcam_routes(gateway: Gateway, path: str) -> None:
     )
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "image/png"
-    assert response.content == overlay_png(8)
+    assert response.content == overlay_png()
 
 
 @pytest.mark.parametrize("path", ["/history", "/history/", "/user/results"])

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from PIL import Image
 
 from functions.errors import ApiError
-from functions.serving_client import ServingClient
+from functions.serving_client import ServingClient, _OverlaySupport
 from functions.settings import ServingSettings
 from tests.conftest import free_port
-from tests.functions.fake_serving import CLASS_NAMES, FakeTFServing, overlay_png
+from tests.functions.fake_serving import (
+    CLASS_NAMES,
+    HEATMAP_SIZE,
+    OVERLAY_SIZE,
+    FakeTFServing,
+    overlay_png,
+)
 from tests.functions.sample_images import png_bytes
 
 
@@ -20,6 +30,12 @@ def _client(url: str, **changes: object) -> ServingClient:
     )
     settings = ServingSettings(**{**settings.__dict__, **changes})  # type: ignore[arg-type]
     return ServingClient(settings, sleep=lambda _: None)
+
+
+def _non_square_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _failure(call) -> tuple[int, str, dict[str, str]]:  # type: ignore[no-untyped-def]
@@ -66,17 +82,160 @@ def test_client_model_label_or_version_selects_the_path(
     assert fake_serving.requests[0].path == path
 
 
-def test_client_gradcam_reads_overlay_heatmap_and_target(fake_serving: FakeTFServing) -> None:
+def test_client_gradcam_asks_for_the_overlay_signature_without_heatmap(
+    fake_serving: FakeTFServing,
+) -> None:
     client = _client(fake_serving.url)
     predicted = client.gradcam(png_bytes(), None)
     chosen = client.gradcam(png_bytes(), 2)
+    assert [r.signature for r in fake_serving.requests] == ["gradcam_overlay"] * 2
     assert [r.target_classes for r in fake_serving.requests] == [[-1], [2]]
-    assert fake_serving.requests[0].signature == "gradcam"
     assert predicted.target_class == "covid"
     assert chosen.target_class == "no-covid"
-    assert chosen.overlay_png == overlay_png(8)
-    assert chosen.heatmap.shape == (8, 8)
-    assert 0.0 <= float(chosen.heatmap.min()) <= float(chosen.heatmap.max()) <= 1.0
+    assert chosen.overlay_png == overlay_png()
+    assert chosen.overlay_size == OVERLAY_SIZE
+    assert chosen.heatmap is None
+
+
+def test_client_gradcam_with_heatmap_asks_for_gradcam_and_reads_the_heatmap(
+    fake_serving: FakeTFServing,
+) -> None:
+    result = _client(fake_serving.url).gradcam(png_bytes(), 2, with_heatmap=True)
+    assert [r.signature for r in fake_serving.requests] == ["gradcam"]
+    assert result.target_class == "no-covid"
+    assert result.overlay_size == OVERLAY_SIZE
+    assert result.heatmap is not None
+    assert result.heatmap.shape == (HEATMAP_SIZE, HEATMAP_SIZE)
+    assert 0.0 <= float(result.heatmap.min()) <= float(result.heatmap.max()) <= 1.0
+
+
+def _signatures(fake: FakeTFServing) -> list[str]:
+    """What the fake was asked for, refused calls marked."""
+    return [r.signature + (" (refused)" if r.refused else "") for r in fake.requests]
+
+
+def test_client_gradcam_on_a_version_without_the_overlay_signature_falls_back_to_gradcam(
+    fake_serving: FakeTFServing,
+) -> None:
+    fake_serving.versions_without_overlay = {3}
+    result = _client(fake_serving.url).gradcam(png_bytes(), 2)
+    assert _signatures(fake_serving) == ["gradcam_overlay (refused)", "gradcam"]
+    assert result.target_class == "no-covid"
+    assert result.overlay_png == overlay_png()
+    assert result.heatmap is None  # not asked for: the same answer as from gradcam_overlay
+
+
+def test_client_gradcam_fallback_is_remembered_per_version(fake_serving: FakeTFServing) -> None:
+    fake_serving.versions_without_overlay = {3}
+    client = _client(fake_serving.url)
+    for _ in range(3):
+        client.gradcam(png_bytes())
+    assert _signatures(fake_serving) == [
+        "gradcam_overlay (refused)",
+        "gradcam",
+        "gradcam",
+        "gradcam",
+    ]
+    assert client.overlay_lacking_versions() == [3]
+
+    # Version 4 (exported with the signature) replaces it: one more gradcam call learns the
+    # new version from its answer, then the overlay signature is used again.
+    fake_serving.requests.clear()
+    fake_serving.version = 4
+    client.gradcam(png_bytes())
+    client.gradcam(png_bytes())
+    assert _signatures(fake_serving) == ["gradcam", "gradcam_overlay"]
+
+    # A rollback to version 3: predictions name it, so Grad-CAM goes straight to gradcam.
+    fake_serving.requests.clear()
+    fake_serving.version = 3
+    client.predict([png_bytes()])
+    client.gradcam(png_bytes())
+    assert _signatures(fake_serving) == ["serving_default", "gradcam"]
+
+
+def test_client_gradcam_fallback_memory_expires_and_asks_again(
+    fake_serving: FakeTFServing,
+) -> None:
+    # A version wrongly remembered (a swap between the refusal and the fallback) is not
+    # stuck on the slower signature forever.
+    now = [1000.0]
+    settings = ServingSettings(url=fake_serving.url, read_timeout=1.0, deadline=3.0)
+    client = ServingClient(settings, clock=lambda: now[0], sleep=lambda _: None)
+    fake_serving.versions_without_overlay = {3}
+    client.gradcam(png_bytes())
+    now[0] += 599.0
+    client.gradcam(png_bytes())
+    now[0] += 2.0
+    client.gradcam(png_bytes())
+    assert _signatures(fake_serving) == [
+        "gradcam_overlay (refused)",
+        "gradcam",
+        "gradcam",
+        "gradcam_overlay (refused)",
+        "gradcam",
+    ]
+
+
+def test_client_gradcam_fallback_from_many_threads_remembers_the_version_once(
+    fake_serving: FakeTFServing,
+) -> None:
+    fake_serving.versions_without_overlay = {3}
+    client = _client(fake_serving.url)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: client.gradcam(png_bytes()), range(32)))
+    assert all(result.overlay_png == overlay_png() for result in results)
+    assert client.overlay_lacking_versions() == [3]
+    answered = [r for r in fake_serving.requests if not r.refused]
+    assert len(answered) == 32
+    refused = len(fake_serving.requests) - len(answered)
+    assert 1 <= refused <= 8  # only calls already in flight before the first fallback
+
+
+def test_overlay_support_memory_is_bounded_oldest_first() -> None:
+    support = _OverlaySupport(lambda: 0.0, max_versions=3)
+    for version in range(1, 6):
+        support.remember_lacking(version)
+    assert support.lacking_versions() == [3, 4, 5]
+    support.note_answer(2)
+    assert support.overlay_expected()  # forgotten: asked again
+    support.note_answer(5)
+    assert not support.overlay_expected()
+
+
+def test_client_gradcam_other_400_on_the_overlay_signature_is_502_without_fallback(
+    fake_serving: FakeTFServing,
+) -> None:
+    fake_serving.status(400, json.dumps({"error": "INVALID_ARGUMENT: target_class"}).encode())
+    status, code, _ = _failure(lambda: _client(fake_serving.url).gradcam(png_bytes()))
+    assert (status, code) == (502, "model_error")
+    assert fake_serving.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [b"not a png", overlay_png()[:20], _non_square_png()],
+    ids=["not-png", "truncated", "not-square"],
+)
+def test_client_gradcam_overlay_off_contract_is_502(
+    fake_serving: FakeTFServing, overlay: bytes
+) -> None:
+    row = {
+        "probabilities": [0.1, 0.8, 0.1],
+        "class_index": 1,
+        "class_name": "covid",
+        "class_names": CLASS_NAMES,
+        "model_name": "cnn_vit",
+        "model_version": 3,
+        "model_run_id": "r",
+        "target_class_index": 1,
+        "overlay_png_bytes": {"b64": base64.b64encode(overlay).decode()},
+    }
+    fake_serving.raw(json.dumps({"predictions": [row]}).encode())
+    assert _failure(lambda: _client(fake_serving.url).gradcam(png_bytes()))[:2] == (
+        502,
+        "model_bad_response",
+    )
 
 
 def test_client_retries_dropped_connections_then_succeeds(fake_serving: FakeTFServing) -> None:
