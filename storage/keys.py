@@ -89,7 +89,7 @@ _US_PER_DAY = 86_400_000_000
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
         raise ValueError(f"invalid {what}: {value!r}")
     return value
 
@@ -220,7 +220,7 @@ def new_inference_id(moment: datetime, token: str | None = None) -> str:
 
 def inference_id_time(inference_id: str) -> datetime:
     """The time encoded in an inference id; ValueError if it is not one."""
-    match = _ID_RE.match(inference_id) if isinstance(inference_id, str) else None
+    match = _ID_RE.fullmatch(inference_id) if isinstance(inference_id, str) else None
     if not match:
         raise ValueError("not an inference id")
     return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)

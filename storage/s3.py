@@ -273,20 +273,33 @@ class S3Store(Store):
         return self.head(key)
 
     def download_file(self, key: str, path: Any) -> ObjectInfo:
+        """Stream one GET into a temporary file beside `path`, then rename it into place."""
+        import contextlib
         from pathlib import Path
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
         try:
-            info = self.head(key)
-            self.client.download_file(self._bucket, self._key(key), str(partial))
-        except StorageError:
-            raise
+            response = self.client.get_object(Bucket=self._bucket, Key=self._key(key))
+            with open(partial, "wb") as handle:
+                for chunk in response["Body"].iter_chunks(chunk_size=1 << 20):
+                    handle.write(chunk)
         except Exception as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            if isinstance(exc, StorageError):
+                raise
+            if isinstance(exc, OSError):
+                raise StorageError(f"download {key}: {exc.strerror}") from exc
             raise self._translate(exc, key, "download") from exc
         partial.replace(path)
-        return info
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=response["ETag"],
+            last_modified=response.get("LastModified"),
+        )
 
     # -- bucket management (the CLI) -----------------------------------------------------------
 

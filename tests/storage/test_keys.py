@@ -25,7 +25,9 @@ def test_keys_model_version_must_be_a_positive_integer(version: object) -> None:
         keys.model_version_prefix("m", version)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["", "..", "a/b", "a b", "../x", ".hidden", "x" * 200, "é"])
+@pytest.mark.parametrize(
+    "name", ["", "..", "a/b", "a b", "../x", ".hidden", "x" * 200, "é", "2\n", "u\n\n"]
+)
 def test_keys_names_that_could_escape_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="invalid"):
         keys.model_prefix(name)
@@ -56,7 +58,15 @@ def test_keys_inference_id_converts_to_utc() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "x", "20261127T085654123456Z", "20261327T085654123456Z" + "0" * 32, "../../etc"]
+    "bad",
+    [
+        "",
+        "x",
+        "20261127T085654123456Z",
+        "20261327T085654123456Z" + "0" * 32,
+        "../../etc",
+        "20261127T085654123456Z" + "0" * 32 + "\n",
+    ],
 )
 def test_keys_bad_inference_ids_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match=r"inference id|month|does not match"):

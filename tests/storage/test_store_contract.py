@@ -217,3 +217,11 @@ def test_store_time_window_lists_only_records_in_window_newest_first(store: Stor
     )
     assert listed == expected
     assert all("bob" not in key for key in listed)
+
+
+def test_store_download_of_missing_object_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "missing.bin"
+    with pytest.raises(ObjectNotFound):
+        store.download_file("no/such/object", target)
+    assert not target.exists()
+    assert not list(target.parent.glob(".*partial")) if target.parent.exists() else True
