@@ -198,19 +198,8 @@ def _progress_line(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _train_first_model(options: StackOptions, env: Mapping[str, str]) -> None:
-    _say("no stable model yet: training the `small` preset on the synthetic database")
-    command = python_module(
-        "training_job", "--preset", "small", "--epochs", str(options.train_epochs)
-    )
-    job = subprocess.Popen(
-        command,
-        cwd=options.root,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _follow_training(job: subprocess.Popen[str]) -> None:
+    """Print the training job's progress as it comes (its JSON events as readable lines)."""
     assert job.stdout is not None
     for line in job.stdout:
         line = line.rstrip()
@@ -227,6 +216,32 @@ def _train_first_model(options: StackOptions, env: Mapping[str, str]) -> None:
             text = _progress_line(event)
             if text:
                 _say(f"  {text}")
+
+
+def _train_first_model(options: StackOptions, env: Mapping[str, str]) -> None:
+    _say("no stable model yet: training the `small` preset on the synthetic database")
+    command = python_module(
+        "training_job", "--preset", "small", "--epochs", str(options.train_epochs)
+    )
+    job = subprocess.Popen(
+        command,
+        cwd=options.root,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _follow_training(job)
+    except BaseException:
+        # Ctrl-C or an error here must not leave a training run behind that could still publish.
+        job.terminate()
+        try:
+            job.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait()
+        raise
     if job.wait() != 0:
         raise StackError("the first training run failed (see its output above)")
 
