@@ -11,13 +11,17 @@ stratified. No TensorFlow: this runs before the job decides whether there is any
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from storage import ObjectInfo, Store
+from storage import InvalidKey, ObjectInfo, Store
+from storage.base import validate_key
 from training_job.config import CLASS_NAMES, UnknownClassError, canonical_class
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -158,6 +162,14 @@ def index_images(objects: Iterable[ObjectInfo]) -> tuple[list[ImageRecord], int]
     records: list[ImageRecord] = []
     ignored = 0
     for info in objects:
+        try:
+            validate_key(info.key)
+        except InvalidKey:
+            # S3 accepts keys like `a//b.png` or `../x.png` (an `aws s3 cp` into "prefix/");
+            # they cannot be read through the store, so they are ignored, not fatal.
+            logger.warning("ignoring a database object whose key is not usable: %r", info.key)
+            ignored += 1
+            continue
         parsed = parse_image_key(info.key)
         if parsed is None:
             ignored += 1

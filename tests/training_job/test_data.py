@@ -219,3 +219,17 @@ def test_index_images_object_infos_keep_their_version_tags() -> None:
         ("b/Train/Normal/images/a.png", '"abc"', 10)
     ]
     assert ignored == 1
+
+
+def test_index_images_unusable_keys_are_ignored_not_fatal() -> None:
+    from storage import ObjectInfo
+    from training_job.data import index_images
+
+    objects = [
+        ObjectInfo(key="b1/train/Normal/a.png", size=1, etag="e1"),
+        ObjectInfo(key="b1//train/Normal/b.png", size=1, etag="e2"),
+        ObjectInfo(key="b1/../../etc/train/Normal/c.png", size=1, etag="e3"),
+    ]
+    records, ignored = index_images(objects)
+    assert [record.key for record in records] == ["b1/train/Normal/a.png"]
+    assert ignored == 2
