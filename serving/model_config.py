@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.textproto import TextProtoError, parse_text_proto
+from serving.textproto import TextProtoError, _tokenize, parse_text_proto
 
 __all__ = [
     "ModelConfigEntry",
+    "config_file_lock",
+    "foreign_config_blocks",
     "read_model_config",
     "render_model_config",
     "write_file_atomically",
@@ -42,12 +44,59 @@ def _quote(text: str) -> str:
     return f'"{escaped}"'
 
 
-def render_model_config(entries: Iterable[ModelConfigEntry]) -> str:
-    """The text of a ModelServerConfig holding a model_config_list of `entries`."""
+def foreign_config_blocks(text: str, own_name: str) -> list[str]:
+    """The raw `config { ... }` blocks of other models in a models.config text, verbatim.
+
+    A shared models.config may hold models the sync does not manage (another sync's, or ones
+    an operator wrote by hand, with any version policy): they are carried over untouched.
+    Raises ValueError when the text is not a model_config_list.
+    """
+    try:
+        tokens = _tokenize(text)
+    except TextProtoError as exc:
+        raise ValueError(str(exc)) from exc
+    blocks: list[str] = []
+    depth, index = 0, 0
+    while index < len(tokens):
+        kind, word, position = tokens[index]
+        following = [next_token for _, next_token, _ in tokens[index + 1 : index + 3]]
+        opens = following[:1] in (["{"], ["<"]) or following == [":", "{"]
+        if depth == 1 and kind == "ident" and word == "config" and opens:
+            start, level, cursor = position, 0, index + 1
+            while cursor < len(tokens):
+                if tokens[cursor][1] in ("{", "<"):
+                    level += 1
+                elif tokens[cursor][1] in ("}", ">"):
+                    level -= 1
+                    if level == 0:
+                        break
+                cursor += 1
+            if cursor >= len(tokens):
+                raise ValueError("unbalanced braces in models.config")
+            raw = text[start : tokens[cursor][2] + 1]
+            config = parse_text_proto(raw).message("config")
+            if config is None or config.string("name") != own_name:
+                blocks.append(raw)
+            index = cursor + 1
+            continue
+        if word in ("{", "<"):
+            depth += 1
+        elif word in ("}", ">"):
+            depth -= 1
+        index += 1
+    return blocks
+
+
+def render_model_config(
+    entries: Iterable[ModelConfigEntry], foreign_blocks: Iterable[str] = ()
+) -> str:
+    """The text of a ModelServerConfig holding a model_config_list of `entries` (after any
+    other models' `config` blocks, kept verbatim)."""
     lines = [
         "# Written by serving.sync from the model registry; replaced atomically on every change.",
         "model_config_list {",
     ]
+    lines += [f"  {block}" for block in foreign_blocks]
     for entry in entries:
         lines += [
             "  config {",
@@ -131,8 +180,25 @@ def write_file_atomically(path: Path, text: str) -> None:
         raise
 
 
-def write_model_config(path: Path, entries: Iterable[ModelConfigEntry]) -> str:
+def write_model_config(
+    path: Path, entries: Iterable[ModelConfigEntry], foreign_blocks: Iterable[str] = ()
+) -> str:
     """Render and atomically replace `path`; returns the text written."""
-    text = render_model_config(entries)
+    text = render_model_config(entries, foreign_blocks)
     write_file_atomically(path, text)
     return text
+
+
+@contextlib.contextmanager
+def config_file_lock(path: Path) -> Iterator[None]:
+    """Exclusive between processes: two syncs sharing one models.config must not interleave
+    their read-modify-write of it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -17,7 +17,6 @@ label moves; one cycle after that, the old version leaves the config. Its folder
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +38,8 @@ from urllib.parse import quote
 from serving.logs import configure_json_logging, log_event
 from serving.model_config import (
     ModelConfigEntry,
+    config_file_lock,
+    foreign_config_blocks,
     read_model_config,
     render_model_config,
     write_file_atomically,
@@ -165,6 +166,23 @@ class RestAvailabilityProbe:
         )
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (new files, a rename) durable, so a crash cannot leave a version
+    folder whose files are missing or short."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 @dataclass
 class CycleReport:
     """What one cycle saw and did."""
@@ -244,7 +262,17 @@ class ModelSync:
 
         for version in sorted(registry.served_versions):
             if self._version_dir(version).is_dir():
-                continue
+                if self._intact(version):
+                    continue
+                # Damaged since it was installed (a crash on a persistent volume, a hand edit):
+                # set it aside (removed with the partial folders) and install it again.
+                log_event(
+                    logger, "version_damaged", logging.WARNING, model=self._name, version=version
+                )
+                os.rename(
+                    self._version_dir(version),
+                    self._model_dir / f"{_PARTIAL_PREFIX}{version}-damaged-{secrets.token_hex(4)}",
+                )
             try:
                 if self._install(version):
                     report.installed.append(version)
@@ -361,11 +389,12 @@ class ModelSync:
                     raise _VersionMismatch(f"{entry.path}: sha256 differs from the manifest")
                 target = partial / entry.path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") as handle:
-                    handle.write(data)
+                _write_durably(target, data)
             # Keep the manifest beside the files: it records what this folder was checked against.
-            (partial / "manifest.json").write_bytes(manifest_bytes)
+            _write_durably(partial / "manifest.json", manifest_bytes)
+            _fsync_folder(partial)
             os.rename(partial, self._version_dir(version))
+            _fsync_folder(self._model_dir)
         finally:
             if partial.exists():
                 shutil.rmtree(partial, ignore_errors=True)
@@ -379,6 +408,19 @@ class ModelSync:
             seconds=round(time.monotonic() - started, 3),
         )
         return True
+
+    def _intact(self, version: int) -> bool:
+        """An installed folder still holds every file of its manifest, at the recorded size."""
+        folder = self._version_dir(version)
+        try:
+            manifest = parse_manifest(
+                json.loads((folder / "manifest.json").read_bytes()), self._name, version
+            )
+            return all(
+                (folder / entry.path).stat().st_size == entry.size for entry in manifest.files
+            )
+        except (OSError, ValueError):
+            return False
 
     def _remove_partial_folders(self) -> None:
         """Folders left by an interrupted download: never complete, never served."""
@@ -415,17 +457,22 @@ class ModelSync:
             labels=labels,
         )
         path = self._settings.model_config_file
-        # Other models in a shared config file are kept as they are.
-        others = [
-            other
-            for other in (_safe_read(path) or [])
-            if other.name != self._name and other.versions
-        ]
-        text = render_model_config([*others, entry])
-        with contextlib.suppress(FileNotFoundError):
-            if path.read_text(encoding="utf-8") == text:
+        with config_file_lock(path):
+            # Other models in a shared config file are carried over verbatim, whatever their
+            # version policy; a file that cannot be read is replaced by this model alone.
+            try:
+                current = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                current = ""
+            try:
+                others = foreign_config_blocks(current, self._name) if current else []
+            except ValueError as exc:
+                log_event(logger, "config_unreadable", logging.WARNING, reason=str(exc))
+                others = []
+            text = render_model_config([entry], others)
+            if text == current:
                 return False
-        write_model_config(path, [*others, entry])
+            write_model_config(path, [entry], others)
         log_event(
             logger,
             "config_written",
@@ -473,16 +520,6 @@ class ModelSync:
                 json.dumps({"retired": {str(v): t for v, t in sorted(retired.items())}}),
             )
         return removed
-
-
-def _safe_read(path: Path) -> list[ModelConfigEntry] | None:
-    try:
-        return read_model_config(path)
-    except ValueError:
-        return None
-
-
-# -- modes -----------------------------------------------------------------------------------------
 
 
 def run_once(sync: ModelSync, *, attempts: int = _ONCE_ATTEMPTS, backoff: float = 0.5) -> int:

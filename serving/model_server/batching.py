@@ -20,7 +20,7 @@ import numpy as np
 
 from serving.model_server.errors import Code, ServingError
 
-__all__ = ["BatchScheduler", "BatchingParameters"]
+__all__ = ["BatchScheduler", "BatchingParameters", "SchedulerClosed"]
 
 Tensors = dict[str, np.ndarray]
 
@@ -53,6 +53,14 @@ class BatchingParameters:
                     "The last entry in allowed_batch_sizes must match max_batch_size; last "
                     f"entry was {sizes[-1]}; expected {self.max_batch_size}"
                 )
+
+
+class SchedulerClosed(ServingError):
+    """The version this scheduler belonged to was unloaded; its caller runs the request itself
+    (a request keeps the version it resolved, batched or not)."""
+
+    def __init__(self) -> None:
+        super().__init__(Code.UNAVAILABLE, "The batch scheduler is shutting down")
 
 
 @dataclass(eq=False)
@@ -118,7 +126,7 @@ class BatchScheduler:
         task = _Task(inputs=inputs, size=size, enqueued_at=time.monotonic())
         with self._condition:
             if self._closed:
-                raise ServingError.unavailable("The batch scheduler is shutting down")
+                raise SchedulerClosed()
             batches = -(-(self._queued_size + size) // maximum)
             if batches > self._parameters.max_enqueued_batches:
                 raise ServingError.unavailable(

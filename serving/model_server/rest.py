@@ -40,7 +40,6 @@ from serving.model_server.manager import ModelManager
 from serving.model_server.metrics import Metrics
 from serving.model_server.servable import (
     DEFAULT_SIGNATURE,
-    LoadedVersion,
     classify,
     regress,
 )
@@ -226,8 +225,6 @@ class RestApi:
         self._monitoring_path = monitoring_path
         self._enable_cors = enable_cors
         # Metadata is computed once per loaded version (a reloaded version is a new object).
-        self._metadata_cache: dict[tuple[str, int], tuple[LoadedVersion, str]] = {}
-        self._metadata_lock = threading.Lock()
 
     def handle(self, method: str, target: str, body: bytes, origin: str | None = None) -> Response:
         path = target.split("?", 1)[0]
@@ -320,10 +317,10 @@ class RestApi:
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> str:
         loaded = self._manager.resolve(name, version, label)
-        key = (name, loaded.version)
-        with self._metadata_lock:
-            owner, cached = self._metadata_cache.get(key, (None, ""))
-        if owner is not loaded:
+        # Cached on the version itself: it goes when the version is unloaded (a cache keyed
+        # here would keep every unloaded version's variables alive).
+        cached = loaded.metadata_json
+        if cached is None:
             signature_def = json_format.MessageToDict(
                 loaded.signature_def_map,
                 preserving_proto_field_name=True,
@@ -338,8 +335,7 @@ class RestApi:
                 "metadata": {"signature_def": signature_def},
             }
             cached = json.dumps(document, indent=1, ensure_ascii=False)
-            with self._metadata_lock:
-                self._metadata_cache[key] = (loaded, cached)
+            loaded.metadata_json = cached  # two racing requests compute the same text
         return cached
 
     def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:

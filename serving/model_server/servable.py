@@ -24,6 +24,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from serving.logs import log_event
+from serving.model_server.batching import SchedulerClosed
 from serving.model_server.dtypes import DataType, numpy_dtype
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.tensors import tensor_proto_to_ndarray
@@ -101,6 +102,8 @@ class LoadedVersion:
         self._keep_alive = keep_alive  # the restored object owns the variables
         self._runners: dict[str, Runner] = {}
         self._close_hooks: list[Callable[[], None]] = []
+        # The REST metadata answer, computed on first request.
+        self.metadata_json: str | None = None
 
     def set_runner(self, key: str, runner: Runner, close: Callable[[], None]) -> None:
         """Route a signature through `runner` (the batcher) instead of calling it directly."""
@@ -113,10 +116,14 @@ class LoadedVersion:
     def run(self, key: str, inputs: Tensors, timeout: float | None = None) -> Tensors:
         runner = self._runners.get(key)
         if runner is not None:
-            return runner(inputs, timeout)
+            try:
+                return runner(inputs, timeout)
+            except SchedulerClosed:
+                pass  # unloaded since this request resolved it: finish on it, unbatched
         return self.signatures[key].run(inputs)
 
     def close(self) -> None:
+        self._runners.clear()
         for hook in self._close_hooks:
             hook()
         self._close_hooks.clear()

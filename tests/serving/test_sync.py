@@ -511,3 +511,48 @@ def test_sync_cli_once_without_registry_exits_nonzero_with_message(
 
     assert result.returncode == 2
     assert "no registry for model 'cnn_vit'" in result.stderr
+
+
+def test_sync_shared_models_config_keeps_other_models_verbatim(
+    local_store: Store, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    settings.model_config_file.parent.mkdir(parents=True)
+    other_latest = (
+        'config {\n    name: "other"\n    base_path: "/models/other"\n'
+        '    model_platform: "tensorflow"\n'
+        "    model_version_policy { latest { num_versions: 2 } }\n  }"
+    )
+    no_policy = 'config { name: "third" base_path: "/models/third" }'
+    settings.model_config_file.write_text(
+        f"model_config_list {{\n  {other_latest}\n  {no_policy}\n"
+        f'  config {{ name: "{MODEL}" base_path: "/old" }}\n}}\n'
+    )
+    publish_version(local_store, 1)
+    write_registry(local_store, stable=1)
+
+    ModelSync(settings, local_store).run_cycle()
+
+    text = settings.model_config_file.read_text()
+    assert other_latest in text
+    assert no_policy in text
+    assert text.count("config {") == 3
+    assert config_entry(settings)[0] == [1]
+    names = [entry.name for entry in read_model_config(settings.model_config_file) or []]
+    assert names == ["other", "third", MODEL]
+
+
+def test_sync_damaged_installed_version_is_installed_again(store: Store, tmp_path: Path) -> None:
+    files = publish_version(store, 1)
+    write_registry(store, stable=1)
+    settings = make_settings(tmp_path)
+    sync = ModelSync(settings, store)
+    sync.run_cycle()
+    folder = settings.model_base_path / MODEL / "1"
+    damaged = next(path for path in files if (folder / path).stat().st_size > 1)
+    (folder / damaged).write_bytes(b"x")  # a truncated file after a crash
+
+    report = sync.run_cycle()
+
+    assert report.installed == [1]
+    assert (folder / damaged).read_bytes() == files[damaged]
