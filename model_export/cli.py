@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--run-id", default="")
     export.add_argument("--gradcam-layer", default=None)
     export.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32")
+    export.add_argument(
+        "--overlay-size",
+        type=int,
+        default=None,
+        help="Grad-CAM overlay side in pixels (default: the input size, at least 256)",
+    )
     return parser
 
 
@@ -143,10 +149,11 @@ def _export(arguments: argparse.Namespace, model_name: str) -> int:
         run_id=arguments.run_id,
         gradcam_layer=arguments.gradcam_layer,
         compute_dtype=arguments.compute_dtype,
+        overlay_size=arguments.overlay_size,
     )
     print(
         f"exported {result.export_dir} (preset {preset}, Grad-CAM layer {result.gradcam_layer}, "
-        f"compute {result.compute_dtype})"
+        f"compute {result.compute_dtype}, overlay {result.overlay_size} px)"
     )
     return 0
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "PNG_COMPRESSION",
     "WEIGHTINGS",
     "GradcamExplainer",
     "GradcamResult",
@@ -47,6 +48,11 @@ _EPSILON = 1e-8
 # 32 x 32 map, two of a 64 x 64 one). Without it the element-wise map is speckled (max pooling
 # passes the gradient to one cell in four) and the overlay shows dots instead of regions.
 DEFAULT_SMOOTHING = 1 / 32
+
+# zlib level of the overlay PNGs. A 256 px overlay of a synthetic X-ray, measured: level 1
+# 3.3 ms and 105 KB, zlib's default (6) 13.7 ms and 107 KB. The film's grain leaves deflate
+# little to find past level 1, so the default only spends time.
+PNG_COMPRESSION = 1
 
 Weighting = Literal["elementwise", "channel_mean"]
 WEIGHTINGS: tuple[Weighting, ...] = ("elementwise", "channel_mean")
@@ -238,6 +244,10 @@ def blend_overlay(gray: tf.Tensor, heatmap: tf.Tensor, max_opacity: float = 0.6)
     return tf.cast(tf.round(tf.clip_by_value(blended, 0.0, 255.0)), tf.uint8)
 
 
-def encode_png_batch(images: tf.Tensor) -> tf.Tensor:
+def encode_png_batch(images: tf.Tensor, compression: int = PNG_COMPRESSION) -> tf.Tensor:
     """uint8 images [B, H, W, C] -> PNG bytes [B] (string), one tf.io.encode_png each."""
-    return tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string))
+    return tf.map_fn(
+        lambda image: tf.io.encode_png(image, compression=compression),
+        images,
+        fn_output_signature=tf.TensorSpec([], tf.string),
+    )

@@ -31,6 +31,8 @@ def test_cli_export_then_publish_uses_the_exports_run_and_preset(
             "run-cli",
             "--compute-dtype",
             "bfloat16",
+            "--overlay-size",
+            "320",
         ],
         environ,
     )
@@ -43,6 +45,7 @@ def test_cli_export_then_publish_uses_the_exports_run_and_preset(
         "bfloat16",
         "cli_model",
     )
+    assert info["overlay_size"] == 320
     store = LocalStore(tmp_path / "store")
     stamped = store.get_bytes(keys.model_version_prefix("cli_model", 1) + IDENTITY_ASSET_PATH)
     assert ModelIdentity.from_text(stamped.decode()) == ModelIdentity("cli_model", 1, "run-cli")

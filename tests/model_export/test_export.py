@@ -14,14 +14,17 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
 from model_export.artifact import MODEL_INFO_PATH, WARMUP_PATH, read_model_info
-from model_export.export import export_saved_model
+from model_export.export import MAX_OVERLAY_SIZE, default_overlay_size, export_saved_model
+from model_export.gradcam import blend_overlay, upsample_heatmap
 from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from model_export.warmup import read_warmup_records
 from tests.model_export.helpers import GRADCAM_LAYER, MODEL_NAME, RUN_ID, HeldOutFilm, Trained
-from training_job.config import CLASS_NAMES
-from training_job.preprocessing import preprocess_batch
+from training_job.config import CLASS_NAMES, get_preset
+from training_job.model import build_model
+from training_job.preprocessing import equalized_batch, preprocess_batch
 
 SIZE = 64  # the small preset's input size
+OVERLAY_SIZE = 256  # its default overlay size: max(SIZE, 256)
 PREDICTION_OUTPUTS = {
     "probabilities": (types_pb2.DT_FLOAT, [-1, 3]),
     "class_index": (types_pb2.DT_INT32, [-1]),
@@ -123,8 +126,79 @@ def test_gradcam_signature_returns_heatmap_overlay_and_requested_class(
     )
     for png in answer["overlay_png_bytes"].numpy():
         overlay = tf.io.decode_png(png).numpy()
-        assert overlay.shape == (SIZE, SIZE, 3)
+        assert overlay.shape == (OVERLAY_SIZE, OVERLAY_SIZE, 3)
         assert overlay.dtype == np.uint8
+
+
+def test_gradcam_overlay_is_the_display_size_film_with_the_heatmap_upsampled(
+    float32_loaded: Any, test_films: list[HeldOutFilm]
+) -> None:
+    films = _one_per_class(test_films)
+    answer = float32_loaded.signatures["gradcam"](
+        image_bytes=_pngs(films), target_class=tf.constant([-1, 0, 2], tf.int32)
+    )
+
+    # The shared preprocessing at the display size (what the model saw, larger) under the
+    # heatmap upsampled to it. The exported layer's map is S x S on this preset, so upsampling
+    # the S x S heatmap output is upsampling the layer's map.
+    film = equalized_batch(_pngs(films), OVERLAY_SIZE)
+    heat = upsample_heatmap(answer["heatmap"], OVERLAY_SIZE)
+    expected = blend_overlay(film, heat).numpy()
+    overlays = np.stack([tf.io.decode_png(png).numpy() for png in answer["overlay_png_bytes"]])
+    np.testing.assert_array_equal(overlays, expected)
+    # Cold regions show the film itself: the display-size film, not an upscaled 64 px one.
+    cold = heat.numpy() == 0.0
+    assert cold.any()
+    np.testing.assert_array_equal(overlays[..., 0][cold], film.numpy()[cold])
+
+
+def test_export_at_256_px_keeps_the_overlay_at_the_input_size(
+    tmp_path: Path, test_films: list[HeldOutFilm]
+) -> None:
+    # A model whose input is already a display size: the overlay is drawn exactly as before
+    # the option existed, from the model's own input and the S x S heatmap.
+    config = get_preset("small").replace(
+        name="small256", image_size=256, encoder_filters=(8, 8, 8, 8)
+    )
+    result = export_saved_model(
+        build_model(config),
+        config,
+        tmp_path / "m",
+        model_name=MODEL_NAME,
+        warmup_images=[test_films[0].png],
+    )
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    films = _one_per_class(test_films)
+
+    answer = loaded.signatures["gradcam"](
+        image_bytes=_pngs(films), target_class=tf.constant([-1, -1, -1], tf.int32)
+    )
+
+    assert result.overlay_size == read_model_info(tmp_path / "m")["overlay_size"] == 256
+    model_film = tf.cast(tf.round(preprocess_batch(_pngs(films), 256)[..., 0] * 255.0), tf.uint8)
+    expected = blend_overlay(model_film, answer["heatmap"]).numpy()
+    overlays = np.stack([tf.io.decode_png(png).numpy() for png in answer["overlay_png_bytes"]])
+    assert answer["heatmap"].shape == (3, 256, 256)
+    np.testing.assert_array_equal(overlays, expected)
+
+
+def test_default_overlay_size_is_the_input_size_but_at_least_256() -> None:
+    assert [default_overlay_size(size) for size in (64, 255, 256, 384)] == [256, 256, 256, 384]
+
+
+@pytest.mark.parametrize("overlay_size", [0, -1, MAX_OVERLAY_SIZE + 1, True, 256.0])
+def test_export_overlay_size_out_of_range_raises_before_writing(
+    trained: Trained, tmp_path: Path, overlay_size: Any
+) -> None:
+    with pytest.raises(ValueError, match="overlay_size"):
+        export_saved_model(
+            trained.model,
+            trained.config,
+            tmp_path / "out",
+            model_name=MODEL_NAME,
+            overlay_size=overlay_size,
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_gradcam_overlay_signature_answers_as_gradcam_without_the_heatmap(
@@ -188,6 +262,7 @@ def test_model_info_holds_classes_preset_layer_dtype_and_training(float32_export
     assert info["gradcam_layer"] == GRADCAM_LAYER
     assert info["gradcam_weighting"] == "elementwise"
     assert info["compute_dtype"] == "float32"
+    assert info["overlay_size"] == OVERLAY_SIZE
     assert info["config"]["encoder_filters"] == [16, 32, 32]
     assert set(info["training"]["metrics"]) == {"macro_f1"}
 

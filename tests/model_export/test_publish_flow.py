@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from model_export.artifact import read_model_info
 from model_export.registry import ModelRegistry
 from storage import Store
 from tests.model_export.helpers import MODEL_NAME, RUN_ID, HeldOutFilm, Trained
@@ -52,8 +53,10 @@ def test_published_version_downloaded_from_storage_predicts_and_explains_each_cl
     assert prediction["model_run_id"].numpy().tolist() == [RUN_ID.encode()] * 3
     assert explanation["model_version"].numpy().tolist() == [version] * 3
     assert explanation["class_name"].numpy().tolist() == expected_names
+    overlay_size = read_model_info(local_copy)["overlay_size"]
+    assert overlay_size == 256  # the small preset's 64 px input, shown at a display size
     for png in explanation["overlay_png_bytes"].numpy():
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         overlay = tf.io.decode_png(png).numpy()
-        assert overlay.shape == (64, 64, 3)
+        assert overlay.shape == (overlay_size, overlay_size, 3)
         assert np.ptp(overlay) > 0
