@@ -224,7 +224,7 @@ def test_stack_gradcam_returns_a_png_overlay(stack: Stack) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "image/png"
     overlay = Image.open(io.BytesIO(answer.content))
-    assert overlay.size == (64, 64)
+    assert overlay.size == (256, 256)  # the export draws overlays at max(S, 256)
     assert np.asarray(overlay.convert("RGB")).std() > 0
 
 

@@ -104,7 +104,7 @@ def test_real_model_gradcam_signature_returns_heatmap_and_png_overlay(
     assert heatmap.max() <= 1.0
     overlay = base64.b64decode(row["overlay_png_bytes"]["b64"])
     assert overlay.startswith(b"\x89PNG\r\n\x1a\n")
-    assert Image.open(io.BytesIO(overlay)).size == (64, 64)
+    assert Image.open(io.BytesIO(overlay)).size == (256, 256)
     assert row["target_class_index"] == row["class_index"]
 
 
