@@ -456,13 +456,12 @@ def _gradcam(results: dict[str, Any]) -> list[str]:
     for dtype in ("float32", "bfloat16"):
         entries += [
             (
-                f"gateway `/gradcam`, {dtype} (function calls `gradcam`)",
+                f"gateway `/gradcam`, {dtype} (PNG; the function calls `gradcam_overlay`)",
                 gradcam.get(f"gateway-{dtype}"),
             ),
             (
-                f"gateway `/gradcam`, {dtype}, function calling `gradcam_overlay` (prototype of "
-                "the proposed change)",
-                gradcam.get(f"gateway-{dtype}-overlay-prototype"),
+                f"gateway `/gradcam?heatmap=true`, {dtype} (JSON; the function calls `gradcam`)",
+                gradcam.get(f"gateway-{dtype}-heatmap"),
             ),
             (f"model server REST `gradcam`, {dtype}", gradcam.get(f"model-server-{dtype}-gradcam")),
             (
@@ -496,16 +495,15 @@ def _gradcam(results: dict[str, Any]) -> list[str]:
     ]
     for dtype in ("bfloat16", "float32"):
         gateway = _median(_stat(gradcam.get(f"gateway-{dtype}"), 1, "p50"))
-        prototype = _median(_stat(gradcam.get(f"gateway-{dtype}-overlay-prototype"), 1, "p50"))
+        heatmap = _median(_stat(gradcam.get(f"gateway-{dtype}-heatmap"), 1, "p50"))
         full = _median(_stat(gradcam.get(f"model-server-{dtype}-gradcam"), 1, "p50"))
         overlay = _median(_stat(gradcam.get(f"model-server-{dtype}-gradcam_overlay"), 1, "p50"))
-        if not any(math.isnan(value) for value in (gateway, full, overlay)):
+        if not any(math.isnan(value) for value in (gateway, heatmap, full, overlay)):
             lines.append(
                 f"\n{dtype}: the `gradcam_overlay` signature saves {full - overlay:.1f} ms per "
                 "call at the model server (no 65,536-float heatmap written as JSON, sent and "
-                f"parsed). Through the whole stack, the function calling it (the change in "
-                f"bench/NOTES-for-functions.md, measured here as a patched prototype) answers in "
-                f"{prototype:.1f} ms instead of {gateway:.1f} ms."
+                f"parsed). Through the whole stack the default PNG answer takes {gateway:.1f} ms; "
+                f"asking for the heatmap as well (`heatmap=true`) takes {heatmap:.1f} ms."
             )
     return [*lines, ""]
 
@@ -827,11 +825,15 @@ def _changes(results: dict[str, Any]) -> list[str]:
         )
     full = gradcam.get("model-server-bfloat16-gradcam")
     overlay = gradcam.get("model-server-bfloat16-gradcam_overlay")
-    if full and overlay:
+    with_heatmap = gradcam.get("gateway-bfloat16-heatmap")
+    default = gradcam.get("gateway-bfloat16")
+    if full and overlay and with_heatmap and default:
         lines.append(
-            f"3. **`gradcam_overlay` signature** (Grad-CAM without the heatmap output): model "
-            f"server REST p50 {p50(full):.1f} -> {p50(overlay):.1f} ms (bfloat16). The function "
-            "still calls `gradcam`; the change it needs is in bench/NOTES-for-functions.md."
+            f"3. **`gradcam_overlay` signature** (Grad-CAM without the heatmap output, which the "
+            f"function now calls unless the heatmap is asked for): model server REST p50 "
+            f"{p50(full):.1f} -> {p50(overlay):.1f} ms; whole stack "
+            f"{p50(with_heatmap):.1f} ms (`gradcam`, JSON with the heatmap) -> "
+            f"{p50(default):.1f} ms (`gradcam_overlay`, the PNG) (bfloat16)."
         )
     if formatting:
         lines.append(

@@ -218,20 +218,25 @@ def _serving_unbatched(run: _Run) -> None:
                     plan,
                     label=f"model server REST {dtype} {signature}",
                 )
-        # The function change proposed in NOTES-for-functions.md, patched in (bench only).
-        for dtype in ("bfloat16", "float32"):
-            prototype = stack.start_gateway(
-                work,
-                envs[dtype],
-                name=f"gateway-prototype-{dtype}",
-                module="bench.prototype_gateway",
-            )
-            gateways.append(prototype)
-            gradcam[f"gateway-{dtype}-overlay-prototype"] = load_series(
-                http_client_factory(prototype.url, run.predict_requests(token, "/gradcam")),
+            # The opt-in path: JSON with the S x S heatmap (the function then calls `gradcam`).
+            gradcam[f"gateway-{dtype}-heatmap"] = load_series(
+                http_client_factory(
+                    handles[dtype].url,
+                    [
+                        HttpRequest(
+                            request.method,
+                            request.path,
+                            request.body,
+                            {**request.headers, "Accept": "application/json"},
+                        )
+                        for request in upload_requests(
+                            "/gradcam", run.images, token, query="heatmap=true"
+                        )
+                    ],
+                ),
                 [1],
                 plan,
-                label=f"gradcam gateway {dtype}, function calling gradcam_overlay (prototype)",
+                label=f"gradcam gateway {dtype}, JSON with heatmap",
             )
         for handle in gateways:
             handle.stop()
