@@ -141,6 +141,7 @@ def stack(
         MODEL_NAME=MODEL_NAME,
         MODEL_BASE_PATH=str(work / "models"),
         MODEL_CONFIG_FILE=str(work / "models" / "models.config"),
+        TRAINING_CACHE_DIR=str(work / "training-cache"),
         TF_SERVING_URL=f"http://127.0.0.1:{rest}",
         SYNC_INTERVAL_SECONDS="1",
         SYNC_GRACE_SECONDS="5",
