@@ -15,11 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from model_export.artifact import read_model_info
-from model_export.registry import LABELS, ModelRegistry, RegistryError, VersionSummary
+from model_export.registry import (
+    LABELS,
+    UNCHECKED,
+    ModelRegistry,
+    RegistryError,
+    VersionSummary,
+)
 from model_export.settings import ModelExportSettings
 from storage import SettingsError, StorageError, load_environment, open_store
 
 __all__ = ["main"]
+
+
+def _expected_stable(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a version number or 'none'")
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="point stable (default) or canary at a version")
     promote.add_argument("version", type=int)
     promote.add_argument("--label", choices=LABELS, default="stable")
+    promote.add_argument(
+        "--expect-stable",
+        type=_expected_stable,
+        default=UNCHECKED,
+        metavar="N",
+        help="promote only if stable is still version N ('none': no stable yet); otherwise "
+        "exit 1 with stable_changed and change nothing",
+    )
     commands.add_parser("rollback", help="stable back to the previous stable version")
     commands.add_parser("clear-canary", help="remove the canary label")
 
@@ -185,7 +207,9 @@ def _run(arguments: argparse.Namespace, registry: ModelRegistry) -> int:
     elif command == "publish":
         return _publish(arguments, registry)
     elif command == "promote":
-        registry.promote(arguments.version, arguments.label)
+        registry.promote(
+            arguments.version, arguments.label, expected_stable=arguments.expect_stable
+        )
         print(f"promoted {registry.name} version {arguments.version} to {arguments.label}")
         _print_registry_state(registry)
     elif command == "rollback":

@@ -10,6 +10,7 @@ on conflict, so concurrent promotions never lose each other's update. No TensorF
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "LABELS",
     "MANIFEST_FILE_NAME",
     "REGISTRY_SCHEMA",
+    "UNCHECKED",
     "IncompleteVersion",
     "InvalidPromotion",
     "Label",
@@ -39,6 +41,7 @@ __all__ = [
     "Registry",
     "RegistryConflict",
     "RegistryError",
+    "StableChanged",
     "VersionCorrupt",
     "VersionDetails",
     "VersionEntry",
@@ -57,6 +60,15 @@ STATUS_SERVING = "serving"  # the stable version
 STATUS_CANARY = "canary"
 STATUS_RETIRED = "retired"  # replaced as stable; on the rollback stack
 STATUS_ROLLED_BACK = "rolled_back"  # was stable until a rollback removed it
+
+
+class _Unchecked(enum.Enum):
+    """The type of UNCHECKED: "no expectation", distinct from None ("no stable version")."""
+
+    UNCHECKED = "unchecked"
+
+
+UNCHECKED = _Unchecked.UNCHECKED
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -94,6 +106,21 @@ class InvalidPromotion(RegistryError):
 
 class PublishError(RegistryError):
     code = "publish_error"
+
+
+class StableChanged(RegistryError):
+    """A promotion's precondition failed: `stable` is no longer the version the caller expected.
+
+    Raised instead of promoting, so a decision made against one stable version (a training
+    run's comparison) never overrides a promotion or rollback someone made in the meantime.
+    """
+
+    code = "stable_changed"
+
+    def __init__(self, message: str, *, expected: int | None, current: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.current = current
 
 
 class RegistryConflict(RegistryError):
@@ -460,8 +487,20 @@ class ModelRegistry:
             f"{self.registry_key} kept changing; gave up after {self._max_attempts} attempts"
         )
 
-    def promote(self, version: int, label: Label = "stable") -> Registry:
-        """Point `stable` or `canary` at a complete, registered version."""
+    def promote(
+        self,
+        version: int,
+        label: Label = "stable",
+        *,
+        expected_stable: int | _Unchecked | None = UNCHECKED,
+    ) -> Registry:
+        """Point `stable` or `canary` at a complete, registered version.
+
+        `expected_stable` (a version, or None for "no stable yet") makes the promotion
+        conditional: it is checked against the registry read in the same conditional write,
+        so if anyone changed `stable` since the caller decided, StableChanged is raised and
+        nothing is written.
+        """
         if label not in LABELS:
             raise InvalidPromotion(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
         if not self.is_complete(version):
@@ -469,7 +508,18 @@ class ModelRegistry:
                 raise VersionNotFound(f"{self.name} has no version {version}")
             raise IncompleteVersion(f"{self.name} version {version} is incomplete; not promoted")
         now = self._now()
-        return self._update(lambda registry: registry.promoted(version, label, now))
+
+        def change(registry: Registry) -> Registry:
+            if not isinstance(expected_stable, _Unchecked) and registry.stable != expected_stable:
+                raise StableChanged(
+                    f"{self.name}: stable is version {registry.stable}, not the expected "
+                    f"{expected_stable}; version {version} was not promoted",
+                    expected=expected_stable,
+                    current=registry.stable,
+                )
+            return registry.promoted(version, label, now)
+
+        return self._update(change)
 
     def rollback(self) -> Registry:
         """Stable back to the previous stable; NothingToRollBack when there is none."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from model_export.artifact import MODEL_INFO_PATH
-from model_export.registry import ModelRegistry, VersionEntry
+from model_export.registry import ModelRegistry, StableChanged, VersionEntry
 from storage import StorageAreas, keys, load_environment, open_areas
 from training_job.cache import ImageCache, LocalImages
 from training_job.config import CLASS_NAMES, PRESETS, ModelConfig, get_preset
@@ -200,15 +200,17 @@ def run_job(
     options: JobOptions | None = None,
     *,
     stream: TextIO | None = None,
+    areas: StorageAreas | None = None,
 ) -> JobResult:
     """Run the training job once (see the module docstring); its log lines go to `stream`
     (default stdout). Raises on failure, after writing the failure into the run's decision
-    record and log where the store allows."""
+    record and log where the store allows. `areas` replaces the stores the settings name
+    (tests pass wrapped stores to act at the storage seam)."""
     options = options or JobOptions()
     run_id = options.run_id or new_run_id()
     log = JobLog(run_id, stream)
     config = options.model_config or get_preset(options.preset or settings.preset)
-    areas = open_areas(settings.storage)
+    areas = areas or open_areas(settings.storage)
     run = _Run(
         run_id=run_id,
         settings=settings,
@@ -522,16 +524,16 @@ def _evaluate_and_decide(
 
     published: int | None = None
     promoted = False
+    stable_after = run.stable.version if run.stable else None
     verdict: Verdict = decision.verdict
     reason = decision.reason
     if decision.promote and options.dry_run:
         reason = f"dry run, nothing published: {decision.reason}"
     elif decision.promote:
-        published, reason = _publish_and_promote(
-            run, export_dir, candidate_report, decision, starting
-        )
-        promoted = published is not None
+        outcome = _publish_and_promote(run, export_dir, candidate_report, decision, starting)
+        published, promoted, reason = outcome.published, outcome.promoted, outcome.reason
         verdict = "promote" if promoted else "keep"
+        stable_after = outcome.stable_after
     _write_decision(
         run,
         verdict,
@@ -551,7 +553,7 @@ def _evaluate_and_decide(
         reason,
         promoted=promoted,
         published_version=published,
-        stable_version=published if promoted else (run.stable.version if run.stable else None),
+        stable_version=stable_after,
         metrics=metrics,
     )
 
@@ -563,24 +565,46 @@ def _add_metrics_to_model_info(export_dir: Path, metrics: Mapping[str, float]) -
     path.write_text(json.dumps(json_safe(info), indent=2, sort_keys=True), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class _Promotion:
+    published: int | None  # the version published, promoted or not
+    promoted: bool
+    reason: str
+    stable_after: int | None  # the stable version as the run leaves it
+
+
+def _stale(run: _Run, compared: int | None, current: int | None, published: int | None) -> str:
+    """Say (in the log too) why a winner is not promoted: stable changed during the run."""
+    reason = (
+        f"not promoted: the stable version changed from {compared} to {current} during this "
+        "run, so the comparison no longer holds (a stale comparison)"
+    )
+    if published is not None:
+        reason += f"; version {published} stays published, unlabelled"
+    run.log.event(
+        "stale_comparison",
+        level="warning",
+        reason=reason,
+        compared_stable=compared,
+        current_stable=current,
+        published_version=published,
+    )
+    return reason
+
+
 def _publish_and_promote(
     run: _Run,
     export_dir: Path,
     report: ClassificationReport,
     decision: Decision,
     starting: StartingWeights,
-) -> tuple[int | None, str]:
+) -> _Promotion:
     assert run.dataset is not None
-    current = run.registry.load()
     compared = run.stable.version if run.stable else None
-    if current.stable != compared:
-        # Someone promoted another version while this run trained: the comparison is stale.
-        reason = (
-            f"not promoted: the stable version changed from {compared} to {current.stable} "
-            "during this run, so the comparison no longer holds"
-        )
-        run.log.event("stale_comparison", level="warning", reason=reason)
-        return None, reason
+    current = run.registry.load().stable
+    if current != compared:
+        # Someone promoted or rolled back while this run trained: do not even publish.
+        return _Promotion(None, False, _stale(run, compared, current, None), current)
     version = run.registry.publish(
         export_dir,
         run_id=run.run_id,
@@ -594,9 +618,14 @@ def _publish_and_promote(
         },
     )
     run.log.event("published", version=version)
-    run.registry.promote(version, "stable")
+    try:
+        # Conditional on the stable this run compared against, checked in the registry's own
+        # conditional write: a promotion or rollback during the upload is never overridden.
+        run.registry.promote(version, "stable", expected_stable=compared)
+    except StableChanged as exc:
+        return _Promotion(version, False, _stale(run, compared, exc.current, version), exc.current)
     run.log.event("promoted", version=version, previous_stable=compared)
-    return version, f"promoted as version {version}: {decision.reason}"
+    return _Promotion(version, True, f"promoted as version {version}: {decision.reason}", version)
 
 
 # -- outputs ------------------------------------------------------------------------------------

@@ -56,6 +56,33 @@ def test_cli_publish_promote_rollback_round_trip(
     assert "0.9100" in rows[0]
 
 
+def test_cli_promote_expect_stable_refuses_when_stable_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = {"STORAGE_URL": str(tmp_path / "store")}
+    source = write_fake_saved_model(tmp_path / "export")
+    for run_id in ("run-1", "run-2", "run-3"):
+        assert main(["publish", str(source), "--run-id", run_id], environ) == 0
+    assert main(["promote", "1", "--expect-stable", "none"], environ) == 0
+    assert main(["promote", "3"], environ) == 0  # someone else's promotion
+    capsys.readouterr()
+
+    assert main(["promote", "2", "--expect-stable", "1"], environ) == 1
+    assert "stable_changed" in capsys.readouterr().err
+    assert main(["promote", "2", "--expect-stable", "3"], environ) == 0
+    capsys.readouterr()
+    assert main(["show", "2"], environ) == 0
+    assert json.loads(capsys.readouterr().out)["labels"] == ["stable"]
+
+
+def test_cli_promote_expect_stable_rejects_a_non_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["promote", "2", "--expect-stable", "latest"], {"STORAGE_URL": str(tmp_path)})
+    assert caught.value.code == 2
+
+
 def test_cli_rollback_without_previous_stable_exits_one_with_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from model_export.registry import (
     NothingToRollBack,
     PublishError,
     RegistryConflict,
+    StableChanged,
     VersionCorrupt,
     VersionNotFound,
 )
@@ -291,6 +292,64 @@ def test_concurrent_promotions_with_competing_write_between_read_and_write_keep_
     final = setup.load()
     assert (final.stable, final.canary, final.previous_stable) == (2, 3, (1,))
     assert final == ours
+
+
+def test_promote_expected_stable_changed_between_read_and_write_raises_and_keeps_theirs(
+    store: Store, saved_model_dir: Path
+) -> None:
+    setup = _registry(store)
+    for _ in range(3):
+        _publish(setup, saved_model_dir)
+    setup.promote(1)
+    intercepting = InterceptingStore(store)
+    competitor = _registry(store)
+
+    def competing_promotion(key: str, options: dict[str, Any]) -> None:
+        # After our read of the registry (stable 1, as we expect), before our write: someone
+        # promotes version 3. Our write then loses, and the re-read must see the change.
+        if key == keys.model_registry(NAME) and not intercepting.failed_puts:
+            intercepting.before_put = None
+            competitor.promote(3)
+
+    intercepting.before_put = competing_promotion
+
+    with pytest.raises(StableChanged) as caught:
+        _registry(intercepting).promote(2, expected_stable=1)
+
+    assert (caught.value.code, caught.value.expected, caught.value.current) == (
+        "stable_changed",
+        1,
+        3,
+    )
+    final = setup.load()
+    assert (final.stable, final.previous_stable) == (3, (1,))
+    assert final.versions[2].status == "published"
+
+
+@pytest.mark.parametrize("expected", [None, 1])
+def test_promote_expected_stable_that_holds_promotes(
+    store: Store, saved_model_dir: Path, expected: int | None
+) -> None:
+    registry = _registry(store)
+    _publish(registry, saved_model_dir)
+    _publish(registry, saved_model_dir)
+    if expected is not None:
+        registry.promote(expected)
+
+    assert registry.promote(2, expected_stable=expected).stable == 2
+
+
+def test_promote_expected_no_stable_when_one_exists_raises(
+    store: Store, saved_model_dir: Path
+) -> None:
+    registry = _registry(store)
+    _publish(registry, saved_model_dir)
+    _publish(registry, saved_model_dir)
+    registry.promote(1)
+
+    with pytest.raises(StableChanged):
+        registry.promote(2, "canary", expected_stable=None)
+    assert registry.load().canary is None
 
 
 def test_update_losing_every_attempt_raises_registry_conflict(

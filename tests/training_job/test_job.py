@@ -20,8 +20,9 @@ import pytest
 import tensorflow as tf
 
 from model_export.registry import ModelRegistry
-from storage import LocalStore, StorageSettings, Store, keys, open_areas
+from storage import LocalStore, StorageAreas, StorageSettings, Store, keys, open_areas
 from tests.conftest import new_bucket
+from tests.model_export.helpers import InterceptingStore, write_fake_saved_model
 from training_job.config import get_preset
 from training_job.data import DatasetError
 from training_job.job import JobOptions, JobResult, run_job
@@ -62,11 +63,11 @@ class Run:
     events: list[dict[str, Any]]
 
 
-def _run(settings: TrainingJobSettings, **options: Any) -> Run:
+def _run(settings: TrainingJobSettings, areas: StorageAreas | None = None, **options: Any) -> Run:
     stream = io.StringIO()
     defaults: dict[str, Any] = {"model_config": MINI, "batch_size": 16, "min_macro_f1": 0.0}
     job_options = JobOptions(**(defaults | options))
-    result = run_job(settings, job_options, stream=stream)
+    result = run_job(settings, job_options, stream=stream, areas=areas)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     return Run(result, events)
 
@@ -323,6 +324,50 @@ def test_run_job_first_model_dry_run_or_below_minimum_publishes_nothing(
     assert ModelRegistry(store, MODEL).load().versions == {}
     assert store.exists(keys.learning_candidate_prefix(run.result.run_id) + "saved_model.pb")
     assert _decision(store, run)["dry_run"] is options.get("dry_run", False)
+
+
+def test_run_job_stable_promoted_by_someone_else_during_publish_keeps_theirs(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    write_covid_qu_ex_to_store(store, keys.db_prefix("b1"), {"train": 4, "val": 1, "test": 2})
+    settings = TrainingJobSettings(
+        storage=StorageSettings(url=str(tmp_path / "store")), cache_dir=tmp_path / "cache"
+    )
+    # Version 1 exists but is not stable: the run compares against "no stable version".
+    someone = ModelRegistry(store, MODEL)
+    someone.publish(
+        write_fake_saved_model(tmp_path / "other"),
+        run_id="other-run",
+        metrics={},
+        dataset_fingerprint="",
+        parent_version=None,
+        preset="small",
+    )
+    root = InterceptingStore(store)
+
+    def promote_during_upload(key: str, options: dict[str, Any]) -> None:
+        # The run's version 2 is uploaded but not yet promoted: someone promotes version 1.
+        if key == keys.model_version_manifest(MODEL, 2):
+            root.before_put = None
+            someone.promote(1)
+
+    root.before_put = promote_during_upload
+    areas = StorageAreas(root=root, auth=root.child(keys.AUTH_AREA), db=root.child(keys.DB_AREA))
+
+    run = _run(settings, areas, epochs=1)
+
+    assert (run.result.verdict, run.result.promoted) == ("keep", False)
+    assert (run.result.published_version, run.result.stable_version) == (2, 1)
+    final = someone.load()
+    assert (final.stable, final.previous_stable) == (1, ())
+    assert final.versions[2].status == "published"
+    decision = _decision(store, run)
+    assert (decision["verdict"], decision["promoted"]) == ("keep", False)
+    assert "stale comparison" in decision["reason"]
+    (stale,) = _events(run, "stale_comparison")
+    assert (stale["compared_stable"], stale["current_stable"]) == (None, 1)
+    assert not _events(run, "promoted")
 
 
 def test_run_job_empty_database_fails_and_records_why(tmp_path: Path) -> None:
