@@ -34,8 +34,13 @@ from storage import keys
 __all__ = ["auth", "gradcam", "history", "predict"]
 
 if flask.has_app_context():
-    # Loaded by functions-framework's create_app: register the JSON error handlers and the
-    # access log on the app being created.
+    # Loaded by functions-framework's create_app. Build the process's runtime now (settings
+    # only: stores and clients open on first use, so no network), so that a bad environment,
+    # such as a missing or weak SECRET_KEY outside local development, stops the start with
+    # every problem listed (SettingsError) instead of answering each request 500. A runtime
+    # already installed (the gateway checks its settings up front, tests) is the one used.
+    get_runtime()
+    # Register the JSON error handlers and the access log on the app being created.
     web.install(flask.current_app)
 
 

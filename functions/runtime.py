@@ -1,8 +1,10 @@
 """Per-process singletons: settings, stores, the model client, users, tokens and the cores.
 
-Nothing is built at import time: the first request builds the `Runtime` from the environment
-(`storage.load_environment()`: real variables over `.env`), and every later request, on any
-thread, reuses it: settings parsed once, pooled model-server connections, one cached users file.
+Nothing is built at import time. Creating a function's app (`functions_framework.create_app`,
+which runs `functions/main.py`) builds the `Runtime`'s settings from the environment
+(`storage.load_environment()`: real variables over `.env`), so bad settings stop the start;
+every request, on any thread, reuses it: settings parsed once, stores and clients made on first
+use and then shared (pooled model-server connections, one cached users file).
 Tests install a runtime of their own (`install_runtime`), built from an explicit environment or
 with a wrapped store.
 """
@@ -136,7 +138,11 @@ _current_lock = threading.Lock()
 
 
 def get_runtime() -> Runtime:
-    """The process's runtime, built from the environment on first use (SettingsError if bad)."""
+    """The process's runtime, built from the environment on first use (SettingsError if bad).
+
+    `functions/main.py` calls it when an app is created, so a deployed function checks its
+    settings at start, as the gateway does.
+    """
     global _current
     runtime = _current
     if runtime is not None:

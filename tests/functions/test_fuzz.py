@@ -81,8 +81,10 @@ class GatewayToken:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
-# The apps need no settings until a request comes: the runtime is installed per test below.
-GATEWAY = build_gateway()
+# Creating the apps checks the settings, so a runtime must exist then; requests use the one
+# installed when they run (per test, below).
+with _functions_ready():
+    GATEWAY = build_gateway()
 # Schema-valid requests the document cannot describe as invalid, per operation: a wrong
 # password (400 invalid_grant: credentials are not a schema property), bytes that are not a
 # real image (JSON Schema cannot say "a decodable PNG"), an opaque page token or a window

@@ -310,3 +310,31 @@ def test_function_runs_alone_under_the_functions_framework_cli(
         assert requests.put(alone.url + "/", timeout=10).status_code == 405
     finally:
         _stop(alone)
+
+
+def test_function_under_the_functions_framework_cli_without_secret_key_refuses_to_start(
+    tmp_path: Path, fake_serving: FakeTFServing
+) -> None:
+    env = _environment(tmp_path, fake_serving)
+    del env["SECRET_KEY"]
+    env["ENVIRONMENT"] = "production"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("functions-framework")),
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--target",
+            "predict",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "SettingsError" in result.stderr
+    assert "SECRET_KEY is required" in result.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from functions.runtime import Runtime, install_runtime, reset_runtime
 from storage import keys
-from tests.functions.conftest import MAIN, Stack, error_of
+from tests.functions.conftest import MAIN, Stack
 from tests.functions.sample_images import png_bytes
 from tests.functions.stores import FaultyStore
 
@@ -54,19 +54,25 @@ def test_web_storage_outage_on_login_is_503_in_rfc6749_shape(stack: Stack) -> No
     assert response.headers["Retry-After"] == "5"
 
 
-def test_web_misconfigured_function_answers_500_without_details(
+def test_web_misconfigured_function_fails_at_app_creation_naming_every_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import functions_framework
+
+    from storage import SettingsError
 
     reset_runtime()
     monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.setenv("ENVIRONMENT", "production")
-    response = functions_framework.create_app("auth", MAIN).test_client().get("/me")
-    assert response.status_code == 500
-    assert error_of(response) == "internal"
-    assert "SECRET_KEY" not in response.get_data(as_text=True)
+    monkeypatch.setenv("TF_SERVING_URL", "ftp://model-server")
+
+    with pytest.raises(SettingsError) as caught:
+        functions_framework.create_app("auth", MAIN)
+
+    problems = " ".join(caught.value.problems)
+    assert "SECRET_KEY" in problems
+    assert "TF_SERVING_URL" in problems
     reset_runtime()
 
 
