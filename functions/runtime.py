@@ -94,6 +94,7 @@ class Runtime:
         return UserDirectory(
             self.auth_store,
             cache_seconds=settings.users_cache_seconds,
+            stale_seconds=settings.users_stale_seconds,
             seed=seed,
             hasher=self.hasher,
         )

@@ -123,6 +123,9 @@ class FunctionSettings:
     history_page_max: int = 100
     history_default_hours: int = 24
     users_cache_seconds: float = 5.0
+    # How long past `users_cache_seconds` the cached users still answer while the users file
+    # cannot be read (a storage outage): a user disabled meanwhile may pass for that long.
+    users_stale_seconds: float = 60.0
     serving: ServingSettings = field(default_factory=ServingSettings)
     password_hash: PasswordHashSettings = field(default_factory=PasswordHashSettings)
     login_throttle: LoginThrottleSettings = field(default_factory=LoginThrottleSettings)
@@ -170,6 +173,7 @@ class FunctionSettings:
             history_page_max=env.integer("HISTORY_PAGE_MAX", 100, minimum=1, maximum=1000),
             history_default_hours=env.integer("HISTORY_DEFAULT_HOURS", 24, minimum=1, maximum=8784),
             users_cache_seconds=env.number("USERS_CACHE_SECONDS", 5.0, minimum=0, maximum=300),
+            users_stale_seconds=env.number("USERS_STALE_SECONDS", 60.0, minimum=0, maximum=3600),
             serving=_read_serving(env, environ),
             password_hash=PasswordHashSettings.read(env),
             login_throttle=LoginThrottleSettings.read(env),

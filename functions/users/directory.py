@@ -2,7 +2,9 @@
 
 `UserDirectory` keeps the parsed file per process and revalidates it by version tag at most every
 `cache_seconds` (a HEAD, and a GET only when the file changed), so a user disabled since a token
-was issued is refused within that time without parsing the file on every request.
+was issued is refused within that time without parsing the file on every request. One request
+revalidates at a time while the others answer from the cache, and a storage outage is bridged
+from the cache for a bounded time (`stale_seconds`).
 `update_users` is the only writer: read, change, conditional write (`if_match` / `if_none_match`),
 re-read and retry on conflict, so two concurrent changes both survive (DESIGN decision 5).
 """
@@ -25,7 +27,7 @@ from functions.users.table import (
     format_users_csv,
     parse_users_csv,
 )
-from storage import ObjectNotFound, PreconditionFailed, Store, keys
+from storage import ObjectNotFound, PreconditionFailed, StorageError, Store, keys
 
 __all__ = ["SeedUser", "UserDirectory", "UsersConflict", "update_users"]
 
@@ -86,13 +88,22 @@ def update_users(
 
 
 class UserDirectory:
-    """The users, as the request path sees them: cached per process, revalidated by version tag."""
+    """The users, as the request path sees them: cached per process, revalidated by version tag.
+
+    One request at a time revalidates; the others meanwhile answer from the cached table, so a
+    slow store holds up one request, not all. If the store fails (StorageError), the cached
+    table keeps answering for `stale_seconds` beyond its normal `cache_seconds`, checked again
+    once per `cache_seconds`: the trade-off is that a user disabled during a storage outage may
+    still pass for that long. Without a cached table (or past that bound) the error propagates
+    and the caller answers 503.
+    """
 
     def __init__(
         self,
         store: Store,
         *,
         cache_seconds: float = 5.0,
+        stale_seconds: float = 60.0,
         seed: SeedUser | None = None,
         hasher: PasswordHasher | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -101,23 +112,69 @@ class UserDirectory:
             raise ValueError("seeding a user needs a password hasher")
         self._store = store
         self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
         self._seed = seed
         self._hasher = hasher
         self._clock = clock
-        self._lock = threading.Lock()
+        # Held by the one request that revalidates; readers never wait on it while a table
+        # they may still use is cached.
+        self._refresh_lock = threading.Lock()
         self._table: UserTable | None = None
         self._etag: str | None = None
-        self._checked_at = 0.0
+        self._checked_at = 0.0  # the last check, successful or not (paces the next one)
+        self._validated_at = 0.0  # the last successful check (bounds serving a stale table)
+
+    def _usable(self, now: float) -> UserTable | None:
+        """The cached table if it may answer now without a check, else None."""
+        table = self._table
+        if (
+            table is not None
+            and now - self._checked_at < self._cache_seconds
+            and self._within_stale_bound(now)
+        ):
+            return table
+        return None
+
+    def _within_stale_bound(self, now: float) -> bool:
+        return now - self._validated_at < self._cache_seconds + self._stale_seconds
 
     def table(self) -> UserTable:
-        """The current users (StorageError propagates: the caller answers 503)."""
-        with self._lock:
+        """The current users (StorageError propagates when no usable table is cached)."""
+        cached = self._usable(self._clock())
+        if cached is not None:
+            return cached
+        table = self._table
+        # Someone else is revalidating: answer from the cache while it is within its bound.
+        wait = table is None or not self._within_stale_bound(self._clock())
+        if not self._refresh_lock.acquire(blocking=wait):
+            assert table is not None
+            return table
+        try:
+            cached = self._usable(self._clock())
+            if cached is not None:  # refreshed while this request waited
+                return cached
+            return self._refresh()
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh(self) -> UserTable:
+        """Revalidate (holding the refresh lock); keep the cached table through an outage."""
+        try:
+            table = self._load()
+        except StorageError as exc:
             now = self._clock()
-            if self._table is not None and now - self._checked_at < self._cache_seconds:
-                return self._table
-            self._table = self._load()
-            self._checked_at = self._clock()
+            if self._table is None or not self._within_stale_bound(now):
+                raise
+            self._checked_at = now
+            logger.warning(
+                "users file unreadable (%s): answering from the copy checked %.0f s ago",
+                type(exc).__name__,
+                now - self._validated_at,
+            )
             return self._table
+        self._table = table
+        self._checked_at = self._validated_at = self._clock()
+        return table
 
     def find_by_email(self, email: str) -> User | None:
         return self.table().by_email(email)

@@ -30,6 +30,15 @@ def test_settings_defaults_match_the_documented_values() -> None:
     assert (serving.connect_timeout, serving.read_timeout) == (2.0, 10.0)
     assert (serving.max_attempts, serving.deadline) == (3, 15.0)
     assert settings.storage.url == "./store"
+    assert (settings.users_cache_seconds, settings.users_stale_seconds) == (5.0, 60.0)
+
+
+def test_settings_users_stale_seconds_is_read_and_bounded() -> None:
+    settings = FunctionSettings.from_env({"SECRET_KEY": KEY, "USERS_STALE_SECONDS": "0"})
+    assert settings.users_stale_seconds == 0.0
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({"SECRET_KEY": KEY, "USERS_STALE_SECONDS": "-1"})
+    assert "USERS_STALE_SECONDS" in caught.value.problems[0]
 
 
 def test_settings_original_names_are_accepted() -> None:

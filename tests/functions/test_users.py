@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from storage import (
     LocalStore,
     ObjectInfo,
     StorageSettings,
+    StorageUnavailable,
     Store,
     StoredObject,
     keys,
@@ -223,6 +225,110 @@ def test_directory_seeds_the_first_user_only_when_no_file_exists(local_store: Lo
 
 def test_directory_without_file_or_seed_knows_nobody(local_store: LocalStore) -> None:
     assert UserDirectory(local_store, cache_seconds=0).table() == UserTable()
+
+
+class _OutageStore(Store):
+    """Delegates to `inner`, counting reads of the users file; fails them while `down`, and
+    holds them at `gate` (when set) after saying so through `entered`."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.down = False
+        self.reads = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def _read(self) -> None:
+        self.reads += 1
+        if self.gate is not None:
+            self.entered.set()
+            self.gate.wait()
+        if self.down:
+            raise StorageUnavailable("get input/db_auth/authentication.csv: SlowDown")
+
+    def get(self, key: str) -> StoredObject:
+        self._read()
+        return self.inner.get(key)
+
+    def head(self, key: str) -> ObjectInfo:
+        self._read()
+        return self.inner.head(key)
+
+    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
+        return self.inner.put(key, data, **options)  # type: ignore[arg-type]
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def test_directory_storage_outage_answers_from_cache_for_the_stale_period_then_fails(
+    local_store: LocalStore,
+) -> None:
+    local_store.put(keys.USERS_FILE, format_users_csv([_user("1", "a@example.com")]))
+    outage = _OutageStore(local_store)
+    now = [0.0]
+    directory = UserDirectory(outage, cache_seconds=5, stale_seconds=60, clock=lambda: now[0])
+    assert directory.get("1") is not None
+    outage.down, outage.reads = True, 0
+
+    now[0] = 6.0  # the cache expired: the recheck fails, the cached table answers
+    assert directory.get("1") is not None
+    now[0] = 7.0  # the failed check counts as a check: no new read for cache_seconds
+    assert directory.get("1") is not None
+    assert outage.reads == 1
+    now[0] = 12.0
+    assert directory.get("1") is not None
+    assert outage.reads == 2
+    now[0] = 65.0  # cache_seconds + stale_seconds after the last good check
+    with pytest.raises(StorageUnavailable):
+        directory.get("1")
+
+    outage.down = False
+    assert directory.get("1") is not None
+
+
+def test_directory_storage_outage_without_cached_table_fails(local_store: LocalStore) -> None:
+    local_store.put(keys.USERS_FILE, format_users_csv([_user("1", "a@example.com")]))
+    outage = _OutageStore(local_store)
+    outage.down = True
+    with pytest.raises(StorageUnavailable):
+        UserDirectory(outage, cache_seconds=5, stale_seconds=60).table()
+
+
+def test_directory_one_request_revalidates_while_the_others_answer_from_cache(
+    local_store: LocalStore,
+) -> None:
+    local_store.put(keys.USERS_FILE, format_users_csv([_user("1", "a@example.com")]))
+    outage = _OutageStore(local_store)
+    now = [0.0]
+    directory = UserDirectory(outage, cache_seconds=5, stale_seconds=60, clock=lambda: now[0])
+    directory.table()
+    now[0] = 6.0
+    outage.gate, outage.reads = threading.Event(), 0
+    answers: list[UserTable] = []
+    revalidating = threading.Thread(target=lambda: answers.append(directory.table()))
+    revalidating.start()
+    assert outage.entered.wait(10)  # the first request is now stuck reading the users file
+    try:
+        other = threading.Thread(target=lambda: answers.append(directory.table()))
+        other.start()
+        other.join(10)
+        finished_while_stuck = not other.is_alive()
+        reads_while_stuck = outage.reads
+    finally:
+        outage.gate.set()
+        revalidating.join(10)
+    assert finished_while_stuck  # it did not wait for the stuck revalidation
+    assert reads_while_stuck == 1  # and did not start a second one
+    assert [len(table.users) for table in answers] == [1, 1]
 
 
 # -- the CLI -----------------------------------------------------------------------------------
