@@ -203,6 +203,10 @@ class HistoryService:
         except StorageError as exc:
             logger.warning("cannot read a record: %s", type(exc).__name__)
             raise StorageUnavailableError(retry_after=self._retry_after) from None
+        except ValueError:
+            # Not JSON (a damaged object): the listing skips it, so it does not exist here either.
+            logger.warning("an unreadable inference record was asked for; answered not found")
+            raise NotFound("no such inference") from None
         if not isinstance(record, dict):
             raise NotFound("no such inference")
         return record

@@ -154,6 +154,22 @@ def test_history_one_record_for_its_owner_only(stack: Stack) -> None:
     assert _get(stack, "/not-an-id").status_code == 404
 
 
+@pytest.mark.parametrize("damage", [b"{not json", b"\xff\xfe", b""])
+def test_history_record_that_is_not_json_is_404_listed_nowhere_and_logged(
+    stack: Stack, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = put_record(stack.root, "1", NOW - timedelta(minutes=2))
+    damaged = keys.new_inference_id(NOW - timedelta(minutes=1))
+    stack.root.put(keys.inference_record("1", damaged), damage)
+
+    response = _get(stack, f"/{damaged}")
+
+    assert response.status_code == 404
+    assert error_of(response) == "not_found"
+    assert any("unreadable inference record" in r.getMessage() for r in caplog.records)
+    assert [record["id"] for record in _get(stack).get_json()["records"]] == [good]
+
+
 def test_history_admin_may_read_any_user(stack: Stack) -> None:
     alices = put_record(stack.root, "1", NOW - timedelta(minutes=1), gradcam=True)
     assert _get(stack, "/?user=1", user="2").get_json()["records"][0]["id"] == alices
