@@ -4,9 +4,10 @@ It speaks exactly `docs/CONTRACTS.md`: `POST {TF_SERVING_URL}/v1/models/{name}[/
 /versions/{v}]:predict` in row format with `{"b64": ...}` image bytes, for the `serving_default`,
 `gradcam_overlay` and `gradcam` signatures, and reads the class names, probabilities and model
 identity from every answer. Connections are pooled and kept alive (urllib3). Connection failures
-and 503s are retried with full-jitter backoff inside one total deadline; what is left is mapped to
-the caller's status: unreachable or not loaded 503 (with Retry-After), timed out 504, error or
-malformed answer 502. The upstream URL and message never reach the caller.
+and 503s (and TF Serving's 400 for a version label no version holds yet) are retried with
+full-jitter backoff inside one total deadline; what is left is mapped to the caller's status:
+unreachable or not loaded (model, version or label) 503 (with Retry-After), timed out 504, error
+or malformed answer 502. The upstream URL and message never reach the caller.
 
 Grad-CAM asks for `gradcam_overlay` (no heatmap in the answer: REST has no output filter, and an
 S x S float heatmap written, sent and parsed as JSON text costs more than computing it) unless
@@ -61,6 +62,8 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A PNG's first chunk: length 13, type IHDR, then width and height (big-endian).
 _PNG_IHDR = b"\x00\x00\x00\x0dIHDR"
 _PROBABILITY_SLACK = 1e-4
+# TF Serving's 400 for a label assigned to no loaded version (reference/tfserving.md).
+_UNASSIGNED_LABEL = "Unrecognized servable version label"
 # Upstream error texts may echo request fragments; long base64 runs are cut before logging.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 _BACKOFF_BASE_SECONDS = 0.05
@@ -316,7 +319,7 @@ class ServingClient:
                     return json.loads(response.data, parse_constant=_refuse_constant)
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise self._malformed(exc) from None
-            if status == 503 and self._may_retry(attempt, deadline):
+            if _is_unavailable(status, response.data) and self._may_retry(attempt, deadline):
                 continue
             if (
                 status == 400
@@ -344,9 +347,10 @@ class ServingClient:
         logger.warning(
             "model server answered %d: %s", status, _BASE64_RUN.sub("<…>", _error_text(data))
         )
-        if status in (404, 429, 503):
-            # 404: the model or label is not loaded (yet, or during a version swap gap);
-            # 429: overloaded. Both are worth retrying later, not the caller's fault.
+        if status in (404, 429) or _is_unavailable(status, data):
+            # 404: the model or version is not loaded (yet, or during a version swap gap);
+            # 429: overloaded; 400 naming the label: the label is not assigned yet. All are
+            # worth retrying later, and none is the caller's fault.
             return self._unavailable()
         if status == 504:
             return ModelTimeout()
@@ -387,6 +391,14 @@ def _error_text(data: bytes) -> str:
     except (ValueError, AttributeError):
         message = data[:200].decode("utf-8", "replace")
     return str(message)[:200]
+
+
+def _is_unavailable(status: int, data: bytes) -> bool:
+    """503, or TF Serving's 400 for a version label no version holds yet (the first model sync,
+    a version that failed to load): the model is not available under that label, for now."""
+    if status == 503:
+        return True
+    return status == 400 and _UNASSIGNED_LABEL in _error_text(data)
 
 
 def _names_missing_overlay_signature(data: bytes) -> bool:

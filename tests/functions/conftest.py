@@ -75,6 +75,7 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         fake.requests.clear()
         fake.version, fake.predicted_index, fake.attempts = 3, 1, 0
         fake.versions_without_overlay = set()
+        fake.unassigned_labels = set()
 
 
 @dataclass

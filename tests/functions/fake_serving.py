@@ -6,10 +6,14 @@ answers per docs/CONTRACTS.md, and records what it received. Behaviours: `ok()`,
 connection without answering), each optionally for the next `times` requests only; `version`
 can be changed at any time (a model version swap). The versions in `versions_without_overlay`
 were "exported before `gradcam_overlay` existed": asked for it, they answer TF Serving's 400.
+The labels in `unassigned_labels` are not assigned to any version yet (the first model sync, a
+version that failed to load): asked for by label, they answer TF Serving's 400 `Unrecognized
+servable version label: <label>`.
 
 Run as a process (`python -m tests.functions.fake_serving --port N`), it is told what to do over
 HTTP: `POST /_control` with `{"action": "hang", "seconds": 5, "times": 1}` (any method above, or
-`{"action": "set", "version": 4}`, also `versions_without_overlay`), and `GET /_control`
+`{"action": "set", "version": 4}`, also `versions_without_overlay`, `unassigned_labels`), and
+`GET /_control`
 reports what it has seen.
 """
 
@@ -74,6 +78,7 @@ class FakeTFServing:
     heatmap_size: int = HEATMAP_SIZE
     overlay_size: int = OVERLAY_SIZE
     versions_without_overlay: set[int] = field(default_factory=set)
+    unassigned_labels: set[str] = field(default_factory=set)
     requests: list[ReceivedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -203,6 +208,8 @@ class FakeTFServing:
                     setattr(self, name, command[name])
             if "versions_without_overlay" in command:
                 self.versions_without_overlay = set(command["versions_without_overlay"])
+            if "unassigned_labels" in command:
+                self.unassigned_labels = set(command["unassigned_labels"])
         elif action == "reset":
             self.ok()
             with self._lock:
@@ -262,6 +269,15 @@ class FakeTFServing:
             return
         try:
             request = json.loads(raw)
+        except ValueError as exc:
+            self._error(handler, 400, f"JSON Parse error: {exc}")
+            return
+        label = match.group(3)
+        if label is not None and label in self.unassigned_labels:
+            # TF Serving resolves the label after parsing, before the signature (tfserving.md).
+            self._error(handler, 400, f"Unrecognized servable version label: {label}")
+            return
+        try:
             received = self._parse(handler.path, match, request)
         except (ValueError, KeyError, TypeError) as exc:
             self._error(handler, 400, f"INVALID_ARGUMENT: {exc}")

@@ -139,6 +139,7 @@ def test_predict_wrong_method_and_path_are_json(stack: Stack) -> None:
     ("behaviour", "status", "code"),
     [
         (lambda fake: fake.status(503), 503, "model_unavailable"),
+        (lambda fake: fake.unassigned_labels.add("stable"), 503, "model_unavailable"),
         (lambda fake: fake.hang(10), 504, "model_timeout"),
         (lambda fake: fake.garbage(), 502, "model_bad_response"),
         (lambda fake: fake.wrong_shape(), 502, "model_bad_response"),

@@ -251,6 +251,34 @@ def test_client_retries_503_then_succeeds(fake_serving: FakeTFServing) -> None:
     assert fake_serving.attempts == 2
 
 
+@pytest.mark.parametrize("call", ["predict", "gradcam"])
+def test_client_label_not_assigned_yet_is_503_with_retry_after_after_bounded_attempts(
+    fake_serving: FakeTFServing, call: str
+) -> None:
+    fake_serving.unassigned_labels = {"stable"}
+    client = _client(fake_serving.url)
+    status, code, headers = _failure(
+        lambda: client.predict([png_bytes()]) if call == "predict" else client.gradcam(png_bytes())
+    )
+    assert (status, code) == (503, "model_unavailable")
+    assert headers["Retry-After"] == "5"
+    assert fake_serving.attempts == 3  # retried like any other 503
+
+
+def test_client_label_assigned_while_retrying_succeeds(fake_serving: FakeTFServing) -> None:
+    fake_serving.unassigned_labels = {"stable"}
+
+    def assign_label(_: float) -> None:  # the model sync assigns it during the backoff
+        fake_serving.unassigned_labels = set()
+
+    client = ServingClient(
+        ServingSettings(url=fake_serving.url, deadline=3.0, max_attempts=3), sleep=assign_label
+    )
+    (prediction,) = client.predict([png_bytes()])
+    assert prediction.model.version == 3
+    assert fake_serving.attempts == 2
+
+
 def test_client_server_down_is_503_with_retry_after() -> None:
     status, code, headers = _failure(
         lambda: _client(f"http://127.0.0.1:{free_port()}").predict([png_bytes()])
