@@ -2,9 +2,11 @@
 
 A version is published as `input/model/<name>/<version>/` in TF Serving's layout, every file
 written create-only, with `manifest.json` (sizes and sha256) written last as the completeness
-marker. `registry.json` beside the versions holds the `stable` and `canary` labels, the rollback
-stack and each version's lineage; every change to it is a conditional read-modify-write retried
-on conflict, so concurrent promotions never lose each other's update. No TensorFlow import.
+marker; from a local folder (uploaded) or from an export already in the store (a learning run's
+candidate, copied server-side). `registry.json` beside the versions holds the `stable` and
+`canary` labels, the rollback stack and each version's lineage; every change to it is a
+conditional read-modify-write retried on conflict, so concurrent promotions never lose each
+other's update. No TensorFlow import.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from storage import ObjectNotFound, PreconditionFailed, Store, keys
@@ -42,6 +44,7 @@ __all__ = [
     "RegistryConflict",
     "RegistryError",
     "StableChanged",
+    "StoredExport",
     "VersionCorrupt",
     "VersionDetails",
     "VersionEntry",
@@ -344,6 +347,79 @@ def _safe_relative_path(path: str) -> PurePosixPath:
     return relative
 
 
+def _manifest_entry(path: str, size: int, digest: str) -> dict[str, Any]:
+    return {"path": path, "size": size, "sha256": digest}
+
+
+@dataclass(frozen=True)
+class StoredExport:
+    """An exported SavedModel already in the registry's store, under `prefix` (a learning
+    run's `candidate/`): `publish` copies it server-side instead of uploading it again."""
+
+    prefix: str
+
+
+def _check_export_files(files: list[str], where: str) -> list[str]:
+    """The files to publish, sorted, once the export is known to be one (manifest excluded)."""
+    if "saved_model.pb" not in files:
+        raise PublishError(f"{where} is not a SavedModel folder (no saved_model.pb)")
+    if IDENTITY_ASSET_PATH not in files:
+        raise PublishError(
+            f"{where} has no {IDENTITY_ASSET_PATH}: export it with model_export first"
+        )
+    # A manifest in the source would be someone else's; ours is written last.
+    return sorted(path for path in files if path != MANIFEST_FILE_NAME)
+
+
+class _ExportSource(Protocol):
+    def list(self) -> list[str]:
+        """The relative paths to publish."""
+
+    def write(self, store: Store, relative: str, key: str) -> tuple[int, str]:
+        """Create `key` (create-only) from the source's `relative`; its (size, sha256)."""
+
+
+class _FolderSource:
+    """An export in a local folder: each file is read and uploaded."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def list(self) -> list[str]:
+        files = [
+            path.relative_to(self._folder).as_posix()
+            for path in self._folder.rglob("*")
+            if path.is_file() and not path.is_symlink()
+        ]
+        return _check_export_files(files, str(self._folder))
+
+    def write(self, store: Store, relative: str, key: str) -> tuple[int, str]:
+        data = (self._folder / relative).read_bytes()
+        store.put(key, data, if_none_match=True)
+        return len(data), _sha256(data)
+
+
+class _StoredSource:
+    """An export in the registry's own store: each file is read once (for its sha256) and
+    copied server-side (S3 CopyObject), never uploaded again."""
+
+    def __init__(self, store: Store, export: StoredExport) -> None:
+        prefix = export.prefix if export.prefix.endswith("/") else export.prefix + "/"
+        self._store = store
+        self._prefix = prefix
+
+    def list(self) -> list[str]:
+        files = [info.key[len(self._prefix) :] for info in self._store.list(self._prefix)]
+        return _check_export_files(files, self._store.describe().rstrip("/") + "/" + self._prefix)
+
+    def write(self, store: Store, relative: str, key: str) -> tuple[int, str]:
+        data = self._store.get_bytes(self._prefix + relative)
+        copied = store.copy(self._prefix + relative, key, if_none_match=True)
+        if copied.size != len(data):
+            raise PublishError(f"{self._prefix}{relative} changed while it was being published")
+        return len(data), _sha256(data)
+
+
 class ModelRegistry:
     """Publish, promote, roll back and read the versions of one model on a store."""
 
@@ -538,7 +614,7 @@ class ModelRegistry:
 
     def publish(
         self,
-        saved_model_dir: str | Path,
+        source: str | Path | StoredExport,
         *,
         run_id: str,
         metrics: Mapping[str, float],
@@ -550,17 +626,24 @@ class ModelRegistry:
     ) -> int:
         """Publish an exported SavedModel as the next version and register it; returns it.
 
-        The published copy's identity asset names this model, version and run. Files are
-        written create-only, so a version someone else is writing is never overwritten: the
-        publish moves on to the next number instead.
+        `source` is a local folder (uploaded), or a `StoredExport` already in this registry's
+        store (a learning run's candidate), copied server-side so it is not uploaded again.
+        The published copy's identity asset names this model, version and run: it is written
+        first, create-only, and so claims the version number; every other file follows
+        create-only, then the manifest. A number someone else is writing is never
+        overwritten: the publish moves on to the next number instead.
         """
-        source = Path(saved_model_dir)
         keys.check_run_id(run_id)
-        files = self._saved_model_files(source)
+        files: _ExportSource = (
+            _StoredSource(self.store, source)
+            if isinstance(source, StoredExport)
+            else _FolderSource(Path(source))
+        )
+        relatives = files.list()
         for _ in range(max(1, max_version_attempts)):
             version = self.next_version()
             identity = ModelIdentity(name=self.name, version=version, run_id=run_id)
-            if self._upload_version(source, files, version, identity):
+            if self._write_version(files, relatives, version, identity):
                 break
         else:
             raise PublishError(
@@ -579,42 +662,33 @@ class ModelRegistry:
         self._update(lambda registry: registry.with_version(entry))
         return version
 
-    @staticmethod
-    def _saved_model_files(source: Path) -> list[str]:
-        if not (source / "saved_model.pb").is_file():
-            raise PublishError(f"{source} is not a SavedModel folder (no saved_model.pb)")
-        if not (source / IDENTITY_ASSET_PATH).is_file():
-            raise PublishError(
-                f"{source} has no {IDENTITY_ASSET_PATH}: export it with model_export first"
-            )
-        files = sorted(
-            path.relative_to(source).as_posix()
-            for path in source.rglob("*")
-            if path.is_file() and not path.is_symlink()
-        )
-        # A manifest in the source would be someone else's; ours is written last.
-        return [path for path in files if path != MANIFEST_FILE_NAME]
-
-    def _upload_version(
-        self, source: Path, files: list[str], version: int, identity: ModelIdentity
+    def _write_version(
+        self, source: _ExportSource, files: list[str], version: int, identity: ModelIdentity
     ) -> bool:
-        """Write every file and then the manifest, create-only. False if the number is taken."""
+        """The identity asset, every other file, then the manifest, all create-only.
+
+        False (after removing what it wrote) if another publisher holds the number.
+        """
         prefix = keys.model_version_prefix(self.name, version)
         written: list[str] = []
-        entries = []
+        entries: dict[str, dict[str, Any]] = {}
         try:
+            identity_data = identity.to_text().encode("utf-8")
+            self.store.put(prefix + IDENTITY_ASSET_PATH, identity_data, if_none_match=True)
+            written.append(prefix + IDENTITY_ASSET_PATH)
+            entries[IDENTITY_ASSET_PATH] = _manifest_entry(
+                IDENTITY_ASSET_PATH, len(identity_data), _sha256(identity_data)
+            )
             for relative in files:
                 if relative == IDENTITY_ASSET_PATH:
-                    data = identity.to_text().encode("utf-8")
-                else:
-                    data = (source / relative).read_bytes()
-                self.store.put(prefix + relative, data, if_none_match=True)
+                    continue
+                size, digest = source.write(self.store, relative, prefix + relative)
                 written.append(prefix + relative)
-                entries.append({"path": relative, "size": len(data), "sha256": _sha256(data)})
+                entries[relative] = _manifest_entry(relative, size, digest)
             manifest = {
                 "name": self.name,
                 "version": version,
-                "files": entries,
+                "files": [entries[relative] for relative in sorted(entries)],
                 "created_at": self._now(),
             }
             self.store.put_json(

@@ -251,16 +251,41 @@ class S3Store(Store):
             raise error from exc
 
     def copy(self, source_key: str, destination_key: str, **options: Any) -> ObjectInfo:
-        if options.get("if_none_match") or options.get("if_match"):
-            return super().copy(source_key, destination_key, **options)
+        """CopyObject: the bytes never pass through this process (objects up to 5 GB).
+
+        `if_none_match=True` / `if_match=etag` are sent as CopyObject's destination
+        conditions (`If-None-Match: *`, `If-Match`), which AWS S3 enforces (412); a backend
+        that ignores them (moto does) copies unconditionally, so callers that must not
+        overwrite claim the destination with a conditional put first.
+        """
+        if_none_match = bool(options.pop("if_none_match", False))
+        if_match = options.pop("if_match", None)
+        options.pop("content_type", None)  # a copy keeps the source's content type
+        if options:
+            raise TypeError(f"unexpected copy options: {', '.join(sorted(options))}")
+        if if_none_match and if_match is not None:
+            raise ValueError("if_none_match and if_match exclude each other")
+        arguments: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": self._key(destination_key),
+            "CopySource": {"Bucket": self._bucket, "Key": self._key(source_key)},
+        }
+        if if_none_match:
+            arguments["IfNoneMatch"] = "*"
+        if if_match is not None:
+            arguments["IfMatch"] = if_match
         try:
-            self.client.copy_object(
-                Bucket=self._bucket,
-                Key=self._key(destination_key),
-                CopySource={"Bucket": self._bucket, "Key": self._key(source_key)},
-            )
+            self.client.copy_object(**arguments)
         except Exception as exc:
-            raise self._translate(exc, source_key, "copy") from exc
+            error = self._translate(exc, source_key, "copy")
+            # If-Match on a missing destination (as `put`); a missing source stays missing.
+            if (
+                if_match is not None
+                and isinstance(error, ObjectNotFound)
+                and self.exists(source_key)
+            ):
+                error = PreconditionFailed(f"copy to {destination_key}: it no longer exists")
+            raise error from exc
         return self.head(destination_key)
 
     def upload_file(self, path: Any, key: str, **options: Any) -> ObjectInfo:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from model_export.artifact import MODEL_INFO_PATH
-from model_export.registry import ModelRegistry, StableChanged, VersionEntry
+from model_export.registry import ModelRegistry, StableChanged, StoredExport, VersionEntry
 from storage import StorageAreas, keys, load_environment, open_areas
 from training_job.cache import ImageCache, LocalImages
 from training_job.config import CLASS_NAMES, PRESETS, ModelConfig, get_preset
@@ -530,7 +530,7 @@ def _evaluate_and_decide(
     if decision.promote and options.dry_run:
         reason = f"dry run, nothing published: {decision.reason}"
     elif decision.promote:
-        outcome = _publish_and_promote(run, export_dir, candidate_report, decision, starting)
+        outcome = _publish_and_promote(run, candidate_report, decision, starting)
         published, promoted, reason = outcome.published, outcome.promoted, outcome.reason
         verdict = "promote" if promoted else "keep"
         stable_after = outcome.stable_after
@@ -594,7 +594,6 @@ def _stale(run: _Run, compared: int | None, current: int | None, published: int 
 
 def _publish_and_promote(
     run: _Run,
-    export_dir: Path,
     report: ClassificationReport,
     decision: Decision,
     starting: StartingWeights,
@@ -605,8 +604,10 @@ def _publish_and_promote(
     if current != compared:
         # Someone promoted or rolled back while this run trained: do not even publish.
         return _Promotion(None, False, _stale(run, compared, current, None), current)
+    # The candidate is already in the store (the learning outputs): copied server-side,
+    # not uploaded a second time.
     version = run.registry.publish(
-        export_dir,
+        StoredExport(keys.learning_candidate_prefix(run.run_id)),
         run_id=run.run_id,
         metrics=report.metrics(),
         dataset_fingerprint=run.dataset.fingerprint,

@@ -35,13 +35,16 @@ def write_fake_saved_model(folder: Path, *, payload: bytes = b"weights") -> Path
 
 
 class InterceptingStore(Store):
-    """Delegates to `inner`, recording puts; `before_put(key, options)` runs before each put, so
-    a test fixes exactly when a competitor writes (between another writer's read and write)."""
+    """Delegates to `inner`, recording puts and copies (by destination); `before_put(key,
+    options)` runs before each put or copy, so a test fixes exactly when a competitor writes
+    (between another writer's read and write). Copies go to `inner.copy` (server-side on S3)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.before_put: Callable[[str, dict[str, Any]], None] | None = None
         self.puts: list[str] = []
+        self.put_bytes_total = 0
+        self.copies: list[str] = []
         self.failed_puts: list[str] = []
 
     def get(self, key: str) -> StoredObject:
@@ -69,6 +72,18 @@ class InterceptingStore(Store):
             self.failed_puts.append(key)
             raise
         self.puts.append(key)
+        self.put_bytes_total += len(data)
+        return info
+
+    def copy(self, source_key: str, destination_key: str, **options: Any) -> ObjectInfo:
+        if self.before_put is not None:
+            self.before_put(destination_key, dict(options))
+        try:
+            info = self.inner.copy(source_key, destination_key, **options)
+        except PreconditionFailed:
+            self.failed_puts.append(destination_key)
+            raise
+        self.copies.append(destination_key)
         return info
 
     def list(

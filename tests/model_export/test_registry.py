@@ -18,6 +18,7 @@ from model_export.registry import (
     PublishError,
     RegistryConflict,
     StableChanged,
+    StoredExport,
     VersionCorrupt,
     VersionNotFound,
 )
@@ -40,7 +41,9 @@ def saved_model_dir(tmp_path: Path) -> Path:
     return write_fake_saved_model(tmp_path / "export")
 
 
-def _publish(registry: ModelRegistry, source: Path, run_id: str = "run-1", **changes: Any) -> int:
+def _publish(
+    registry: ModelRegistry, source: Path | StoredExport, run_id: str = "run-1", **changes: Any
+) -> int:
     options: dict[str, Any] = {
         "run_id": run_id,
         "metrics": {"macro_f1": 0.9},
@@ -151,6 +154,69 @@ def test_publish_number_taken_by_concurrent_publisher_moves_to_next(
     assert store.get_bytes(competitor_key) == b"competitor"
     assert _registry(store).is_complete(2)
     assert not _registry(store).is_complete(1)
+
+
+CANDIDATE = "output/learning/run-1/candidate/"
+
+
+def _stored_export(store: Store, folder: Path) -> StoredExport:
+    """The export uploaded where a training run leaves its candidate."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.upload_file(path, CANDIDATE + path.relative_to(folder).as_posix())
+    return StoredExport(CANDIDATE)
+
+
+def test_publish_from_the_store_copies_server_side_and_uploads_only_identity_and_manifest(
+    store: Store, saved_model_dir: Path, tmp_path: Path
+) -> None:
+    export = _stored_export(store, saved_model_dir)
+    recording = InterceptingStore(store)
+
+    version = _publish(_registry(recording), export, run_id="run-1")
+
+    prefix = keys.model_version_prefix(NAME, version)
+    assert [key for key in recording.puts if key.startswith(prefix)] == [
+        prefix + IDENTITY_ASSET_PATH,
+        keys.model_version_manifest(NAME, version),
+    ]
+    assert sorted(recording.copies) == sorted(
+        prefix + path.relative_to(saved_model_dir).as_posix()
+        for path in saved_model_dir.rglob("*")
+        if path.is_file() and path.relative_to(saved_model_dir).as_posix() != IDENTITY_ASSET_PATH
+    )
+    manifest = store.get_json(keys.model_version_manifest(NAME, version))
+    for item in manifest["files"]:
+        data = store.get_bytes(prefix + item["path"])
+        assert (item["size"], item["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    published = store.get_bytes(prefix + IDENTITY_ASSET_PATH).decode()
+    assert ModelIdentity.from_text(published) == ModelIdentity(NAME, version, "run-1")
+    # The candidate keeps its own identity (version 0), and the published copy downloads verified.
+    assert b"exported" in store.get_bytes(CANDIDATE + IDENTITY_ASSET_PATH)
+    downloaded = _registry(store).download_version(version, tmp_path / "downloaded")
+    assert (downloaded / "variables/variables.data-00000-of-00001").read_bytes() == b"weights"
+
+
+def test_publish_from_the_store_moves_on_when_the_number_is_claimed(
+    store: Store, saved_model_dir: Path
+) -> None:
+    export = _stored_export(store, saved_model_dir)
+    intercepting = InterceptingStore(store)
+    claimed = keys.model_version_prefix(NAME, 1) + IDENTITY_ASSET_PATH
+
+    def competing_publisher(key: str, options: dict[str, Any]) -> None:
+        if key == claimed and not store.exists(key):
+            store.put_bytes(key, b"competitor", if_none_match=True)
+
+    intercepting.before_put = competing_publisher
+    assert _publish(_registry(intercepting), export) == 2
+    assert store.get_bytes(claimed) == b"competitor"
+    assert store.list_keys(keys.model_version_prefix(NAME, 1)) == [claimed]
+
+
+def test_publish_from_a_store_prefix_without_saved_model_raises(store: Store) -> None:
+    store.put_bytes(CANDIDATE + "assets/model_identity.txt", b"name\tx\n")
+    with pytest.raises(PublishError):
+        _publish(_registry(store), StoredExport(CANDIDATE))
 
 
 def test_publish_folder_without_saved_model_raises_publish_error(

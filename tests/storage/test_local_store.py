@@ -106,3 +106,13 @@ def test_local_etag_changes_even_for_same_size_rewrites(tmp_path: Path) -> None:
         current = store.put_bytes("k", letter.encode() * 4, if_match=current.etag)
         etags.add(current.etag)
     assert len(etags) == 8
+
+
+def test_local_store_create_only_copy_onto_an_existing_key_fails(local_store: LocalStore) -> None:
+    # moto ignores CopyObject's destination conditions (AWS S3 enforces them), so this part
+    # of the contract is checked on the local backend; the S3 request is checked on its own.
+    local_store.put_bytes("src/a", b"new")
+    local_store.put_bytes("dst/a", b"theirs")
+    with pytest.raises(PreconditionFailed):
+        local_store.copy("src/a", "dst/a", if_none_match=True)
+    assert local_store.get_bytes("dst/a") == b"theirs"

@@ -72,3 +72,27 @@ def test_s3_db_area_on_another_bucket(s3_env: dict[str, str], s3_bucket: str) ->
     assert areas.root.list_keys() == []
     areas.auth.put_bytes("authentication.csv", b"x")
     assert areas.root.list_keys() == ["input/db_auth/authentication.csv"]
+
+
+def test_s3_conditional_copy_is_one_server_side_copy_object_with_its_condition(
+    s3_store: S3Store,
+) -> None:
+    s3_store.put_bytes("src/a", b"x" * 4096)
+    operations: list[str] = []
+    sent: list[dict[str, str]] = []
+    events = s3_store.client.meta.events
+    record_call = lambda model, **_: operations.append(model.name)  # noqa: E731
+    record_copy = lambda request, **_: sent.append(dict(request.headers))  # noqa: E731
+    events.register("before-call.s3", record_call)
+    events.register("before-send.s3.CopyObject", record_copy)
+    try:
+        info = s3_store.copy("src/a", "dst/a", if_none_match=True)
+    finally:
+        events.unregister("before-call.s3", record_call)
+        events.unregister("before-send.s3.CopyObject", record_copy)
+
+    assert operations == ["CopyObject", "HeadObject"]  # no GetObject, no PutObject
+    (headers,) = sent
+    assert headers["If-None-Match"] in ("*", b"*")
+    assert info.size == 4096
+    assert s3_store.get_bytes("dst/a") == b"x" * 4096

@@ -181,6 +181,13 @@ def test_store_copy_and_delete_prefix(store: Store) -> None:
     assert store.list_keys() == ["dst/a"]
 
 
+def test_store_create_only_copy_creates_and_reports_the_copy(store: Store) -> None:
+    store.put_bytes("src/a", b"payload")
+    info = store.copy("src/a", "dst/a", if_none_match=True)
+    assert (info.key, info.size) == ("dst/a", len(b"payload"))
+    assert store.get_bytes("dst/a") == b"payload"
+
+
 def test_store_upload_and_download_file(store: Store, tmp_path: Path) -> None:
     source = tmp_path / "in.bin"
     source.write_bytes(bytes(range(256)) * 40)

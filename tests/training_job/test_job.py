@@ -326,6 +326,31 @@ def test_run_job_first_model_dry_run_or_below_minimum_publishes_nothing(
     assert _decision(store, run)["dry_run"] is options.get("dry_run", False)
 
 
+def test_run_job_promoted_candidate_is_uploaded_once_and_copied_into_its_version(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    write_covid_qu_ex_to_store(store, keys.db_prefix("b1"), {"train": 4, "val": 1, "test": 2})
+    settings = TrainingJobSettings(
+        storage=StorageSettings(url=str(tmp_path / "store")), cache_dir=tmp_path / "cache"
+    )
+    root = InterceptingStore(store)
+    areas = StorageAreas(root=root, auth=root.child(keys.AUTH_AREA), db=root.child(keys.DB_AREA))
+
+    run = _run(settings, areas, epochs=1)
+
+    assert (run.result.verdict, run.result.published_version) == ("promote", 1)
+    version = keys.model_version_prefix(MODEL, 1)
+    candidate = keys.learning_candidate_prefix(run.result.run_id)
+    uploaded = [key for key in root.puts if key.startswith(version)]
+    assert uploaded == [version + "assets/model_identity.txt", version + "manifest.json"]
+    copied = sorted(key[len(version) :] for key in root.copies)
+    assert copied == sorted(
+        key[len(candidate) :] for key in store.list_keys(candidate) if "model_identity" not in key
+    )
+    assert ModelRegistry(store, MODEL).download_version(1, tmp_path / "served").is_dir()
+
+
 def test_run_job_stable_promoted_by_someone_else_during_publish_keeps_theirs(
     tmp_path: Path,
 ) -> None:
