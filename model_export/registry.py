@@ -16,7 +16,6 @@ import enum
 import hashlib
 import json
 import os
-import random
 import secrets
 import shutil
 import time
@@ -27,7 +26,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
 from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
-from storage import ObjectNotFound, PreconditionFailed, Store, keys
+from storage import (
+    ObjectNotFound,
+    PreconditionFailed,
+    Store,
+    UpdateConflict,
+    keys,
+    update_object,
+)
 
 __all__ = [
     "LABELS",
@@ -336,6 +342,12 @@ class VersionDetails:
 # -- the registry on a store ----------------------------------------------------------------------
 
 
+def _registry_bytes(registry: Registry) -> bytes:
+    return json.dumps(registry.to_json(), indent=2, sort_keys=True, ensure_ascii=False).encode(
+        "utf-8"
+    )
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -439,8 +451,6 @@ class ModelRegistry:
         self._backoff_seconds = backoff_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
-        # Jitter spreads retrying writers apart; not security relevant.
-        self._jitter = random.Random()  # noqa: S311
 
     @property
     def registry_key(self) -> str:
@@ -449,26 +459,21 @@ class ModelRegistry:
     def _now(self) -> str:
         return _timestamp(self._clock())
 
-    def _backoff(self, attempt: int) -> None:
-        ceiling = min(2.0, self._backoff_seconds * (2**attempt))
-        self._sleep(self._jitter.uniform(0, ceiling))
-
     # -- reading -----------------------------------------------------------------------------
 
-    def _read(self) -> tuple[Registry, str | None]:
+    def _parse(self, data: bytes) -> Registry:
         try:
-            stored = self.store.get(self.registry_key)
-        except ObjectNotFound:
-            return Registry(name=self.name), None
-        try:
-            document = json.loads(stored.data)
+            document = json.loads(data)
         except ValueError as exc:
             raise RegistryError(f"{self.registry_key} is not valid JSON") from exc
-        return Registry.from_json(document), stored.etag
+        return Registry.from_json(document)
 
     def load(self) -> Registry:
         """The registry as stored (an empty one when nothing was ever published)."""
-        return self._read()[0]
+        try:
+            return self._parse(self.store.get_bytes(self.registry_key))
+        except ObjectNotFound:
+            return Registry(name=self.name)
 
     def _stored_versions(self) -> dict[int, list[str]]:
         """Version number -> object keys under that version folder."""
@@ -543,25 +548,29 @@ class ModelRegistry:
 
     def _update(self, change: Callable[[Registry], Registry]) -> Registry:
         """Read, change, write conditionally; on a lost race re-read and re-apply the change."""
-        for attempt in range(self._max_attempts):
-            current, etag = self._read()
+
+        def stamped(current: Registry) -> Registry:
             updated = change(current)
-            if updated == current:
-                return current
-            updated = replace(updated, updated_at=self._now())
-            try:
-                if etag is None:
-                    self.store.put_json(self.registry_key, updated.to_json(), if_none_match=True)
-                else:
-                    self.store.put_json(self.registry_key, updated.to_json(), if_match=etag)
-            except PreconditionFailed:
-                if attempt + 1 < self._max_attempts:
-                    self._backoff(attempt)
-                continue
-            return updated
-        raise RegistryConflict(
-            f"{self.registry_key} kept changing; gave up after {self._max_attempts} attempts"
-        )
+            return current if updated == current else replace(updated, updated_at=self._now())
+
+        try:
+            return update_object(
+                self.store,
+                self.registry_key,
+                stamped,
+                parse=self._parse,
+                serialize=_registry_bytes,
+                initial=lambda: Registry(name=self.name),
+                content_type="application/json",
+                attempts=self._max_attempts,
+                backoff_seconds=self._backoff_seconds,
+                max_backoff_seconds=2.0,
+                sleep=self._sleep,
+            )
+        except UpdateConflict as exc:
+            raise RegistryConflict(
+                f"{self.registry_key} kept changing; gave up after {self._max_attempts} attempts"
+            ) from exc
 
     def promote(
         self,

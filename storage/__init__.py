@@ -18,6 +18,7 @@ from storage.base import (
 from storage.config import EnvReader, SettingsError, StorageSettings, load_environment
 from storage.local import LocalStore
 from storage.s3 import S3Options, S3Store
+from storage.update import UpdateConflict, update_object
 
 __all__ = [
     "EnvReader",
@@ -35,8 +36,10 @@ __all__ = [
     "StorageUnavailable",
     "Store",
     "StoredObject",
+    "UpdateConflict",
     "keys",
     "load_environment",
     "open_areas",
     "open_store",
+    "update_object",
 ]

@@ -6,13 +6,13 @@ was issued is refused within that time without parsing the file on every request
 revalidates at a time while the others answer from the cache, and a storage outage is bridged
 from the cache for a bounded time (`stale_seconds`).
 `update_users` is the only writer: read, change, conditional write (`if_match` / `if_none_match`),
-re-read and retry on conflict, so two concurrent changes both survive (DESIGN decision 5).
+re-read and retry on conflict (`storage.update_object`), so two concurrent changes both survive
+(DESIGN decision 5).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +27,15 @@ from functions.users.table import (
     format_users_csv,
     parse_users_csv,
 )
-from storage import ObjectNotFound, PreconditionFailed, StorageError, Store, keys
+from storage import (
+    ObjectNotFound,
+    PreconditionFailed,
+    StorageError,
+    Store,
+    UpdateConflict,
+    keys,
+    update_object,
+)
 
 __all__ = ["SeedUser", "UserDirectory", "UsersConflict", "update_users"]
 
@@ -60,31 +68,30 @@ def update_users(
     `change` gets the current table and returns the new one (it may raise ValueError to refuse).
     A file with malformed rows is never rewritten: they would be lost.
     """
-    for attempt in range(attempts):
-        try:
-            current = store.get(keys.USERS_FILE)
-            table, etag = parse_users_csv(current.data), current.etag
-        except ObjectNotFound:
-            table, etag = UserTable(), None
+
+    def checked_change(table: UserTable) -> UserTable:
         if table.problems:
             raise UsersFileError(
                 "the users file has rows that cannot be read ("
                 + "; ".join(table.problems)
                 + "); fix them before changing users"
             )
-        new_table = change(table)
-        data = format_users_csv(new_table.users)
-        try:
-            if etag is None:
-                store.put(keys.USERS_FILE, data, content_type=_CONTENT_TYPE, if_none_match=True)
-            else:
-                store.put(keys.USERS_FILE, data, content_type=_CONTENT_TYPE, if_match=etag)
-        except PreconditionFailed:
-            # Someone else wrote in between: back off (full jitter) and redo on their version.
-            sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # noqa: S311 - jitter only
-            continue
-        return new_table
-    raise UsersConflict(f"the users file changed during each of {attempts} attempts")
+        return change(table)
+
+    try:
+        return update_object(
+            store,
+            keys.USERS_FILE,
+            checked_change,
+            parse=parse_users_csv,
+            serialize=lambda table: format_users_csv(table.users),
+            initial=UserTable,
+            content_type=_CONTENT_TYPE,
+            attempts=attempts,
+            sleep=sleep,
+        )
+    except UpdateConflict as exc:
+        raise UsersConflict(f"the users file changed during each of {attempts} attempts") from exc
 
 
 class UserDirectory:
