@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from storage import EnvReader, StorageSettings, keys
+from storage import DEFAULT_MODEL_NAME, EnvReader, StorageSettings, read_model_name
 
 __all__ = [
     "ENVIRONMENTS",
@@ -42,7 +42,7 @@ class ServingSettings:
     """Where the model server is and how patiently to call it (reliability.md §7)."""
 
     url: str = "http://127.0.0.1:8501"
-    model_name: str = "cnn_vit"
+    model_name: str = DEFAULT_MODEL_NAME
     # A version label (`stable`), a pinned version, or neither (the latest loaded version).
     model_label: str | None = "stable"
     model_version: int | None = None
@@ -217,11 +217,7 @@ def _read_serving(env: EnvReader, environ: Mapping[str, str]) -> ServingSettings
     url = env.string("TF_SERVING_URL", "http://127.0.0.1:8501").rstrip("/")
     if not url.startswith(("http://", "https://")):
         env.problem(f"TF_SERVING_URL={url!r} is not an http(s) URL")
-    model_name = env.string("MODEL_NAME", "cnn_vit", "PROD_MODEL_NAME")
-    try:
-        keys.check_model_name(model_name)
-    except ValueError:
-        env.problem(f"MODEL_NAME={model_name!r} is not a valid model name")
+    model_name = read_model_name(env)
     version_text = env.optional("MODEL_VERSION")
     model_version: int | None = None
     if version_text is not None:

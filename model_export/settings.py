@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from storage import EnvReader, StorageSettings, keys
+from storage import DEFAULT_MODEL_NAME, EnvReader, StorageSettings, read_model_name
 
 __all__ = ["DEFAULT_MODEL_NAME", "ModelExportSettings"]
-
-DEFAULT_MODEL_NAME = "cnn_vit"
 
 
 @dataclass(frozen=True)
@@ -27,11 +25,6 @@ class ModelExportSettings:
         problems at once."""
         env = EnvReader(environ, "model_export")
         storage = StorageSettings.read(env)
-        model_name = env.string("MODEL_NAME", DEFAULT_MODEL_NAME, "PROD_MODEL_NAME")
-        try:
-            keys.check_model_name(model_name)
-        except ValueError:
-            env.problem(f"MODEL_NAME={model_name!r} is not a valid model name")
-            model_name = DEFAULT_MODEL_NAME
+        model_name = read_model_name(env)
         env.check()
         return cls(storage=storage, model_name=model_name)

@@ -15,12 +15,20 @@ from storage.base import (
     Store,
     StoredObject,
 )
-from storage.config import EnvReader, SettingsError, StorageSettings, load_environment
+from storage.config import (
+    DEFAULT_MODEL_NAME,
+    EnvReader,
+    SettingsError,
+    StorageSettings,
+    load_environment,
+    read_model_name,
+)
 from storage.local import LocalStore
 from storage.s3 import S3Options, S3Store
 from storage.update import UpdateConflict, update_object
 
 __all__ = [
+    "DEFAULT_MODEL_NAME",
     "EnvReader",
     "InvalidKey",
     "LocalStore",
@@ -41,5 +49,6 @@ __all__ = [
     "load_environment",
     "open_areas",
     "open_store",
+    "read_model_name",
     "update_object",
 ]

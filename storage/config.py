@@ -15,15 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from storage.keys import check_model_name
+
 __all__ = [
+    "DEFAULT_MODEL_NAME",
     "EnvReader",
     "SettingsError",
     "StorageSettings",
     "load_environment",
     "parse_dotenv",
+    "read_model_name",
 ]
 
 T = TypeVar("T")
+
+# The served model's name when MODEL_NAME (or the original PROD_MODEL_NAME) is not set.
+DEFAULT_MODEL_NAME = "cnn_vit"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -181,6 +188,20 @@ class EnvReader:
         """Raise SettingsError listing every problem found so far."""
         if self.problems:
             raise SettingsError(self.deployable, self.problems)
+
+
+def read_model_name(env: EnvReader) -> str:
+    """`MODEL_NAME` (alias `PROD_MODEL_NAME`, the original system's name), default `cnn_vit`.
+
+    Read into the deployable's reader: a name that is not a valid key segment is one of its
+    problems (and the default is returned so the other checks can go on).
+    """
+    name = env.string("MODEL_NAME", DEFAULT_MODEL_NAME, "PROD_MODEL_NAME")
+    try:
+        return check_model_name(name)
+    except ValueError:
+        env.problem(f"MODEL_NAME={name!r} is not a valid model name")
+        return DEFAULT_MODEL_NAME
 
 
 def _is_storage_url(value: str) -> bool:

@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from storage import EnvReader, StorageSettings, keys
+from storage import DEFAULT_MODEL_NAME, EnvReader, StorageSettings, read_model_name
 from training_job.config import PRESETS
 from training_job.strategy import parse_tf_config
 
 __all__ = ["DEFAULT_MODEL_NAME", "DEFAULT_PRESET", "TrainingJobSettings"]
 
-DEFAULT_MODEL_NAME = "cnn_vit"
 # The job's default preset when neither TRAINING_PRESET nor --preset names one: `small` trains
 # in minutes on a laptop (`make train`); the deployments pass `--preset seed` (full size).
 DEFAULT_PRESET = "small"
@@ -39,12 +38,7 @@ class TrainingJobSettings:
         """Read the job's settings; SettingsError lists every invalid value."""
         env = EnvReader(environ, "training_job")
         storage = StorageSettings.read(env)
-        model_name = env.string("MODEL_NAME", DEFAULT_MODEL_NAME, "PROD_MODEL_NAME")
-        try:
-            keys.check_model_name(model_name)
-        except ValueError:
-            env.problem(f"MODEL_NAME={model_name!r} is not a valid model name")
-            model_name = DEFAULT_MODEL_NAME
+        model_name = read_model_name(env)
         preset = env.choice("TRAINING_PRESET", DEFAULT_PRESET, tuple(PRESETS))
         cache_dir = env.optional("TRAINING_CACHE_DIR")
         if cache_dir is None:

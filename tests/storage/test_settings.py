@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from storage import EnvReader, LocalStore, S3Store, SettingsError, StorageSettings, open_store
+from storage import (
+    EnvReader,
+    LocalStore,
+    S3Store,
+    SettingsError,
+    StorageSettings,
+    open_store,
+    read_model_name,
+)
 from storage.config import load_environment, parse_dotenv
 
 
@@ -119,3 +127,28 @@ def test_open_store_picks_backend_from_url(url: str, kind: type) -> None:
 def test_open_store_refuses_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="storage URL"):
         open_store("gs://bucket")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "cnn_vit"),
+        ({"MODEL_NAME": "other"}, "other"),
+        ({"PROD_MODEL_NAME": "legacy"}, "legacy"),
+        ({"MODEL_NAME": "new", "PROD_MODEL_NAME": "legacy"}, "new"),
+    ],
+)
+def test_read_model_name_default_name_and_original_alias(
+    environ: dict[str, str], expected: str
+) -> None:
+    env = EnvReader(environ, "x")
+    assert read_model_name(env) == expected
+    assert env.problems == []
+
+
+def test_read_model_name_invalid_is_a_problem_of_the_reader() -> None:
+    env = EnvReader({"PROD_MODEL_NAME": "../escape"}, "x")
+    assert read_model_name(env) == "cnn_vit"
+    with pytest.raises(SettingsError) as caught:
+        env.check()
+    assert "MODEL_NAME" in caught.value.problems[0]
