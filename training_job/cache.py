@@ -172,13 +172,9 @@ class ImageCache:
             del index[key]
 
         def download(key: str) -> tuple[str, str, int]:
-            stored = self.store.get(key)
-            target = self._file(key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.partial")
-            partial.write_bytes(stored.data)
-            os.replace(partial, target)
-            return key, stored.etag, len(stored.data)
+            # Atomic (a temporary file renamed into place); S3 streams it in one GET.
+            info = self.store.download_file(key, self._file(key))
+            return key, info.etag, info.size
 
         downloaded_bytes = 0
         try:

@@ -3,9 +3,10 @@ readability checked once per version."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from storage import LocalStore, S3Store, Store, keys
+from storage import LocalStore, ObjectInfo, S3Store, Store, StoredObject, keys
 from training_job.cache import ImageCache, local_root
 from training_job.data import discover_dataset
 
@@ -42,6 +43,53 @@ def test_image_cache_s3_rerun_downloads_only_what_changed(
     assert sorted(third.paths) == sorted(
         f"b1/Train/Normal/images/{index}.png" for index in (0, 1, 3, 4, 9)
     )
+
+
+class _DownloadOnlyStore(Store):
+    """Images may only be fetched with `download_file` (a stream to disk on S3), never `get`
+    (the whole object in memory)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.downloads: list[str] = []
+
+    def get(self, key: str) -> StoredObject:
+        raise AssertionError(f"get({key!r}): images are to be streamed to disk")
+
+    def download_file(self, key: str, path: str | Path) -> ObjectInfo:
+        self.downloads.append(key)
+        return self.inner.download_file(key, path)
+
+    def head(self, key: str) -> ObjectInfo:
+        return self.inner.head(key)
+
+    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
+        return self.inner.put(key, data, **options)  # type: ignore[arg-type]
+
+    def list(
+        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def test_image_cache_downloads_with_the_store_s_download_file(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    _put_images(s3_store, {"a.png": b"image a", "b.png": b"image b"})
+    db = _DownloadOnlyStore(_db(s3_store))
+
+    local = ImageCache(tmp_path / "cache", db).synchronise(discover_dataset(db).records)
+
+    assert sorted(db.downloads) == ["b1/Train/Normal/images/a.png", "b1/Train/Normal/images/b.png"]
+    assert local.summary.downloaded == 2
+    assert local.summary.bytes_downloaded == len(b"image a") + len(b"image b")
+    assert local.path("b1/Train/Normal/images/a.png").read_bytes() == b"image a"
 
 
 def test_image_cache_local_store_read_in_place(local_store: LocalStore, tmp_path: Path) -> None:
