@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,8 +62,8 @@ class InferenceService:
         self._retry_after = retry_after_seconds
         # The model's class list, learnt from its answers (functions never import it): lets a
         # Grad-CAM target given by name be resolved before the call.
+        # Replaced whole (one attribute assignment, atomic), never mutated: no lock needed.
         self._class_names: tuple[str, ...] | None = None
-        self._class_names_lock = threading.Lock()
 
     def predict(self, user_id: str, image: ValidatedImage, started: float) -> dict[str, Any]:
         """Predict one image and store its record; returns the record (also the answer)."""
@@ -158,9 +157,7 @@ class InferenceService:
         return result
 
     def _learn_classes(self, class_names: tuple[str, ...]) -> None:
-        if class_names != self._class_names:
-            with self._class_names_lock:
-                self._class_names = class_names
+        self._class_names = class_names
 
     def _record(
         self,
