@@ -61,6 +61,7 @@ from storage import (
     keys,
     load_environment,
     open_areas,
+    read_model_name,
 )
 
 __all__ = [
@@ -105,11 +106,7 @@ class SyncSettings:
         SYNC_GRACE_SECONDS, TF_SERVING_URL. Every problem is reported at once."""
         env = EnvReader(environ, "model sync")
         storage = StorageSettings.read(env)
-        model_name = env.string("MODEL_NAME", "cnn_vit", "PROD_MODEL_NAME")
-        try:
-            keys.check_model_name(model_name)
-        except ValueError:
-            env.problem(f"MODEL_NAME={model_name!r} is not a valid model name")
+        model_name = read_model_name(env)
         base_path = Path(env.string("MODEL_BASE_PATH", "./.run/models"))
         config_file = Path(env.string("MODEL_CONFIG_FILE", str(base_path / "models.config")))
         interval = env.number("SYNC_INTERVAL_SECONDS", 10.0, minimum=0.05, maximum=3600)
