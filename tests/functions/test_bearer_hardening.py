@@ -66,7 +66,12 @@ def _tampered_signature() -> str:
     return token[:-1] + last
 
 
-_NOW = int(time.time())
+def _now() -> int:
+    # Read when a token is made, not at import: a long suite reaches these tests minutes after
+    # collection, and "120 s in the future" must still be in the future then.
+    return int(time.time())
+
+
 BAD_TOKENS: dict[str, Callable[[], str]] = {
     "alg none": lambda: _hand_made({"alg": "none", "typ": "at+jwt"}, _claims(), None),
     "alg None": lambda: _hand_made({"alg": "None", "typ": "at+jwt"}, _claims(), None),
@@ -96,9 +101,9 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
     "iss prefix": lambda: _signed(_claims(iss=ISSUER[:-1])),
     "wrong aud": lambda: _signed(_claims(aud="another-api")),
     "aud list without ours": lambda: _signed(_claims(aud=["a", "b"])),
-    "expired beyond leeway": lambda: _signed(_claims(iat=_NOW - 4000, exp=_NOW - 31)),
-    "iat beyond leeway": lambda: _signed(_claims(iat=_NOW + 120, exp=_NOW + 900)),
-    "nbf beyond leeway": lambda: _signed(_claims(nbf=_NOW + 120)),
+    "expired beyond leeway": lambda: _signed(_claims(iat=_now() - 4000, exp=_now() - 31)),
+    "iat beyond leeway": lambda: _signed(_claims(iat=_now() + 120, exp=_now() + 900)),
+    "nbf beyond leeway": lambda: _signed(_claims(nbf=_now() + 120)),
     "tampered payload": _tampered_payload,
     "tampered signature": _tampered_signature,
     "other key": lambda: jwt.encode(_claims(), "k" * 64, algorithm="HS256"),
@@ -153,7 +158,7 @@ def test_bearer_valid_token_passes_every_function(stack: Stack) -> None:
 
 def test_bearer_small_clock_skew_is_accepted_within_the_leeway(stack: Stack) -> None:
     for token in (
-        _signed(_claims(iat=_NOW - 700, exp=int(time.time()) - 10)),
+        _signed(_claims(iat=_now() - 700, exp=_now() - 10)),
         _signed(_claims(iat=int(time.time()) + 10)),
         _signed(_claims(nbf=int(time.time()) + 10)),
     ):
