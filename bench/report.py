@@ -206,7 +206,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
         p50 = _median(_stat(gradcam.get(system), 1, "p50"))
         rows.append(
             (
-                f"gradcam p50 <= 120 ms ({label}, function as it is: `gradcam` with heatmap)",
+                f"gradcam p50 <= 120 ms ({label}, gateway `/gradcam` PNG answer)",
                 f"{p50:.1f} ms" if not math.isnan(p50) else "-",
                 _check(None if math.isnan(p50) else p50 <= 120),
                 _miss(p50, 120, "ms", lower_is_better=True),
