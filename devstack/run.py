@@ -400,6 +400,9 @@ def run_stack(options: StackOptions) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C also when started in the background (a shell without job control starts background
+    # commands with SIGINT ignored, and Python keeps an inherited "ignore").
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for port, what in (
             (options.api_port, "API_PORT"),
