@@ -259,12 +259,24 @@ class ModelSync:
 
         for version in sorted(registry.served_versions):
             if self._version_dir(version).is_dir():
-                if self._intact(version):
+                problem = self._installed_problem(version)
+                if problem is None:
                     continue
-                # Damaged since it was installed (a crash on a persistent volume, a hand edit):
-                # set it aside (removed with the partial folders) and install it again.
+                # Damaged since it was installed (a crash on a persistent volume, a hand edit), or
+                # another version under the same number (this folder reused with another store or
+                # a store started afresh): set it aside (removed with the partial folders) and
+                # install it again.
                 log_event(
-                    logger, "version_damaged", logging.WARNING, model=self._name, version=version
+                    logger,
+                    problem,
+                    logging.WARNING,
+                    model=self._name,
+                    version=version,
+                    **(
+                        {"note": "a server that loaded the old one serves it until restarted"}
+                        if problem == "version_differs_from_store"
+                        else {}
+                    ),
                 )
                 os.rename(
                     self._version_dir(version),
@@ -405,6 +417,17 @@ class ModelSync:
             seconds=round(time.monotonic() - started, 3),
         )
         return True
+
+    def _installed_problem(self, version: int) -> str | None:
+        """Why an installed version folder must be installed again, or None when it may stay."""
+        if not self._intact(version):
+            return "version_damaged"
+        try:
+            published = self._store.get_bytes(keys.model_version_manifest(self._name, version))
+            installed = (self._version_dir(version) / "manifest.json").read_bytes()
+        except (StorageError, OSError):
+            return None  # cannot tell now: keep serving what is in place
+        return None if published == installed else "version_differs_from_store"
 
     def _intact(self, version: int) -> bool:
         """An installed folder still holds every file of its manifest, at the recorded size."""

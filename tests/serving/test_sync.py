@@ -556,3 +556,26 @@ def test_sync_damaged_installed_version_is_installed_again(store: Store, tmp_pat
 
     assert report.installed == [1]
     assert (folder / damaged).read_bytes() == files[damaged]
+
+
+def test_sync_installed_version_differing_from_the_store_is_replaced(
+    store: Store, tmp_path: Path
+) -> None:
+    """A served folder reused with another store (or a store started afresh) holding another
+    version under the same number gets the store's version, not the one left on disk."""
+    settings = make_settings(tmp_path)
+    other_store = PrefixedStore(store, "elsewhere/")
+    publish_version(other_store, 1, {**fake_version_files(1), "saved_model.pb": b"old run"})
+    write_registry(other_store, stable=1)
+    ModelSync(settings, other_store).run_cycle()
+    files = publish_version(store, 1)
+    write_registry(store, stable=1)
+    sync = ModelSync(settings, store)
+
+    report = sync.run_cycle()
+
+    folder = settings.model_base_path / MODEL / "1"
+    assert report.installed == [1]
+    assert (folder / "saved_model.pb").read_bytes() == files["saved_model.pb"]
+    assert sync.run_cycle().installed == []  # left alone once it matches
+    assert version_folders(settings) == ["1"]  # the old folder, set aside, is gone
