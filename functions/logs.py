@@ -58,10 +58,14 @@ class _BelowWarning(logging.Filter):
         return record.levelno < logging.WARNING
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Attach JSON handlers to the `functions` logger once per process (idempotent)."""
+def configure_logging(level: str | None = None) -> None:
+    """Attach JSON handlers to the `functions` logger once per process (idempotent); set its
+    level when one is given (the runtime's LOG_LEVEL), else leave the level as it is."""
     root = logging.getLogger("functions")
-    root.setLevel(level)
+    if level is not None:
+        root.setLevel(level)
+    elif root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
     if any(getattr(handler, _HANDLER_MARK, False) for handler in root.handlers):
         return
     formatter = JsonFormatter()

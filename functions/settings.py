@@ -221,7 +221,7 @@ def _read_serving(env: EnvReader, environ: Mapping[str, str]) -> ServingSettings
     version_text = env.optional("MODEL_VERSION")
     model_version: int | None = None
     if version_text is not None:
-        if version_text.isdigit() and int(version_text) >= 1:
+        if version_text.isascii() and version_text.isdigit() and int(version_text) >= 1:
             model_version = int(version_text)
         else:
             env.problem(f"MODEL_VERSION={version_text!r} is not a positive integer")

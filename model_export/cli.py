@@ -31,7 +31,7 @@ __all__ = ["main"]
 def _expected_stable(value: str) -> int | None:
     if value.lower() == "none":
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a version number or 'none'")
     return int(value)
 

@@ -145,7 +145,7 @@ def login_failure(username_digest: str, epoch_seconds: float, token: str) -> str
 def login_failure_time(key: str) -> float | None:
     """The time (epoch seconds) a failed-login key records, or None if it is not one."""
     digits = key.rsplit("/", 1)[-1].split("-", 1)[0]
-    if len(digits) != _LOGIN_TIME_DIGITS or not digits.isdigit():
+    if len(digits) != _LOGIN_TIME_DIGITS or not (digits.isascii() and digits.isdigit()):
         return None
     return (_LOGIN_MAX_MILLIS - int(digits)) / 1000
 
@@ -176,7 +176,7 @@ def model_version_from_key(name: str, key: str) -> int | None:
     if not key.startswith(base):
         return None
     head = key[len(base) :].split("/", 1)[0]
-    return int(head) if head.isdigit() and "/" in key[len(base) :] else None
+    return int(head) if head.isascii() and head.isdigit() and "/" in key[len(base) :] else None
 
 
 # -- output/learning/ -------------------------------------------------------------------------

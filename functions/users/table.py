@@ -88,7 +88,7 @@ class UserTable:
 
     def next_id(self) -> str:
         """The original system numbered its users: one more than the largest numeric id."""
-        numbers = [int(user.id) for user in self.users if user.id.isdigit()]
+        numbers = [int(user.id) for user in self.users if user.id.isascii() and user.id.isdigit()]
         return str(max(numbers, default=0) + 1)
 
     def added(self, user: User) -> UserTable:

@@ -118,6 +118,15 @@ def test_settings_empty_model_label_means_latest_version() -> None:
     assert canary.serving.model_label == "canary"
 
 
+@pytest.mark.parametrize("text", ["0", "-1", "v2", "\u00b2", "\u0661"])
+def test_settings_model_version_not_a_plain_positive_integer_is_a_settings_problem(
+    text: str,
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({"SECRET_KEY": KEY, "MODEL_VERSION": text})
+    assert any("MODEL_VERSION" in problem for problem in caught.value.problems)
+
+
 def test_settings_label_and_version_together_are_refused() -> None:
     with pytest.raises(SettingsError):
         FunctionSettings.from_env(

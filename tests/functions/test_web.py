@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,15 @@ def test_web_every_function_answers_unknown_methods_with_json_405(
     assert response.status_code == 405
     assert response.headers["Allow"]
     assert response.mimetype == "application/json"
+
+
+def test_web_log_level_from_settings_survives_app_creation(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """LOG_LEVEL is set by the runtime; registering the web hooks on an app must not reset it."""
+    stack = stack_factory(LOG_LEVEL="WARNING")
+    stack.client("auth")
+    assert logging.getLogger("functions").level == logging.WARNING
+    reset_runtime()
+    stack_factory(LOG_LEVEL="INFO").client("auth")
+    assert logging.getLogger("functions").level == logging.INFO
