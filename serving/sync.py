@@ -453,7 +453,10 @@ class ModelSync:
         return {
             int(child.name)
             for child in self._model_dir.iterdir()
-            if child.name.isascii() and child.name.isdigit() and child.is_dir() and int(child.name) > 0
+            if child.name.isascii()
+            and child.name.isdigit()
+            and child.is_dir()
+            and int(child.name) > 0
         }
 
     # -- config ----------------------------------------------------------------------------------
