@@ -7,7 +7,6 @@ string changes, `type: [X, "null"]` becomes `nullable`, and 3.1-only keywords ar
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable
 from functools import cache
@@ -89,11 +88,22 @@ def openapi_for_swagger_ui(document: dict[str, Any]) -> dict[str, Any]:
             return [convert(item) for item in node]
         return node
 
-    converted = convert(copy.deepcopy(document))
+    converted: dict[str, Any] = convert(document)  # new containers all the way down
     converted["openapi"] = "3.0.3"
     converted.get("info", {}).pop("summary", None)
     converted.get("info", {}).get("license", {}).pop("identifier", None)
-    return dict(converted)
+    return converted
+
+
+@cache
+def _bodies() -> dict[str, bytes]:
+    """The three renditions of the document, built once per process."""
+    document = load_openapi()
+    return {
+        "yaml": OPENAPI_PATH.read_bytes(),
+        "json": json.dumps(document).encode("utf-8"),
+        "ui": json.dumps(openapi_for_swagger_ui(document)).encode("utf-8"),
+    }
 
 
 class DocsApp:
@@ -103,15 +113,7 @@ class DocsApp:
         import swagger_ui_bundle
 
         self._assets = Path(swagger_ui_bundle.swagger_ui_path)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = Request(environ)
-        response = self._respond(request)
-        return response(environ, start_response)
-
-    def _respond(self, request: Request) -> Response:
-        path = request.path
-        routes = {
+        self._routes = {
             "/openapi.yaml": self._yaml,
             "/openapi.json": self._json,
             "/docs": self._page,
@@ -120,7 +122,15 @@ class DocsApp:
             "/docs/openapi-ui.json": self._ui_json,
             "/": self._index,
         }
-        handler = routes.get(path)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        response = self._respond(request)
+        return response(environ, start_response)
+
+    def _respond(self, request: Request) -> Response:
+        path = request.path
+        handler = self._routes.get(path)
         asset = path.removeprefix("/docs/") if path.startswith("/docs/") else None
         if handler is None and asset not in _SWAGGER_ASSETS:
             return _error(404, "not_found", "no such path")
@@ -134,14 +144,13 @@ class DocsApp:
         return handler()
 
     def _yaml(self) -> Response:
-        return _ok(OPENAPI_PATH.read_bytes(), "application/yaml")
+        return _ok(_bodies()["yaml"], "application/yaml")
 
     def _json(self) -> Response:
-        return _ok(json.dumps(load_openapi()).encode("utf-8"), "application/json")
+        return _ok(_bodies()["json"], "application/json")
 
     def _ui_json(self) -> Response:
-        rendition = openapi_for_swagger_ui(load_openapi())
-        return _ok(json.dumps(rendition).encode("utf-8"), "application/json")
+        return _ok(_bodies()["ui"], "application/json")
 
     def _page(self) -> Response:
         return _ok(_DOCS_PAGE.encode("utf-8"), "text/html; charset=utf-8")

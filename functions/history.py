@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.errors import InvalidParameter, NotFound, StorageUnavailableError
+from functions.errors import InvalidParameter, NotFound
 from functions.inference import iso_time
-from storage import ObjectNotFound, StorageError, Store, keys
+from storage import ObjectNotFound, Store, keys
 
 __all__ = ["HistoryPage", "HistoryQuery", "HistoryService", "parse_time"]
 
@@ -106,7 +106,6 @@ class HistoryService:
         *,
         default_window: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        retry_after_seconds: int = 5,
     ) -> None:
         self._store = store
         # A key of its own (RFC 8725 §3.1 spirit: one key, one purpose), derived from the secret.
@@ -115,7 +114,6 @@ class HistoryService:
         ).digest()
         self._default_window = default_window
         self._clock = clock
-        self._retry_after = retry_after_seconds
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
@@ -128,20 +126,16 @@ class HistoryService:
             keys.inference_record(query.user_id, after_id) if after_id else window.start_after
         )
         found: list[str] = []
-        try:
-            for info in self._store.list(
-                window.prefix, start_after=start_after, page_size=min(query.limit + 1, 1000)
-            ):
-                if info.key >= window.end_before:
+        for info in self._store.list(
+            window.prefix, start_after=start_after, page_size=min(query.limit + 1, 1000)
+        ):
+            if info.key >= window.end_before:
+                break
+            if info.key.endswith(".json"):
+                found.append(info.key)
+                if len(found) > query.limit:
                     break
-                if info.key.endswith(".json"):
-                    found.append(info.key)
-                    if len(found) > query.limit:
-                        break
-            records = self._fetch(found[: query.limit])
-        except StorageError as exc:
-            logger.warning("cannot list history: %s", type(exc).__name__)
-            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        records = self._fetch(found[: query.limit])
         next_token = None
         if len(found) > query.limit:
             last_id = _id_from_key(found[query.limit - 1])
@@ -200,9 +194,6 @@ class HistoryService:
             record = self._store.get_json(key)
         except ObjectNotFound:
             raise NotFound("no such inference") from None
-        except StorageError as exc:
-            logger.warning("cannot read a record: %s", type(exc).__name__)
-            raise StorageUnavailableError(retry_after=self._retry_after) from None
         except ValueError:
             # Not JSON (a damaged object): the listing skips it, so it does not exist here either.
             logger.warning("an unreadable inference record was asked for; answered not found")
@@ -217,9 +208,6 @@ class HistoryService:
             return self._store.get_bytes(keys.gradcam_image(user_id, inference_id))
         except ObjectNotFound:
             raise NotFound("no Grad-CAM image for this inference") from None
-        except StorageError as exc:
-            logger.warning("cannot read a Grad-CAM image: %s", type(exc).__name__)
-            raise StorageUnavailableError(retry_after=self._retry_after) from None
 
     # -- page tokens ---------------------------------------------------------------------------
 

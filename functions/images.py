@@ -31,7 +31,7 @@ from functions.errors import (
     UnsupportedMediaType,
 )
 
-__all__ = ["ACCEPTED_CONTENT_TYPES", "ValidatedImage", "normalise_content_type", "validate_image"]
+__all__ = ["ValidatedImage", "normalise_content_type", "validate_image"]
 
 # Pillow only warns between MAX_IMAGE_PIXELS and twice that (reliability.md §2.1); its security
 # handbook says to treat the warning as an error. A process-wide filter, set once: a
@@ -47,7 +47,6 @@ _DECLARED_FORMATS = {
     "image/jpg": "JPEG",
     "image/pjpeg": "JPEG",
 }
-ACCEPTED_CONTENT_TYPES = ("image/png", "image/jpeg")
 # Declared types that say nothing about the format: the magic bytes decide.
 _UNTYPED = {"", "application/octet-stream"}
 _EXIF_ORIENTATION = 0x0112

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.errors import InvalidParameter, StorageUnavailableError
+from functions.errors import InvalidParameter
 from functions.images import ValidatedImage
 from functions.serving_client import GradcamResult, Prediction, ServingClient
 from storage import PreconditionFailed, StorageError, Store, keys
@@ -54,12 +54,10 @@ class InferenceService:
         client: ServingClient,
         *,
         clock: Callable[[], datetime] = _utc_now,
-        retry_after_seconds: int = 5,
     ) -> None:
         self._store = store
         self._client = client
         self._clock = clock
-        self._retry_after = retry_after_seconds
         # The model's class list, learnt from its answers (functions never import it): lets a
         # Grad-CAM target given by name be resolved before the call.
         # Replaced whole (one attribute assignment, atomic), never mutated: no lock needed.
@@ -71,7 +69,7 @@ class InferenceService:
         model_started = time.perf_counter()
         (prediction,) = self._client.predict([image.data])
         model_ms = (time.perf_counter() - model_started) * 1000
-        self._learn_classes(prediction.class_names)
+        self._class_names = prediction.class_names
         record = self._record("predict", user_id, moment, image, prediction, model_ms, started)
         self._write_record(user_id, record)
         return record
@@ -107,14 +105,10 @@ class InferenceService:
             facts["heatmap_size"] = int(result.heatmap.shape[0])
         record["gradcam"] = facts
         image_key = keys.gradcam_image(user_id, record["id"])
-        try:
-            self._create_once(image_key, result.overlay_png, "image/png")
-        except StorageError as exc:
-            logger.warning("cannot store a Grad-CAM overlay: %s", type(exc).__name__)
-            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        self._create_once(image_key, result.overlay_png, "image/png")
         try:
             self._write_record(user_id, record)
-        except StorageUnavailableError:
+        except StorageError:
             try:
                 self._store.delete(image_key)
             except StorageError:
@@ -125,39 +119,19 @@ class InferenceService:
     # -- helpers -------------------------------------------------------------------------------
 
     def _explain(self, image: bytes, target_class: str | None, with_heatmap: bool) -> GradcamResult:
-        def explain(index: int | None) -> GradcamResult:
-            return self._client.gradcam(image, index, with_heatmap=with_heatmap)
-
-        if target_class is None:
-            result = explain(None)
-            self._learn_classes(result.prediction.class_names)
-            return result
         known = self._class_names
-        if known is not None and target_class not in known:
+        if target_class is not None and known is not None and target_class not in known:
             raise _unknown_class(target_class, known)
-        if known is None:
-            # First call in this process: ask for the predicted class, which teaches us the
-            # class list; a second call is needed only if another class was asked for.
-            result = explain(None)
-            self._learn_classes(result.prediction.class_names)
-            names = result.prediction.class_names
-            if target_class not in names:
-                raise _unknown_class(target_class, names)
-            if result.target_class == target_class:
-                return result
-            return explain(names.index(target_class))
-        result = explain(known.index(target_class))
-        if result.target_class != target_class:
-            # The model's class list changed since we learnt it: learn again and redo.
-            names = result.prediction.class_names
-            self._learn_classes(names)
-            if target_class not in names:
-                raise _unknown_class(target_class, names)
-            result = explain(names.index(target_class))
-        return result
-
-    def _learn_classes(self, class_names: tuple[str, ...]) -> None:
-        self._class_names = class_names
+        index = known.index(target_class) if target_class is not None and known else None
+        result = self._client.gradcam(image, index, with_heatmap=with_heatmap)
+        names = self._class_names = result.prediction.class_names
+        if target_class is None or result.target_class == target_class:
+            return result
+        # The first call in this process (it asked for the predicted class, which taught the
+        # class list), or the model's class list changed since: ask again by the right index.
+        if target_class not in names:
+            raise _unknown_class(target_class, names)
+        return self._client.gradcam(image, names.index(target_class), with_heatmap=with_heatmap)
 
     def _record(
         self,
@@ -201,13 +175,7 @@ class InferenceService:
 
     def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        try:
-            self._create_once(
-                keys.inference_record(user_id, record["id"]), data, "application/json"
-            )
-        except StorageError as exc:
-            logger.warning("cannot store an inference record: %s", type(exc).__name__)
-            raise StorageUnavailableError(retry_after=self._retry_after) from None
+        self._create_once(keys.inference_record(user_id, record["id"]), data, "application/json")
 
 
 def _unknown_class(name: str, valid: tuple[str, ...]) -> InvalidParameter:

@@ -59,6 +59,10 @@ def _upload_limit() -> int:
     return get_runtime().settings.max_upload_bytes
 
 
+def _retry_after() -> int:
+    return get_runtime().settings.serving.retry_after_seconds
+
+
 def _image(request: flask.Request, runtime: Runtime) -> tuple[ValidatedImage, dict[str, str]]:
     settings = runtime.settings
     upload = web.read_upload(request, settings.max_upload_bytes)
@@ -134,6 +138,7 @@ _AUTH = web.Router(
         web.Route("/token", ("POST",), _token, "/token", oauth_errors=True),
         web.Route("/me", ("GET",), _me, "/me"),
     ],
+    retry_after=_retry_after,
 )
 
 
@@ -156,7 +161,9 @@ def _predict(request: flask.Request) -> flask.Response:
 
 
 _PREDICT = web.Router(
-    "predict", [web.Route("/", ("POST",), _predict, "/", upload_limit=_upload_limit)]
+    "predict",
+    [web.Route("/", ("POST",), _predict, "/", upload_limit=_upload_limit)],
+    retry_after=_retry_after,
 )
 
 
@@ -205,14 +212,13 @@ def _gradcam(request: flask.Request) -> flask.Response:
         if result.heatmap is not None:
             body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
         return web.json_response(body, headers=naming)
-    response = flask.Response(result.overlay_png, mimetype="image/png")
-    response.headers.update({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
-    response.headers.update(naming)
-    return response
+    return web.png_response(result.overlay_png, naming)
 
 
 _GRADCAM = web.Router(
-    "gradcam", [web.Route("/", ("POST",), _gradcam, "/", upload_limit=_upload_limit)]
+    "gradcam",
+    [web.Route("/", ("POST",), _gradcam, "/", upload_limit=_upload_limit)],
+    retry_after=_retry_after,
 )
 
 
@@ -271,15 +277,7 @@ def _record_gradcam(request: flask.Request, inference_id: str) -> flask.Response
     principal = _authenticate(request, runtime)
     user_id = _target_user(request, runtime, principal)
     png = runtime.history.gradcam_png(user_id, inference_id)
-    response = flask.Response(png, mimetype="image/png")
-    response.headers.update(
-        {
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Inference-Id": inference_id,
-        }
-    )
-    return response
+    return web.png_response(png, {"X-Inference-Id": inference_id})
 
 
 _HISTORY = web.Router(
@@ -289,6 +287,7 @@ _HISTORY = web.Router(
         web.Route("/<inference_id>", ("GET",), _one_record, "/<id>"),
         web.Route("/<inference_id>/gradcam", ("GET",), _record_gradcam, "/<id>/gradcam"),
     ],
+    retry_after=_retry_after,
 )
 
 

@@ -36,7 +36,6 @@ class PasswordHasher:
     """Hash and verify passwords with one `CryptContext` built from the settings."""
 
     def __init__(self, parameters: PasswordHashSettings) -> None:
-        self.parameters = parameters
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
             deprecated=["bcrypt"],

@@ -121,7 +121,6 @@ class Runtime:
         return InferenceService(
             self.root_store,
             self.serving,
-            retry_after_seconds=self.settings.serving.retry_after_seconds,
         )
 
     @cached_property
@@ -130,7 +129,6 @@ class Runtime:
             self.root_store,
             self.settings.secret_key,
             default_window=timedelta(hours=self.settings.history_default_hours),
-            retry_after_seconds=self.settings.serving.retry_after_seconds,
         )
 
 

@@ -199,13 +199,6 @@ class ServingClient:
         self._url = _predict_url(settings)
         self._overlay_support = _OverlaySupport(clock)
 
-    @property
-    def settings(self) -> ServingSettings:
-        return self._settings
-
-    def close(self) -> None:
-        self._pool.clear()
-
     def predict(self, images: Sequence[bytes]) -> list[Prediction]:
         """One prediction per image, in order (`serving_default`)."""
         if not images:

@@ -134,10 +134,6 @@ class FunctionSettings:
     api_user_password: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
 
-    @property
-    def is_local(self) -> bool:
-        return self.environment == "local"
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
         """Every setting from `environ`; raises SettingsError listing every problem."""

@@ -134,25 +134,16 @@ class UserThrottle:
         self._window = window_seconds
         self._clock = clock
 
-    def prefix(self, username: str) -> str:
-        """The username's failures' prefix (names are normalised as the users file matches)."""
+    def _digest(self, username: str) -> str:
+        """The name's digest in the keys (normalised as the users file matches names)."""
         normalised = username.strip().casefold().encode("utf-8", "surrogatepass")
-        digest = hmac.new(self._digest_key, normalised, hashlib.sha256).hexdigest()
-        return keys.login_failures_prefix(digest)
-
-    def _new_key(self, prefix: str, now: float) -> str:
-        digest = prefix[len(FAILURES_PREFIX) :].rstrip("/")
-        return keys.login_failure(digest, now, secrets.token_hex(8))
-
-    @staticmethod
-    def _time_of(key: str) -> float | None:
-        return keys.login_failure_time(key)
+        return hmac.new(self._digest_key, normalised, hashlib.sha256).hexdigest()
 
     def _recent(self, prefix: str, now: float, limit: int) -> list[_Failure]:
         """Up to `limit` failures inside the window, newest first (one listing call)."""
         found: list[_Failure] = []
         for info in self._store.list(prefix, page_size=min(1000, limit)):
-            at = self._time_of(info.key)
+            at = keys.login_failure_time(info.key)
             if at is None:
                 continue
             if at <= now - self._window:
@@ -168,9 +159,10 @@ class UserThrottle:
         Returns the reservation's key: `release` it when the attempt succeeds or is abandoned;
         leave it when the attempt fails (it is then the failure's record).
         """
-        prefix = self.prefix(username)
+        digest = self._digest(username)
+        prefix = keys.login_failures_prefix(digest)
         now = self._clock()
-        key = self._new_key(prefix, now)
+        key = keys.login_failure(digest, now, secrets.token_hex(8))
         self._store.put(key, json.dumps({"at": now}).encode(), if_none_match=True)
         try:
             failures = self._recent(prefix, now, self._max_failures + 2)
@@ -191,7 +183,7 @@ class UserThrottle:
 
     def clear(self, username: str) -> None:
         """Forget the username's failures (after a successful login)."""
-        prefix = self.prefix(username)
+        prefix = keys.login_failures_prefix(self._digest(username))
         try:
             for count, info in enumerate(self._store.list(prefix)):
                 if count >= _MAX_CLEARED:
@@ -251,10 +243,6 @@ class ClientThrottle:
             times = self._failures.get(bucket)
             if times is not None and reservation in times:
                 times.remove(reservation)
-
-    def tracked(self) -> int:
-        with self._lock:
-            return len(self._failures)
 
     def _make_room(self) -> None:
         if len(self._failures) < self._max_clients:
@@ -323,7 +311,6 @@ class LoginThrottle:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
         self.users = UserThrottle(
             store,
             secret_key,

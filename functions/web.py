@@ -79,8 +79,14 @@ def note(**fields: Any) -> None:
 class Router:
     """One function's routes: dispatches, and turns every failure into a JSON answer."""
 
-    def __init__(self, function_name: str, routes: Sequence[Route]) -> None:
+    def __init__(
+        self,
+        function_name: str,
+        routes: Sequence[Route],
+        retry_after: Callable[[], int] = lambda: 5,
+    ) -> None:
         self.function_name = function_name
+        self._retry_after = retry_after  # RETRY_AFTER_SECONDS, read when an answer needs it
         self._routes = list(routes)
         self._map = Map(
             [
@@ -107,8 +113,15 @@ class Router:
         except ApiError as error:
             return error_response(error)
         except StorageError as exc:
-            logger.warning("storage failed: %s", type(exc).__name__)
-            return error_response(StorageUnavailableError())
+            # The one place a storage failure becomes an answer; the services log what they were
+            # doing and let it through.
+            logger.warning(
+                "storage failed in %s %s: %s",
+                self.function_name,
+                flask.g.get("route"),
+                type(exc).__name__,
+            )
+            return error_response(StorageUnavailableError(retry_after=self._retry_after()))
         except SettingsError as exc:
             logger.error(
                 "the function is misconfigured", extra={"fields": {"problems": exc.problems}}
@@ -150,6 +163,13 @@ def json_response(
     response.headers.update(_SECURITY_HEADERS)
     response.headers.update(dict(headers or {}))
     return _guarded(response)
+
+
+def png_response(data: bytes, headers: Mapping[str, str]) -> flask.Response:
+    response = flask.Response(data, mimetype="image/png")
+    response.headers.update(_SECURITY_HEADERS)
+    response.headers.update(dict(headers))
+    return response
 
 
 def _guarded(response: flask.Response) -> flask.Response:

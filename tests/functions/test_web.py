@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +56,42 @@ def test_web_storage_outage_on_login_is_503_in_rfc6749_shape(stack: Stack) -> No
     assert response.get_json()["error"] == "temporarily_unavailable"
     assert "authentication.csv" not in response.get_data(as_text=True)
     assert response.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("function", "call"),
+    [
+        ("auth", lambda client, headers: client.get("/me", headers=headers)),
+        ("history", lambda client, headers: client.get("/", headers=headers)),
+        (
+            "predict",
+            lambda client, headers: client.post(
+                "/", headers=headers, data={"file": (io.BytesIO(png_bytes()), "x.png")}
+            ),
+        ),
+    ],
+)
+def test_web_storage_outage_answers_the_configured_retry_after_on_every_function(
+    stack_factory: Callable[..., Stack],
+    function: str,
+    call: Callable[[Any, dict[str, str]], Any],
+) -> None:
+    from storage import StorageUnavailable
+
+    stack = stack_factory(RETRY_AFTER_SECONDS="17")
+    headers = stack.bearer()
+    stack.client(function)  # the app exists before the outage starts
+    outage = lambda: StorageUnavailable("SlowDown")  # noqa: E731
+    install_runtime(
+        Runtime(
+            stack.runtime.settings,
+            root_store=FaultyStore(stack.root, fails=lambda op, key: True, error=outage),
+            auth_store=FaultyStore(stack.auth_store, fails=lambda op, key: True, error=outage),
+        )
+    )
+    response = call(stack.client(function), headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "17"
 
 
 def test_web_misconfigured_function_fails_at_app_creation_naming_every_problem(
