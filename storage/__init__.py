@@ -14,6 +14,7 @@ from storage.base import (
     StorageUnavailable,
     Store,
     StoredObject,
+    upload_folder,
 )
 from storage.config import (
     DEFAULT_MODEL_NAME,
@@ -51,4 +52,5 @@ __all__ = [
     "open_store",
     "read_model_name",
     "update_object",
+    "upload_folder",
 ]

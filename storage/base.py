@@ -26,6 +26,7 @@ __all__ = [
     "StorageUnavailable",
     "Store",
     "StoredObject",
+    "upload_folder",
     "validate_key",
     "validate_prefix",
 ]
@@ -104,6 +105,17 @@ def validate_prefix(prefix: str) -> str:
     if prefix.startswith("/"):
         raise InvalidKey("prefix must be relative")
     return prefix
+
+
+def upload_folder(store: Store, folder: Path, prefix: str) -> int:
+    """Upload every file below `folder` to `prefix` + its relative path, in sorted order;
+    returns how many files were uploaded."""
+    count = 0
+    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.upload_file(path, prefix + path.relative_to(folder).as_posix())
+        count += 1
+    return count
 
 
 class Store(ABC):

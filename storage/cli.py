@@ -9,7 +9,7 @@ from pathlib import Path
 
 from storage import keys
 from storage.areas import open_areas, open_store
-from storage.base import StorageError, Store
+from storage.base import StorageError, Store, upload_folder
 from storage.config import SettingsError, StorageSettings, load_environment
 from storage.local import LocalStore
 from storage.s3 import S3Store
@@ -43,14 +43,8 @@ def create_hierarchy(store: Store, *, create_bucket: bool = True) -> list[str]:
     return done
 
 
-def copy_folder_in(store: Store, folder: Path, prefix: str) -> int:
-    """Upload every file below `folder` to `prefix` + its relative path; returns the count."""
-    count = 0
-    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        store.upload_file(path, prefix + path.relative_to(folder).as_posix())
-        count += 1
-    return count
+# Upload every file below a folder to a prefix + its relative path; returns the count.
+copy_folder_in = upload_folder
 
 
 def copy_folder_out(store: Store, prefix: str, folder: Path) -> int:

@@ -204,9 +204,6 @@ class LocalStore(Store):
         except OSError as exc:
             raise StorageError(f"cannot delete {key}: {exc.strerror}") from exc
 
-    def copy(self, source_key: str, destination_key: str, **options: object) -> ObjectInfo:
-        return self.put(destination_key, self.get(source_key).data, **options)  # type: ignore[arg-type]
-
     # -- listing -------------------------------------------------------------------------------
 
     def list(

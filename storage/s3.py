@@ -159,21 +159,19 @@ class S3Store(Store):
     # -- primitives ----------------------------------------------------------------------------
 
     def get(self, key: str) -> StoredObject:
+        object_key = self._key(key)
         try:
-            response = self.client.get_object(Bucket=self._bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self._bucket, Key=object_key)
             data = response["Body"].read()
         except Exception as exc:
-            if isinstance(exc, StorageError):
-                raise
             raise self._translate(exc, key, "get") from exc
         return StoredObject(key=key, data=data, etag=response["ETag"])
 
     def head(self, key: str) -> ObjectInfo:
+        object_key = self._key(key)
         try:
-            response = self.client.head_object(Bucket=self._bucket, Key=self._key(key))
+            response = self.client.head_object(Bucket=self._bucket, Key=object_key)
         except Exception as exc:
-            if isinstance(exc, StorageError):
-                raise
             raise self._translate(exc, key, "head") from exc
         return ObjectInfo(
             key=key,
@@ -203,8 +201,6 @@ class S3Store(Store):
         try:
             response = self.client.put_object(**arguments)
         except Exception as exc:
-            if isinstance(exc, StorageError):
-                raise
             error = self._translate(exc, key, "put")
             if if_match is not None and isinstance(error, ObjectNotFound):
                 # If-Match on a missing key: the object the caller read is gone.
@@ -242,8 +238,9 @@ class S3Store(Store):
             arguments["ContinuationToken"] = response["NextContinuationToken"]
 
     def delete(self, key: str) -> None:
+        object_key = self._key(key)
         try:
-            self.client.delete_object(Bucket=self._bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self._bucket, Key=object_key)
         except Exception as exc:
             error = self._translate(exc, key, "delete")
             if isinstance(error, ObjectNotFound):
@@ -291,8 +288,9 @@ class S3Store(Store):
     def upload_file(self, path: Any, key: str, **options: Any) -> ObjectInfo:
         if options:
             return super().upload_file(path, key, **options)
+        object_key = self._key(key)
         try:
-            self.client.upload_file(str(path), self._bucket, self._key(key))
+            self.client.upload_file(str(path), self._bucket, object_key)
         except Exception as exc:
             raise self._translate(exc, key, "upload") from exc
         return self.head(key)
@@ -305,16 +303,15 @@ class S3Store(Store):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
+        object_key = self._key(key)
         try:
-            response = self.client.get_object(Bucket=self._bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self._bucket, Key=object_key)
             with open(partial, "wb") as handle:
                 for chunk in response["Body"].iter_chunks(chunk_size=1 << 20):
                     handle.write(chunk)
         except Exception as exc:
             with contextlib.suppress(OSError):
                 partial.unlink()
-            if isinstance(exc, StorageError):
-                raise
             if isinstance(exc, OSError):
                 raise StorageError(f"download {key}: {exc.strerror}") from exc
             raise self._translate(exc, key, "download") from exc

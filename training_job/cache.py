@@ -109,6 +109,10 @@ class ImageCache:
         self.store = store
         self.folder = Path(cache_dir) / "db" / _slug(store.describe())
         self._in_place_root = local_root(store)
+        # The index, read from disk once, then kept here; `_index_changed` says it differs
+        # from the file, which is rewritten only then.
+        self._index: dict[str, dict[str, Any]] | None = None
+        self._index_changed = False
 
     @property
     def in_place(self) -> bool:
@@ -133,6 +137,16 @@ class ImageCache:
         partial.write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
         os.replace(partial, self.folder / _INDEX_FILE)
 
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        if self._index is None:
+            self._index = self._read_index()
+        return self._index
+
+    def _save_index(self) -> None:
+        if self._index is not None and self._index_changed:
+            self._write_index(self._index)
+            self._index_changed = False
+
     def _file(self, key: str) -> Path:
         return self.folder / _FILES_FOLDER / Path(*key.split("/"))
 
@@ -141,14 +155,15 @@ class ImageCache:
     def synchronise(self, records: Iterable[ImageRecord]) -> LocalImages:
         """Local files for `records`: in place for a local store, else the cache's copies."""
         wanted = {record.key: record for record in records}
-        index = self._read_index()
+        index = self._entries()
         if self._in_place_root is not None:
             root = self._in_place_root
             paths = {key: root.joinpath(*key.split("/")) for key in wanted}
             etags = {key: record.etag for key, record in wanted.items()}
             kept = {key: entry for key, entry in index.items() if key in wanted}
             if kept != index:
-                self._write_index(kept)
+                self._index, self._index_changed = kept, True
+                self._save_index()
             summary = CacheSummary(
                 location=str(root),
                 in_place=True,
@@ -170,6 +185,7 @@ class ImageCache:
             with contextlib.suppress(FileNotFoundError):
                 self._file(key).unlink()
             del index[key]
+            self._index_changed = True
 
         def download(key: str) -> tuple[str, str, int]:
             # Atomic (a temporary file renamed into place); S3 streams it in one GET.
@@ -182,11 +198,14 @@ class ImageCache:
                 for key, etag, size in pool.map(download, stale):
                     # The tag of what was fetched: if the object changed since the listing,
                     # the next run sees the difference and fetches it again.
-                    index[key] = {"etag": etag, "size": size, "readable": None}
+                    entry = {"etag": etag, "size": size, "readable": None}
+                    if index.get(key) != entry:
+                        index[key] = entry
+                        self._index_changed = True
                     downloaded_bytes += size
         finally:
             # Whatever arrived stays usable by the next run, even if this one fails midway.
-            self._write_index(index)
+            self._save_index()
         self._prune_empty_folders()
         paths = {key: self._file(key) for key in wanted}
         etags = {key: str(index[key]["etag"]) for key in wanted}
@@ -217,21 +236,24 @@ class ImageCache:
         records: Sequence[ImageRecord],
         check: Callable[[list[str]], list[int]],
     ) -> list[str]:
-        index = self._read_index()
+        index = self._entries()
         unknown: list[str] = []
         for record in records:
             entry = index.get(record.key)
             if entry is None or entry.get("etag") != local.etags[record.key]:
                 entry = {"etag": local.etags[record.key], "size": record.size, "readable": None}
                 index[record.key] = entry
+                self._index_changed = True
             if entry.get("readable") is None:
                 unknown.append(record.key)
         if unknown:
             bad = set(check([str(local.paths[key]) for key in unknown]))
             for position, key in enumerate(unknown):
                 index[key]["readable"] = position not in bad
-            self._write_index(index)
+            self._index_changed = True
+            self._save_index()
         return sorted(record.key for record in records if index[record.key]["readable"] is False)
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._index, self._index_changed = None, False

@@ -22,9 +22,50 @@ __all__ = [
     "ClassificationReport",
     "SavedModelPredictions",
     "classification_report",
+    "confusion_matrix",
+    "macro_f1",
+    "per_class_f1",
     "predict_saved_model",
     "roc_auc_one_vs_rest",
 ]
+
+
+def confusion_matrix(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, num_classes: int
+) -> npt.NDArray[np.int64]:
+    """Counts [true class, predicted class]."""
+    true = np.asarray(y_true, dtype=np.int64).ravel()
+    pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if true.shape != pred.shape:
+        raise ValueError("y_true and y_pred differ in length")
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (true, pred), 1)
+    return matrix
+
+
+def per_class_f1(matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """F1 per class from a confusion matrix; 0 for a class never true nor predicted."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    true_positive = np.diag(counts)
+    denominator = counts.sum(axis=0) + counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(denominator > 0, 2.0 * true_positive / denominator, 0.0)
+    return np.asarray(scores, dtype=np.float64)
+
+
+def macro_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, num_classes: int | None = None) -> float:
+    """Unweighted mean of per-class F1 over the classes present in either array (as sklearn's
+    `f1_score(average="macro")`), or over `range(num_classes)` when given."""
+    true = np.asarray(y_true, dtype=np.int64).ravel()
+    pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if true.size == 0:
+        return float("nan")
+    size = num_classes if num_classes is not None else int(max(true.max(), pred.max())) + 1
+    scores = per_class_f1(confusion_matrix(true, pred, size))
+    if num_classes is None:
+        present = np.union1d(true, pred)
+        scores = scores[present]
+    return float(scores.mean())
 
 
 def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -130,17 +171,13 @@ def classification_report(
     scores = np.asarray(probabilities, dtype=np.float64).reshape(len(truth), num_classes)
     if len(truth) == 0:
         raise ValueError("nothing to evaluate: no images")
-    predicted = scores.argmax(axis=1)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (truth, predicted), 1)
+    matrix = confusion_matrix(truth, scores.argmax(axis=1), num_classes)
     true_positive = np.diag(matrix).astype(np.float64)
     predicted_count = matrix.sum(axis=0).astype(np.float64)
     support = matrix.sum(axis=1)
     precision = [_ratio(true_positive[i], predicted_count[i]) for i in range(num_classes)]
     recall = [_ratio(true_positive[i], support[i]) for i in range(num_classes)]
-    f1 = [
-        _ratio(2.0 * true_positive[i], predicted_count[i] + support[i]) for i in range(num_classes)
-    ]
+    f1 = [float(score) for score in per_class_f1(matrix)]
     present = [i for i in range(num_classes) if support[i] > 0]
     auc = roc_auc_one_vs_rest(truth, scores, num_classes)
     defined_auc = [value for value in auc if value is not None]

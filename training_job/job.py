@@ -48,6 +48,7 @@ from training_job.settings import TrainingJobSettings
 from training_job.strategy import PRECISIONS, STRATEGIES, is_chief_task
 
 if TYPE_CHECKING:
+    from model_export.export import ExportResult
     from training_job.steps import StartingWeights, TrainedCandidate
     from training_job.strategy import PrecisionPlan, StrategyPlan
     from training_job.train import TrainingConfig
@@ -259,8 +260,9 @@ def _run(run: _Run) -> JobResult:
         log.event("forced", reason="the data is unchanged, but the run was forced")
 
     # TensorFlow from here on: a run with nothing to do never pays for its import.
-    from training_job.steps import find_unreadable_files, load_starting_weights
+    from training_job.steps import load_starting_weights
     from training_job.strategy import plan_precision, plan_strategy, visible_gpus
+    from training_job.train import find_unreadable
 
     gpus = visible_gpus()
     strategy_plan = plan_strategy(
@@ -271,7 +273,7 @@ def _run(run: _Run) -> JobResult:
         "strategy", strategy=strategy_plan.to_json(), precision=precision.to_json(), gpus=len(gpus)
     )
 
-    local = _prepare_images(run, find_unreadable_files)
+    local = _prepare_images(run, find_unreadable)
     splits = _usable_splits(run, local)
 
     with tempfile.TemporaryDirectory(prefix=f"training-{run.run_id}-") as scratch:
@@ -473,7 +475,7 @@ def _evaluate_and_decide(
     stable_evaluation: tuple[ClassificationReport, dict[str, Any]] | None,
     workdir: Path,
 ) -> JobResult:
-    from training_job.steps import export_candidate
+    from model_export.export import export_saved_model
 
     options, log = run.options, run.log
     assert run.dataset is not None
@@ -490,7 +492,7 @@ def _evaluate_and_decide(
         "best_epoch": candidate.result.best_epoch,
     }
     warmup = [Path(path).read_bytes() for path in splits["test"].paths[:1]]
-    export_candidate(
+    exported = export_saved_model(
         candidate.model,
         run.config,
         export_dir,
@@ -516,7 +518,7 @@ def _evaluate_and_decide(
 
     # The model info carries the numbers too, so `python -m model_export publish` of the
     # saved candidate registers the same metrics as this job would.
-    _add_metrics_to_model_info(export_dir, candidate_report.metrics())
+    _add_metrics_to_model_info(exported, candidate_report.metrics())
     reports = {"candidate": (candidate_report, candidate_identity)}
     if stable_evaluation is not None:
         reports["stable"] = stable_evaluation
@@ -558,10 +560,11 @@ def _evaluate_and_decide(
     )
 
 
-def _add_metrics_to_model_info(export_dir: Path, metrics: Mapping[str, float]) -> None:
-    path = export_dir / MODEL_INFO_PATH
-    info = json.loads(path.read_text(encoding="utf-8"))
-    info.setdefault("training", {})["metrics"] = dict(metrics)
+def _add_metrics_to_model_info(exported: ExportResult, metrics: Mapping[str, float]) -> None:
+    """Rewrite the export's model info with the candidate's metrics under `training`."""
+    info = dict(exported.model_info)
+    info["training"] = {**info.get("training", {}), "metrics": dict(metrics)}
+    path = exported.export_dir / MODEL_INFO_PATH
     path.write_text(json.dumps(json_safe(info), indent=2, sort_keys=True), encoding="utf-8")
 
 

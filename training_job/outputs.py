@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from storage import Store, keys
+from storage import Store, keys, upload_folder
 from training_job.data import ImageRecord
 from training_job.joblog import json_safe
 
@@ -109,13 +108,14 @@ class LearningOutputs:
         return key
 
     def put_json(self, name: str, document: Any) -> str:
-        text = json.dumps(json_safe(document), indent=2, sort_keys=True, ensure_ascii=False)
-        return self.put(name, text.encode("utf-8"), "application/json")
+        key = self.key(name)
+        self.store.put_json(key, json_safe(document))
+        self.artefacts[name] = key
+        return key
 
     def put_folder(self, name: str, folder: Path) -> str:
         """Upload a folder (the candidate SavedModel) under the run's candidate prefix."""
         prefix = keys.learning_candidate_prefix(self.run_id)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.store.upload_file(path, prefix + path.relative_to(folder).as_posix())
+        upload_folder(self.store, folder, prefix)
         self.artefacts[name] = prefix
         return prefix

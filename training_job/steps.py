@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from model_export.export import ComputeDtype, export_saved_model
 from model_export.registry import VersionEntry
 from storage import ObjectNotFound, Store, keys
 from training_job.config import ModelConfig
@@ -27,7 +26,6 @@ from training_job.train import (
     EpochRecord,
     TrainingConfig,
     TrainingResult,
-    find_unreadable,
     make_dataset,
     train_model,
 )
@@ -35,8 +33,6 @@ from training_job.train import (
 __all__ = [
     "StartingWeights",
     "TrainedCandidate",
-    "export_candidate",
-    "find_unreadable_files",
     "load_starting_weights",
     "pipeline_cache",
     "shuffled_training_items",
@@ -69,11 +65,6 @@ class TrainedCandidate:
     result: TrainingResult
 
 
-def find_unreadable_files(paths: list[str]) -> list[int]:
-    """Indices of files the shared decoder rejects."""
-    return find_unreadable(paths)
-
-
 def _same_shapes(weights: Weights, config: ModelConfig) -> bool:
     expected = [tuple(weight.shape) for weight in build_model(config).get_weights()]
     return expected == [tuple(weight.shape) for weight in weights]
@@ -101,21 +92,24 @@ def load_starting_weights(
             f"{config.name!r}",
             version,
         )
-    key = keys.learning_file(stable.run_id, MODEL_FILE) if stable.run_id else None
+    if not stable.run_id:
+        return StartingWeights(
+            None,
+            "scratch",
+            f"stable version {version} has no Keras model file (its registry entry names no run)",
+            version,
+        )
+    key = keys.learning_file(stable.run_id, MODEL_FILE)
+    path = workdir / "stable-model.keras"
     try:
-        if key is None:
-            raise ObjectNotFound("no run id")
-        data = root.get_bytes(key)
+        root.download_file(key, path)
     except (ObjectNotFound, ValueError):
         return StartingWeights(
             None,
             "scratch",
-            f"stable version {version} has no Keras model file "
-            f"({key or 'its registry entry names no run'})",
+            f"stable version {version} has no Keras model file ({key})",
             version,
         )
-    path = workdir / "stable-model.keras"
-    path.write_bytes(data)
     weights = keras.saving.load_model(path, compile=False).get_weights()
     if not _same_shapes(weights, config):
         return StartingWeights(
@@ -230,28 +224,3 @@ def train_candidate(
     plain = build_model(config)
     plain.set_weights(model.get_weights())
     return TrainedCandidate(model=plain, result=result)
-
-
-def export_candidate(
-    model: keras.Model,
-    config: ModelConfig,
-    export_dir: Path,
-    *,
-    model_name: str,
-    run_id: str,
-    compute_dtype: ComputeDtype,
-    training_metadata: Mapping[str, Any],
-    warmup_images: Sequence[bytes] | None,
-) -> Path:
-    """The candidate as the SavedModel TF Serving would serve (identity version 0)."""
-    export_saved_model(
-        model,
-        config,
-        export_dir,
-        model_name=model_name,
-        run_id=run_id,
-        compute_dtype=compute_dtype,
-        training_metadata=training_metadata,
-        warmup_images=warmup_images,
-    )
-    return export_dir

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from training_job.evaluate import confusion_matrix, macro_f1, per_class_f1
 from training_job.preprocessing import decode_grayscale, preprocess_image_bytes
 
 __all__ = [
@@ -297,47 +298,6 @@ def find_unreadable(items: ImageItems) -> list[int]:
     )
     seen = {int(index) for index, _ in readable.as_numpy_iterator()}
     return [index for index in range(len(items)) if index not in seen]
-
-
-# -- metrics (NumPy) ---------------------------------------------------------------------------
-
-
-def confusion_matrix(
-    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, num_classes: int
-) -> npt.NDArray[np.int64]:
-    """Counts [true class, predicted class]."""
-    true = np.asarray(y_true, dtype=np.int64).ravel()
-    pred = np.asarray(y_pred, dtype=np.int64).ravel()
-    if true.shape != pred.shape:
-        raise ValueError("y_true and y_pred differ in length")
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (true, pred), 1)
-    return matrix
-
-
-def per_class_f1(matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """F1 per class from a confusion matrix; 0 for a class never true nor predicted."""
-    counts = np.asarray(matrix, dtype=np.float64)
-    true_positive = np.diag(counts)
-    denominator = counts.sum(axis=0) + counts.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.where(denominator > 0, 2.0 * true_positive / denominator, 0.0)
-    return np.asarray(scores, dtype=np.float64)
-
-
-def macro_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, num_classes: int | None = None) -> float:
-    """Unweighted mean of per-class F1 over the classes present in either array (as sklearn's
-    `f1_score(average="macro")`), or over `range(num_classes)` when given."""
-    true = np.asarray(y_true, dtype=np.int64).ravel()
-    pred = np.asarray(y_pred, dtype=np.int64).ravel()
-    if true.size == 0:
-        return float("nan")
-    size = num_classes if num_classes is not None else int(max(true.max(), pred.max())) + 1
-    scores = per_class_f1(confusion_matrix(true, pred, size))
-    if num_classes is None:
-        present = np.union1d(true, pred)
-        scores = scores[present]
-    return float(scores.mean())
 
 
 # -- training ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from storage import (
     PreconditionFailed,
     Store,
     keys,
+    upload_folder,
 )
 
 
@@ -162,6 +163,23 @@ def test_store_refuses_unsafe_keys(store: Store, bad_key: str) -> None:
         store.get(bad_key)
 
 
+@pytest.mark.parametrize("bad_key", ["a//b", "../escape", "folder/"])
+def test_store_delete_and_upload_file_refuse_unsafe_keys(
+    store: Store, tmp_path: Path, bad_key: str
+) -> None:
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"x")
+    with pytest.raises(InvalidKey):
+        store.delete(bad_key)
+    with pytest.raises(InvalidKey):
+        store.upload_file(source, bad_key)
+    with pytest.raises(InvalidKey):
+        store.head(bad_key)
+    with pytest.raises(InvalidKey):
+        store.download_file(bad_key, tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists()
+
+
 def test_store_child_view_strips_and_adds_its_prefix(store: Store) -> None:
     area = store.child("input/db_auth")
     area.put_bytes(keys.USERS_FILE, b"id;email")
@@ -196,6 +214,25 @@ def test_store_upload_and_download_file(store: Store, tmp_path: Path) -> None:
     store.download_file("files/in.bin", target)
     assert target.read_bytes() == source.read_bytes()
     assert not list(target.parent.glob(".*partial"))
+
+
+def test_upload_folder_keeps_relative_paths_under_the_prefix(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "saved_model"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "empty").mkdir()
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    (folder / "variables" / "variables.index").write_bytes(b"index")
+
+    assert upload_folder(store, folder, "/models/candidate/") == 2
+    assert upload_folder(store, folder, "") == 2
+
+    assert store.list_keys() == [
+        "models/candidate/saved_model.pb",
+        "models/candidate/variables/variables.index",
+        "saved_model.pb",
+        "variables/variables.index",
+    ]
+    assert store.get_bytes("models/candidate/variables/variables.index") == b"index"
 
 
 def test_store_time_window_lists_only_records_in_window_newest_first(store: Store) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from model_export.registry import VersionEntry
-from storage import LocalStore
+from storage import LocalStore, keys
 from training_job.config import get_preset
+from training_job.model import build_model
+from training_job.outputs import MODEL_FILE
 from training_job.steps import load_starting_weights, pipeline_cache, shuffled_training_items
 
 SMALL = get_preset("small")
@@ -69,3 +71,37 @@ def test_load_starting_weights_reasons_to_start_from_scratch(
     assert not starting.fine_tuning
     assert reason_part in starting.reason
     assert starting.parent_version == (stable.version if stable else None)
+
+
+def test_load_starting_weights_says_which_model_file_is_missing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+
+    no_run = load_starting_weights(store, _entry(run_id=""), SMALL, tmp_path, from_scratch=False)
+    missing = load_starting_weights(store, _entry(), SMALL, tmp_path, from_scratch=False)
+
+    assert no_run.reason == (
+        "stable version 3 has no Keras model file (its registry entry names no run)"
+    )
+    assert missing.reason == (
+        "stable version 3 has no Keras model file "
+        "(output/learning/20260101T000000Z-abcdef/model.keras)"
+    )
+    assert not (tmp_path / "stable-model.keras").exists()
+
+
+def test_load_starting_weights_fine_tunes_from_the_stable_model_file(tmp_path: Path) -> None:
+    model = build_model(SMALL)
+    model.save(tmp_path / "saved.keras")
+    store = LocalStore(tmp_path / "store")
+    store.upload_file(tmp_path / "saved.keras", keys.learning_file(_entry().run_id, MODEL_FILE))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+
+    starting = load_starting_weights(store, _entry(), SMALL, workdir, from_scratch=False)
+
+    assert starting.source == "stable"
+    assert starting.fine_tuning
+    assert starting.parent_version == 3
+    assert starting.reason == "fine-tuning from stable version 3 (run 20260101T000000Z-abcdef)"
+    assert starting.weights is not None
+    assert [w.tolist() for w in starting.weights] == [w.tolist() for w in model.get_weights()]
