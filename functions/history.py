@@ -138,7 +138,7 @@ class HistoryService:
         records = self._fetch(found[: query.limit])
         next_token = None
         if len(found) > query.limit:
-            last_id = _id_from_key(found[query.limit - 1])
+            last_id = keys.inference_id_from_record(found[query.limit - 1])
             next_token = self._sign(query, start, stop, last_id)
         return HistoryPage(query.user_id, start, stop, records, next_token)
 
@@ -255,11 +255,6 @@ def _record_key(user_id: str, inference_id: str) -> str:
         return keys.inference_record(user_id, inference_id)
     except ValueError:
         raise NotFound("no such inference") from None
-
-
-def _id_from_key(key: str) -> str:
-    # ".../<time>-<id>.json": the id is the part after the first "-" of the file name.
-    return key.rsplit("/", 1)[-1].split("-", 1)[1].removesuffix(".json")
 
 
 def _b64(data: bytes) -> str:

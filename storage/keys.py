@@ -41,6 +41,7 @@ __all__ = [
     "check_user_id",
     "db_prefix",
     "gradcam_image",
+    "inference_id_from_record",
     "inference_id_time",
     "inference_record",
     "inference_user_prefix",
@@ -248,6 +249,11 @@ def inference_record(user_id: str, inference_id: str) -> str:
         f"{inference_user_prefix(user_id)}{_day_part(moment)}/"
         f"{_time_part(moment)}-{inference_id}.json"
     )
+
+
+def inference_id_from_record(key: str) -> str:
+    """The inference id in a record's key (the inverse of `inference_record`)."""
+    return key.rsplit("/", 1)[-1].split("-", 1)[1].removesuffix(".json")
 
 
 @dataclass(frozen=True)

@@ -207,7 +207,7 @@ def verify_records(root_store: Any, report: LoadReport, user_ids: Sequence[str])
     stored: dict[str, str] = {}
     for user_id in user_ids:
         for key in root_store.list_keys(keys.inference_user_prefix(user_id)):
-            inference_id = key.rsplit("/", 1)[-1].split("-", 1)[1].removesuffix(".json")
+            inference_id = keys.inference_id_from_record(key)
             if inference_id in stored:
                 problems.append(f"inference {inference_id} is recorded twice")
             stored[inference_id] = key

@@ -81,6 +81,11 @@ def test_keys_records_of_later_times_sort_first() -> None:
     assert newer < older
 
 
+def test_keys_inference_id_round_trips_through_its_record_key() -> None:
+    iid = keys.new_inference_id(datetime(2026, 11, 27, 8, 56, 54, tzinfo=UTC))
+    assert keys.inference_id_from_record(keys.inference_record("alice", iid)) == iid
+
+
 def test_keys_gradcam_image_lives_under_its_user_and_date() -> None:
     iid = keys.new_inference_id(datetime(2026, 11, 27, tzinfo=UTC))
     assert keys.gradcam_image("alice", iid) == f"output/grad_cam/alice/2026-11-27/{iid}.png"
