@@ -27,7 +27,15 @@ from typing import Any, Literal
 import keras
 import tensorflow as tf
 
-from model_export.artifact import MODEL_INFO_PATH
+from model_export.artifact import (
+    GRADCAM_OVERLAY_SIGNATURE,
+    GRADCAM_SIGNATURE,
+    IMAGE_BYTES_INPUT,
+    MODEL_INFO_PATH,
+    SERVING_SIGNATURE,
+    SIGNATURES,
+    TARGET_CLASS_INPUT,
+)
 from model_export.gradcam import (
     GradcamExplainer,
     blend_overlay,
@@ -60,11 +68,6 @@ __all__ = [
     "export_saved_model",
 ]
 
-SERVING_SIGNATURE = "serving_default"
-GRADCAM_SIGNATURE = "gradcam"
-# Grad-CAM without the `heatmap` output: the answer a caller that shows the overlay needs.
-GRADCAM_OVERLAY_SIGNATURE = "gradcam_overlay"
-SIGNATURES = (SERVING_SIGNATURE, GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE)
 MODEL_INFO_SCHEMA = 1
 
 # The overlay's default side is at least this many pixels: a size a viewer shows without zooming.
@@ -95,7 +98,10 @@ def default_overlay_size(image_size: int) -> int:
     return max(image_size, MIN_DEFAULT_OVERLAY_SIZE)
 
 
-def _check_overlay_size(overlay_size: int) -> int:
+def _overlay_size(image_size: int, overlay_size: int | None) -> int:
+    """`overlay_size`, or the default for `image_size` when None; ValueError when out of range."""
+    if overlay_size is None:
+        overlay_size = default_overlay_size(image_size)
     if isinstance(overlay_size, bool) or not isinstance(overlay_size, int):
         raise ValueError(f"overlay_size must be an integer, not {overlay_size!r}")
     if not 1 <= overlay_size <= MAX_OVERLAY_SIZE:
@@ -129,9 +135,7 @@ class ServingFunctions:
     ) -> None:
         self._model = model
         self._image_size = config.image_size
-        self._overlay_size = _check_overlay_size(
-            default_overlay_size(config.image_size) if overlay_size is None else overlay_size
-        )
+        self._overlay_size = _overlay_size(config.image_size, overlay_size)
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
         self._explainer = GradcamExplainer(model, gradcam_layer)
         self._identity_table = identity_table
@@ -295,9 +299,7 @@ def export_saved_model(
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, not {compute_dtype!r}")
     _check_model(model, config)
     layer = gradcam_layer or config.gradcam_layer
-    display_size = _check_overlay_size(
-        default_overlay_size(config.image_size) if overlay_size is None else overlay_size
-    )
+    display_size = _overlay_size(config.image_size, overlay_size)
     identity = ModelIdentity(name=model_name, version=0, run_id=run_id)
     served = model if compute_dtype == "float32" else bfloat16_twin(model, config)
 
@@ -310,9 +312,10 @@ def export_saved_model(
         archive = keras.export.ExportArchive()
         archive.track(served)
         archive.track(table)
-        image_bytes_spec = tf.TensorSpec([None], tf.string, name="image_bytes")
+        image_bytes_spec = tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)
         archive.add_endpoint(SERVING_SIGNATURE, functions.predict, [image_bytes_spec])
-        gradcam_inputs = [image_bytes_spec, tf.TensorSpec([None], tf.int32, name="target_class")]
+        target_class_spec = tf.TensorSpec([None], tf.int32, name=TARGET_CLASS_INPUT)
+        gradcam_inputs = [image_bytes_spec, target_class_spec]
         archive.add_endpoint(GRADCAM_SIGNATURE, functions.explain, gradcam_inputs)
         archive.add_endpoint(
             GRADCAM_OVERLAY_SIGNATURE, functions.explain_overlay, list(gradcam_inputs)
@@ -329,7 +332,7 @@ def export_saved_model(
         "preset": config.name,
         "config": config.to_dict(),
         "input_size": config.image_size,
-        "input": {"name": "image_bytes", "dtype": "string", "content": "PNG or JPEG bytes"},
+        "input": {"name": IMAGE_BYTES_INPUT, "dtype": "string", "content": "PNG or JPEG bytes"},
         "gradcam_layer": layer,
         "gradcam_weighting": functions.explainer.weighting,
         "gradcam_smoothing": functions.explainer.smoothing,

@@ -13,7 +13,14 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from model_export.artifact import WARMUP_PATH
+from model_export.artifact import (
+    GRADCAM_OVERLAY_SIGNATURE,
+    GRADCAM_SIGNATURE,
+    IMAGE_BYTES_INPUT,
+    SERVING_SIGNATURE,
+    TARGET_CLASS_INPUT,
+    WARMUP_PATH,
+)
 
 __all__ = [
     "MAX_WARMUP_RECORDS",
@@ -46,10 +53,11 @@ def warmup_requests(
     batch = tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)])
     targets = tf.make_tensor_proto([_PREDICTED_CLASS] * len(images), dtype=tf.int32)
     requests = []
+    gradcam_inputs = {IMAGE_BYTES_INPUT: batch, TARGET_CLASS_INPUT: targets}
     for signature, inputs in (
-        ("serving_default", {"image_bytes": batch}),
-        ("gradcam", {"image_bytes": batch, "target_class": targets}),
-        ("gradcam_overlay", {"image_bytes": batch, "target_class": targets}),
+        (SERVING_SIGNATURE, {IMAGE_BYTES_INPUT: batch}),
+        (GRADCAM_SIGNATURE, gradcam_inputs),
+        (GRADCAM_OVERLAY_SIGNATURE, gradcam_inputs),
     ):
         request = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)

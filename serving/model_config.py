@@ -24,7 +24,6 @@ __all__ = [
     "read_model_config",
     "render_model_config",
     "write_file_atomically",
-    "write_model_config",
 ]
 
 
@@ -178,15 +177,6 @@ def write_file_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-
-
-def write_model_config(
-    path: Path, entries: Iterable[ModelConfigEntry], foreign_blocks: Iterable[str] = ()
-) -> str:
-    """Render and atomically replace `path`; returns the text written."""
-    text = render_model_config(entries, foreign_blocks)
-    write_file_atomically(path, text)
-    return text
 
 
 @contextlib.contextmanager

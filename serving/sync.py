@@ -43,7 +43,6 @@ from serving.model_config import (
     read_model_config,
     render_model_config,
     write_file_atomically,
-    write_model_config,
 )
 from serving.published import (
     Manifest,
@@ -53,6 +52,7 @@ from serving.published import (
     parse_registry,
 )
 from storage import (
+    DEFAULT_MODEL_NAME,
     EnvReader,
     ObjectNotFound,
     StorageError,
@@ -92,7 +92,7 @@ class SyncSettings:
     """Everything the sync reads from its environment (see `from_env` for the names)."""
 
     storage: StorageSettings
-    model_name: str = "cnn_vit"
+    model_name: str = DEFAULT_MODEL_NAME
     model_base_path: Path = Path("./.run/models")
     model_config_file: Path = Path("./.run/models/models.config")
     interval_seconds: float = 10.0
@@ -420,22 +420,23 @@ class ModelSync:
 
     def _installed_problem(self, version: int) -> str | None:
         """Why an installed version folder must be installed again, or None when it may stay."""
-        if not self._intact(version):
+        folder = self._version_dir(version)
+        try:
+            installed = (folder / "manifest.json").read_bytes()
+        except OSError:
+            return "version_damaged"
+        if not self._intact(folder, version, installed):
             return "version_damaged"
         try:
             published = self._store.get_bytes(keys.model_version_manifest(self._name, version))
-            installed = (self._version_dir(version) / "manifest.json").read_bytes()
         except (StorageError, OSError):
             return None  # cannot tell now: keep serving what is in place
         return None if published == installed else "version_differs_from_store"
 
-    def _intact(self, version: int) -> bool:
-        """An installed folder still holds every file of its manifest, at the recorded size."""
-        folder = self._version_dir(version)
+    def _intact(self, folder: Path, version: int, manifest_bytes: bytes) -> bool:
+        """The folder still holds every file of its installed manifest, at the recorded size."""
         try:
-            manifest = parse_manifest(
-                json.loads((folder / "manifest.json").read_bytes()), self._name, version
-            )
+            manifest = parse_manifest(json.loads(manifest_bytes), self._name, version)
             return all(
                 (folder / entry.path).stat().st_size == entry.size for entry in manifest.files
             )
@@ -495,7 +496,7 @@ class ModelSync:
             text = render_model_config([entry], others)
             if text == current:
                 return False
-            write_model_config(path, [entry], others)
+            write_file_atomically(path, text)
         log_event(
             logger,
             "config_written",
@@ -593,6 +594,7 @@ def run_watch(
     cycles = 0
     failures = 0
     while not stop.is_set():
+        delay = interval_seconds
         try:
             sync.run_cycle()
             failures = 0
@@ -609,15 +611,10 @@ def run_watch(
                 reason=str(exc),
                 error=type(exc).__name__,
             )
-            cycles += 1
-            if max_cycles is not None and cycles >= max_cycles:
-                break
-            stop.wait(delay)
-            continue
         cycles += 1
         if max_cycles is not None and cycles >= max_cycles:
             break
-        stop.wait(interval_seconds)
+        stop.wait(delay)
     return 0
 
 

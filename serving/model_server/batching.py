@@ -98,7 +98,7 @@ class BatchScheduler:
         parameters: BatchingParameters,
         limiter: threading.Semaphore,
         name: str,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
         self._parameters = parameters
@@ -210,17 +210,17 @@ class BatchScheduler:
                     merged[alias] = _concatenate(parts)
             outputs = self._run(merged)
             if self._on_batch is not None:
-                self._on_batch(len(batch), total)
+                self._on_batch(total)
+            for alias, array in outputs.items():
+                if array.ndim == 0 or array.shape[0] != padded:
+                    raise ServingError.internal(
+                        f"Batched output tensor {alias} has 0th dimension "
+                        f"{array.shape[0] if array.ndim else 'none'}, expected {padded}"
+                    )
             offsets = np.cumsum([0, *sizes]).tolist()
             for index, task in enumerate(batch):
-                task.outputs = {}
-                for alias, array in outputs.items():
-                    if array.ndim == 0 or array.shape[0] != padded:
-                        raise ServingError.internal(
-                            f"Batched output tensor {alias} has 0th dimension "
-                            f"{array.shape[0] if array.ndim else 'none'}, expected {padded}"
-                        )
-                    task.outputs[alias] = array[offsets[index] : offsets[index + 1]]
+                start, end = offsets[index], offsets[index + 1]
+                task.outputs = {alias: array[start:end] for alias, array in outputs.items()}
         except ServingError as error:
             for task in batch:
                 task.error = error

@@ -33,12 +33,12 @@ from serving.model_server.metrics import Metrics
 from serving.model_server.servable import (
     DEFAULT_SIGNATURE,
     LoadedVersion,
-    check_predict_inputs,
     classify,
     examples_from_input,
+    predict_request_inputs,
     regress,
 )
-from serving.model_server.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+from serving.model_server.tensors import ndarray_to_tensor_proto
 
 __all__ = ["GrpcServer"]
 
@@ -104,14 +104,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         def work() -> predict_pb2.PredictResponse:
             loaded = _resolve(self._manager, request.model_spec)
-            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            signature = loaded.signature(key)
-            if signature is None:
-                raise ServingError.failed_precondition(f'Serving signature key "{key}" not found.')
-            inputs = {
-                alias: tensor_proto_to_ndarray(tensor) for alias, tensor in request.inputs.items()
-            }
-            check_predict_inputs(signature, inputs)
+            key, signature, inputs = predict_request_inputs(loaded, request)
             wanted = list(request.output_filter)
             for alias in wanted:
                 if alias not in signature.output_types:

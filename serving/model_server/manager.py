@@ -35,7 +35,8 @@ __all__ = [
 logger = logging.getLogger("serving.model_server")
 
 _INT64_MAX = 2**63 - 1
-_NUMERIC = re.compile(r"^\d+$")
+# Plain ASCII digits only (no other Unicode digits, no trailing newline), as serving/sync.py writes.
+_NUMERIC = re.compile(r"[0-9]+")
 
 Loader = Callable[[str, int, Path], LoadedVersion]
 
@@ -198,9 +199,6 @@ class ModelManager:
                 for config in configs
             )
 
-    def retry_labels(self, configs: Iterable[ModelConfig]) -> None:
-        self._apply_labels(list(configs))
-
     def _remove_model(self, name: str) -> None:
         model = self._models.pop(name)
         model.removed = True
@@ -257,7 +255,7 @@ class ModelManager:
             return None
         versions: dict[int, str] = {}
         for child in sorted(children, key=lambda path: path.name):
-            if not _NUMERIC.match(child.name) or not child.is_dir():
+            if not _NUMERIC.fullmatch(child.name) or not child.is_dir():
                 continue
             number = int(child.name)
             if number > _INT64_MAX:
@@ -474,7 +472,3 @@ class ModelManager:
                 raise ServingError.not_found(f"Could not find version {version} of model {name}")
             return [statuses[version]]
         return [statuses[v] for v in sorted(statuses, reverse=True)]
-
-    def model_names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._models)

@@ -75,8 +75,7 @@ class Metrics:
                 histogram = self._latency[key] = _Histogram(_LATENCY_BUCKETS_US)
             histogram.observe(micros)
 
-    def record_batch(self, model: str, tasks: int, size: int) -> None:
-        del tasks
+    def record_batch(self, model: str, size: int) -> None:
         with self._lock:
             key = (("model_name", model),)
             histogram = self._batch_sizes.get(key)

@@ -42,6 +42,7 @@ from serving.model_server.servable import (
     DEFAULT_SIGNATURE,
     classify,
     regress,
+    serialize_examples,
 )
 
 __all__ = ["Response", "RestApi", "RestServer"]
@@ -192,16 +193,7 @@ def _examples(document: dict[str, Any]) -> list[bytes]:
         raise _format_error(document, "Expecting 'examples' value to be an list/array")
     if not examples:
         raise _format_error(document, "'examples' value is an empty array")
-    serialized = []
-    for item in examples:
-        example = _example(item)
-        if context is not None:
-            merged = example_pb2.Example()
-            merged.CopyFrom(context)
-            merged.MergeFrom(example)
-            example = merged
-        serialized.append(example.SerializeToString())
-    return serialized
+    return serialize_examples([_example(item) for item in examples], context)
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -224,7 +216,6 @@ class RestApi:
         self._timeout = timeout_seconds
         self._monitoring_path = monitoring_path
         self._enable_cors = enable_cors
-        # Metadata is computed once per loaded version (a reloaded version is a new object).
 
     def handle(self, method: str, target: str, body: bytes, origin: str | None = None) -> Response:
         path = target.split("?", 1)[0]

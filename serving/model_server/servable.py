@@ -21,7 +21,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
 
 from serving.logs import log_event
 from serving.model_server.batching import SchedulerClosed
@@ -32,7 +32,6 @@ from serving.model_server.tensors import tensor_proto_to_ndarray
 __all__ = [
     "CLASSIFY_METHOD",
     "DEFAULT_SIGNATURE",
-    "PREDICT_METHOD",
     "REGRESS_METHOD",
     "LoadedVersion",
     "Signature",
@@ -42,7 +41,6 @@ __all__ = [
 logger = logging.getLogger("serving.model_server")
 
 DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -60,7 +58,6 @@ class Signature:
     method_name: str
     input_types: Mapping[str, DataType]
     output_types: Mapping[str, DataType]
-    input_shapes: Mapping[str, tuple[int, ...] | None]
     function: Any  # the restored concrete function; None for non-callable entries
 
     def run(self, inputs: Tensors) -> Tensors:
@@ -157,12 +154,6 @@ def _read_meta_graph(path: Path, tags: Iterable[str]) -> meta_graph_pb2.MetaGrap
     )
 
 
-def _shape(info: meta_graph_pb2.TensorInfo) -> tuple[int, ...] | None:
-    if info.tensor_shape.unknown_rank:
-        return None
-    return tuple(dim.size for dim in info.tensor_shape.dim)
-
-
 def load_version(
     name: str,
     version: int,
@@ -190,7 +181,6 @@ def load_version(
             method_name=definition.method_name,
             input_types={a: DataType.of(i.dtype) for a, i in definition.inputs.items()},
             output_types={a: DataType.of(i.dtype) for a, i in definition.outputs.items()},
-            input_shapes={a: _shape(i) for a, i in definition.inputs.items()},
             function=functions.get(key) if key in functions else None,
         )
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
@@ -251,35 +241,37 @@ def replay_warmup(loaded: LoadedVersion, iterations: int = 1) -> int:
         except DecodeError:
             raise ServingError.invalid_argument("Failed to parse warmup record") from None
         kind = log.WhichOneof("log_type")
-        for _ in range(max(1, iterations)):
-            if kind == "predict_log":
-                request = log.predict_log.request
-                key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-                signature = loaded.signature(key)
-                if signature is None:
-                    raise ServingError.failed_precondition(
-                        f'Serving signature key "{key}" not found.'
-                    )
-                inputs = {
-                    alias: tensor_proto_to_ndarray(tensor)
-                    for alias, tensor in request.inputs.items()
-                }
-                check_predict_inputs(signature, inputs)
+        repeats = max(1, iterations)
+        if kind == "predict_log":
+            _key, signature, inputs = predict_request_inputs(loaded, log.predict_log.request)
+            for _ in range(repeats):
                 signature.run(inputs)
-            elif kind in ("classify_log", "regress_log"):
-                request = getattr(log, kind).request
-                key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-                examples = examples_from_input(request.input)
-                if kind == "classify_log":
-                    classify(loaded, key, examples)
-                else:
-                    regress(loaded, key, examples)
-            else:
-                raise ServingError.unimplemented(f"Unsupported log_type for warmup: {kind}")
+        elif kind in ("classify_log", "regress_log"):
+            request = getattr(log, kind).request
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            examples = examples_from_input(request.input)
+            run = classify if kind == "classify_log" else regress
+            for _ in range(repeats):
+                run(loaded, key, examples)
+        else:
+            raise ServingError.unimplemented(f"Unsupported log_type for warmup: {kind}")
     log_event(
         logger, "warmup_finished", model=loaded.name, version=loaded.version, records=len(records)
     )
     return len(records)
+
+
+def predict_request_inputs(
+    loaded: LoadedVersion, request: predict_pb2.PredictRequest
+) -> tuple[str, Signature, Tensors]:
+    """A PredictRequest's signature key, signature and checked inputs (gRPC and warmup)."""
+    key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature = loaded.signature(key)
+    if signature is None:
+        raise ServingError.failed_precondition(f'Serving signature key "{key}" not found.')
+    inputs = {alias: tensor_proto_to_ndarray(tensor) for alias, tensor in request.inputs.items()}
+    check_predict_inputs(signature, inputs)
+    return key, signature, inputs
 
 
 def check_predict_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
@@ -312,20 +304,29 @@ def check_predict_inputs(signature: Signature, inputs: Mapping[str, np.ndarray])
 # -- classify and regress --------------------------------------------------------------------------
 
 
+def serialize_examples(
+    examples: Iterable[example_pb2.Example], context: example_pb2.Example | None
+) -> list[bytes]:
+    """Each example serialized, with `context`'s features merged under it when given."""
+    serialized = []
+    for example in examples:
+        if context is not None:
+            merged = example_pb2.Example()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)
+            example = merged
+        serialized.append(example.SerializeToString())
+    return serialized
+
+
 def examples_from_input(request_input: Any) -> list[bytes]:
     """Serialized tf.Examples of an `Input` proto; context features merged into each example."""
     kind = request_input.WhichOneof("kind")
     if kind == "example_list":
-        return [example.SerializeToString() for example in request_input.example_list.examples]
+        return serialize_examples(request_input.example_list.examples, None)
     if kind == "example_list_with_context":
         listed = request_input.example_list_with_context
-        merged = []
-        for example in listed.examples:
-            combined = example_pb2.Example()
-            combined.CopyFrom(listed.context)
-            combined.MergeFrom(example)
-            merged.append(combined.SerializeToString())
-        return merged
+        return serialize_examples(listed.examples, listed.context)
     raise ServingError.invalid_argument("Input is empty")
 
 

@@ -30,20 +30,9 @@ _VALUE_FIELD = {
     DataType.DT_UINT64: "uint64_val",
 }
 
+# The output types: each one with a value field, keyed by its NumPy dtype (strings: object).
 _FROM_NUMPY = {
-    np.dtype(np.float32): DataType.DT_FLOAT,
-    np.dtype(np.float64): DataType.DT_DOUBLE,
-    np.dtype(np.int32): DataType.DT_INT32,
-    np.dtype(np.int16): DataType.DT_INT16,
-    np.dtype(np.int8): DataType.DT_INT8,
-    np.dtype(np.uint8): DataType.DT_UINT8,
-    np.dtype(np.uint16): DataType.DT_UINT16,
-    np.dtype(np.int64): DataType.DT_INT64,
-    np.dtype(np.bool_): DataType.DT_BOOL,
-    np.dtype(np.float16): DataType.DT_HALF,
-    np.dtype(np.uint32): DataType.DT_UINT32,
-    np.dtype(np.uint64): DataType.DT_UINT64,
-    np.dtype(object): DataType.DT_STRING,
+    dtype: data_type for data_type in _VALUE_FIELD if (dtype := numpy_dtype(data_type)) is not None
 }
 
 

@@ -114,3 +114,49 @@ def test_batch_scheduler_full_queue_answers_unavailable() -> None:
 def test_batching_parameters_allowed_sizes_must_end_at_max_batch_size() -> None:
     with pytest.raises(ValueError, match="must match max_batch_size"):
         BatchingParameters(max_batch_size=8, allowed_batch_sizes=(2, 4)).validate()
+
+
+def test_batch_scheduler_bad_output_shape_fails_every_task_of_the_batch() -> None:
+    class BadOutputModel(GatedModel):
+        """As GatedModel, plus an output one row longer than the batch."""
+
+        def __call__(self, inputs: Tensors) -> Tensors:
+            outputs = super().__call__(inputs)
+            return {**outputs, "bad": np.zeros(inputs["x"].shape[0] + 1, np.float32)}
+
+    model = BadOutputModel()
+    batches: list[int] = []
+    parameters = BatchingParameters(max_batch_size=8, num_batch_threads=1)
+    scheduler = BatchScheduler(
+        model, parameters, threading.Semaphore(1), "test", on_batch=batches.append
+    )
+    errors: dict[int, ServingError] = {}
+
+    def submit(index: int, rows: int) -> None:
+        try:
+            scheduler.submit({"x": np.zeros((rows, 1), np.float32)}, timeout=10)
+        except ServingError as error:
+            errors[index] = error
+
+    first = threading.Thread(target=submit, args=(0, 1))
+    first.start()
+    assert model.entered.wait(10)
+    others = [threading.Thread(target=submit, args=(i, i)) for i in (1, 2)]
+    for thread in others:
+        thread.start()
+    for _ in range(10_000):
+        if scheduler._queued_size == 3:
+            break
+        threading.Event().wait(0.001)
+    model.gate.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    scheduler.close()
+
+    assert model.batch_sizes == [1, 3]
+    assert batches == [1, 3]  # the batch metric sees each batch once, with its row count
+    assert sorted(errors) == [0, 1, 2]
+    assert {error.code for error in errors.values()} == {Code.INTERNAL}
+    assert errors[0].message == "Batched output tensor bad has 0th dimension 2, expected 1"
+    for index in (1, 2):
+        assert errors[index].message == "Batched output tensor bad has 0th dimension 4, expected 3"

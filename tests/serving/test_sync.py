@@ -579,3 +579,50 @@ def test_sync_installed_version_differing_from_the_store_is_replaced(
     assert (folder / "saved_model.pb").read_bytes() == files["saved_model.pb"]
     assert sync.run_cycle().installed == []  # left alone once it matches
     assert version_folders(settings) == ["1"]  # the old folder, set aside, is gone
+
+
+def test_sync_installed_version_without_its_manifest_is_installed_again(
+    local_store: Store, tmp_path: Path
+) -> None:
+    publish_version(local_store, 1)
+    write_registry(local_store, stable=1)
+    settings = make_settings(tmp_path)
+    sync = ModelSync(settings, local_store)
+    sync.run_cycle()
+    folder = settings.model_base_path / MODEL / "1"
+    (folder / "manifest.json").unlink()
+
+    report = sync.run_cycle()
+
+    assert report.installed == [1]
+    assert (folder / "manifest.json").read_bytes() == local_store.get_bytes(
+        keys.model_version_manifest(MODEL, 1)
+    )
+
+
+def test_sync_installed_version_is_kept_while_its_published_manifest_cannot_be_read(
+    local_store: Store, tmp_path: Path
+) -> None:
+    publish_version(local_store, 1)
+    write_registry(local_store, stable=1)
+    settings = make_settings(tmp_path)
+    ModelSync(settings, local_store).run_cycle()
+    folder = settings.model_base_path / MODEL / "1"
+    installed = {path.name: path.stat().st_ino for path in folder.iterdir()}
+
+    refused: list[str] = []
+
+    class ManifestUnreachable(PrefixedStore):
+        def get(self, key: str) -> StoredObject:
+            if key == keys.model_version_manifest(MODEL, 1):
+                refused.append(key)
+                raise StorageUnavailable("connection reset")
+            return super().get(key)
+
+    report = ModelSync(settings, ManifestUnreachable(local_store, "")).run_cycle()
+
+    assert refused == [keys.model_version_manifest(MODEL, 1)]
+    assert report.installed == []
+    assert report.failed == {}
+    assert {path.name: path.stat().st_ino for path in folder.iterdir()} == installed
+    assert config_entry(settings) == ([1], {"stable": 1})
