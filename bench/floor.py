@@ -9,7 +9,7 @@ one call holding a batch of eight images (what server-side batching can reach).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,19 @@ def load_signature(version_dir: Path, signature: str = "serving_default") -> Any
     return function
 
 
-def signature_client_factory(function: Any, images: Sequence[bytes]) -> Callable[[], Client]:
+def signature_client_factory(
+    function: Any, images: Sequence[bytes], inputs: Mapping[str, Any] | None = None
+) -> Callable[[], Client]:
+    """Clients calling `function` with one image per call, in turn, and the same other `inputs`
+    (tensors by argument name, e.g. Grad-CAM's `target_class`) on every call."""
     import tensorflow as tf
 
     batches = [tf.constant([image]) for image in images]
+    other_inputs = dict(inputs or {})
 
     def make_client() -> Client:
         def call(number: int) -> int:
-            outputs = function(image_bytes=batches[number % len(batches)])
+            outputs = function(image_bytes=batches[number % len(batches)], **other_inputs)
             for tensor in outputs.values():
                 tensor.numpy()  # fetch every output, as a server does
             return 200

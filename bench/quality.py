@@ -46,8 +46,7 @@ def agreement(
 
 def measure_trained_agreement(export_root: Path, test_images_per_class: int) -> dict[str, Any]:
     """Train the small demo model, export both twins, compare them on held-out films."""
-    import tensorflow as tf
-
+    from bench.floor import load_signature
     from model_export.export import export_saved_model
     from training_job.config import CLASS_NAMES, get_preset
     from training_job.demo import train_demo_model
@@ -65,9 +64,7 @@ def measure_trained_agreement(export_root: Path, test_images_per_class: int) -> 
             model_name="agreement",
             compute_dtype=dtype,
         )
-        loaded = tf.saved_model.load(str(target))
-        functions[dtype] = loaded.signatures["serving_default"]
-        functions[dtype]._bench_keep_alive = loaded
+        functions[dtype] = load_signature(target)
     images = [
         encode_png(generate_xray(name, np.random.default_rng([9090, class_index, index])).image)
         for class_index, name in enumerate(CLASS_NAMES)

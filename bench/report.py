@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.stats import ratio
+
 __all__ = ["write_report"]
 
 LATENCY_PLOT = "latency_vs_clients.png"
@@ -85,15 +87,9 @@ def _others_busy(series: dict[str, Any] | None) -> str:
     return f"{max(values):.2f}" if values else "-"
 
 
-def _faster(ratio: float) -> str:
-    text = _ratio_text(ratio)
+def _faster(value: float) -> str:
+    text = _ratio_text(value)
     return text if text == "-" else f"{text} faster"
-
-
-def _safe_ratio(top: float, bottom: float) -> float:
-    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
-        return math.nan
-    return top / bottom
 
 
 def _check(ok: bool | None) -> str:
@@ -231,7 +227,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
     if history:
         p50s = _history_p50s(history)
         largest, smallest = max(p50s), min(p50s)
-        flat = _safe_ratio(p50s[largest], p50s[smallest])
+        flat = ratio(p50s[largest], p50s[smallest])
         ok = max(p50s.values()) <= 100 and flat <= 1.5
         rows.append(
             (
@@ -245,7 +241,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
     if moto:
         p50s = _history_p50s(moto)
         largest, smallest = max(p50s), min(p50s)
-        flat = _safe_ratio(p50s[largest], p50s[smallest])
+        flat = ratio(p50s[largest], p50s[smallest])
         rows.append(
             (
                 "history, same on moto's S3 server",
@@ -338,8 +334,8 @@ def _predict(results: dict[str, Any]) -> list[str]:
             _figure(_stat(series, 1, "p90"), spread=False),
             _figure(_stat(series, 1, "p99"), spread=False),
             *(_figure(_stat(series, level, "throughput")) for level in levels),
-            "" if compare_skip else _faster(_safe_ratio(mono_p50, p50)),
-            "" if compare_skip else _ratio_text(_safe_ratio(tput8, mono_tput8)),
+            "" if compare_skip else _faster(ratio(mono_p50, p50)),
+            "" if compare_skip else _ratio_text(ratio(tput8, mono_tput8)),
             _others_busy(series),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -351,7 +347,7 @@ def _predict(results: dict[str, Any]) -> list[str]:
         f"Against the compute floor (bfloat16, one client): the model server's REST path adds "
         f"{server_p50 - floor_p50:.1f} ms to the {floor_p50:.1f} ms of compute, and the gateway "
         f"and function another {gateway_p50 - server_p50:.1f} ms "
-        f"({_ratio_text(_safe_ratio(gateway_p50, floor_p50), 2)} the floor in all).",
+        f"({_ratio_text(ratio(gateway_p50, floor_p50), 2)} the floor in all).",
     ]
     batch = results.get("floor", {})
     parts = []
@@ -387,7 +383,7 @@ def _batching(results: dict[str, Any]) -> list[str]:
                 continue
             rows.append(
                 f"| {label} | {level} | {_figure(t0)} | {_figure(t1)} | "
-                f"{_ratio_text(_safe_ratio(_median(t1), _median(t0)), 2)} | {_figure(p0)} | "
+                f"{_ratio_text(ratio(_median(t1), _median(t0)), 2)} | {_figure(p0)} | "
                 f"{_figure(p1)} |"
             )
     if not rows:
@@ -424,7 +420,7 @@ def _batching(results: dict[str, Any]) -> list[str]:
                 f"{_figure(_stat(infra, level, 'p50'))} | {_figure(_stat(tuned, level, 'p50'))} |"
             )
             gains.append(
-                _safe_ratio(
+                ratio(
                     _median(_stat(tuned, level, "throughput")),
                     _median(_stat(infra, level, "throughput")),
                 )
@@ -478,7 +474,7 @@ def _gradcam(results: dict[str, Any]) -> list[str]:
         if not series:
             continue
         p50 = _median(_stat(series, 1, "p50"))
-        versus = "" if "monolith" in label else _ratio_text(_safe_ratio(monolith_p50, p50))
+        versus = "" if "monolith" in label else _ratio_text(ratio(monolith_p50, p50))
         rows.append(
             f"| {label} | {_figure(_stat(series, 1, 'p50'))} | "
             f"{_figure(_stat(series, 1, 'p90'), spread=False)} | "
@@ -538,7 +534,7 @@ def _cold_start(results: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        f"The function answers its first prediction {_ratio_text(_safe_ratio(monolith, function))}"
+        f"The function answers its first prediction {_ratio_text(ratio(monolith, function))}"
         " sooner than the monolith: it imports no TensorFlow and builds no model.",
         "",
     ]

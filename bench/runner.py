@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from bench import stack
 from bench.cold_start import measure_cold_starts
@@ -57,7 +58,7 @@ class _Run:
     # -- helpers ---------------------------------------------------------------------------------
 
     def version_dir(self, model: stack.BenchModel, dtype: str) -> Path:
-        return self.work.models / _model_name(model) / str(model.versions[dtype])
+        return self.work.models / model.name / str(model.versions[dtype])
 
     def gateway_env(
         self, serving_url: str, model: stack.BenchModel, dtype: str, storage_url: str | None = None
@@ -66,16 +67,12 @@ class _Run:
             storage_url or str(self.work.store),
             self.secret,
             serving_url,
-            _model_name(model),
+            model.name,
             model.versions[dtype],
         )
 
     def predict_requests(self, token: str, path: str = "/predict") -> list[HttpRequest]:
         return upload_requests(path, self.images, token)
-
-
-def _model_name(model: stack.BenchModel) -> str:
-    return stack.MODEL_NAME if model.preset == "seed" else f"{stack.MODEL_NAME}_{model.preset}"
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -117,24 +114,10 @@ def _compute_floor(run: _Run) -> None:
             function = load_signature(run.version_dir(run.seed, dtype), signature)
             import tensorflow as tf
 
-            batches = [tf.constant([image]) for image in run.images]
-            targets = tf.constant([-1], tf.int32)
-
-            def make_client(
-                function: Any = function, batches: Any = batches, targets: Any = targets
-            ) -> Any:
-                def call(number: int) -> int:
-                    outputs = function(
-                        image_bytes=batches[number % len(batches)], target_class=targets
-                    )
-                    for tensor in outputs.values():
-                        tensor.numpy()
-                    return 200
-
-                return call
-
             floor[f"seed-{dtype}-{signature}"] = load_series(
-                make_client,
+                signature_client_factory(
+                    function, run.images, {"target_class": tf.constant([-1], tf.int32)}
+                ),
                 [1],
                 plan,
                 seconds=plan.seconds * 0.7,
@@ -254,7 +237,9 @@ def _serving_unbatched(run: _Run) -> None:
         )
         gateway_request = run.predict_requests(token)[0]
         cold["gateway"], _ = measure_cold_starts(
-            lambda attempt: _spawn_gateway(work, envs["bfloat16"], f"cold-gateway-{attempt}"),
+            lambda attempt: stack.start_gateway(
+                work, envs["bfloat16"], name=f"cold-gateway-{attempt}", wait=False
+            ),
             gateway_request,
             plan.cold_starts_function,
         )
@@ -262,20 +247,6 @@ def _serving_unbatched(run: _Run) -> None:
         for handle in gateways:
             handle.stop()
         server.stop()
-
-
-def _spawn_gateway(work: stack.WorkFolder, env: dict[str, str], name: str) -> stack.ServerHandle:
-    import sys
-
-    port = stack.free_port()
-    started = time.perf_counter()
-    process = stack.ManagedProcess(
-        name,
-        [sys.executable, "-m", "functions.gateway", "--port", str(port)],
-        work.logs / f"{name}.log",
-    )
-    process.start(env, stack.REPO_ROOT)
-    return stack.ServerHandle(process, f"http://127.0.0.1:{port}", started)
 
 
 def _serving_batched(run: _Run) -> None:
@@ -434,48 +405,42 @@ def _history_moto(run: _Run) -> None:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    saved = {name: os.environ.get(name) for name in credentials}
-    os.environ.update(credentials)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        storage_env = {"STORAGE_URL": f"s3://{bucket}", "S3_ENDPOINT_URL": endpoint}
-        areas = open_areas(StorageSettings.from_env({**storage_env, **credentials}))
-        areas.root.create_bucket()  # type: ignore[attr-defined]
-        stack.prepare_users(run.work, run.secret, run.password, [areas.root])
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+    with mock.patch.dict(os.environ, credentials):
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            storage_env = {"STORAGE_URL": f"s3://{bucket}", "S3_ENDPOINT_URL": endpoint}
+            areas = open_areas(StorageSettings.from_env({**storage_env, **credentials}))
+            areas.root.create_bucket()  # type: ignore[attr-defined]
+            stack.prepare_users(run.work, run.secret, run.password, [areas.root])
+            backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
 
-        def seed(items: Any) -> None:
-            for key, data in items:
-                backend.put_object(bucket, key, data)
+            def seed(items: Any) -> None:
+                for key, data in items:
+                    backend.put_object(bucket, key, data)
 
-        env = stack.function_env(
-            f"s3://{bucket}",
-            run.secret,
-            "http://127.0.0.1:9",
-            "cnn_vit",
-            1,
-            {**credentials, "S3_ENDPOINT_URL": endpoint},
-        )
-        gateway = stack.start_gateway(run.work, env, name="gateway-history-moto")
-        token = stack.login(gateway.url, "/auth/token", run.password)
-        run.results.setdefault("history", {})["s3-moto"] = measure_history(
-            seed,
-            gateway.url,
-            token,
-            run.plan.moto_history_sizes,
-            run.plan,
-            "history moto",
-            store=areas.root,
-        )
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            env = stack.function_env(
+                f"s3://{bucket}",
+                run.secret,
+                "http://127.0.0.1:9",
+                "cnn_vit",
+                1,
+                {**credentials, "S3_ENDPOINT_URL": endpoint},
+            )
+            gateway = stack.start_gateway(run.work, env, name="gateway-history-moto")
+            token = stack.login(gateway.url, "/auth/token", run.password)
+            run.results.setdefault("history", {})["s3-moto"] = measure_history(
+                seed,
+                gateway.url,
+                token,
+                run.plan.moto_history_sizes,
+                run.plan,
+                "history moto",
+                store=areas.root,
+            )
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            server.stop()
 
 
 def _training(run: _Run) -> None:

@@ -17,7 +17,6 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.processes import ManagedProcess, free_port, http_ok, wait_until
+from devstack.processes import ManagedProcess, free_port, http_ok, model_available, wait_until
+from devstack.run import LOCAL_BATCHING
+from serving.model_config import ModelConfigEntry, render_model_config
 
 __all__ = [
     "BENCH_EMAIL",
@@ -36,6 +37,7 @@ __all__ = [
     "bench_images",
     "function_env",
     "login",
+    "model_name",
     "prepare_model",
     "prepare_users",
     "start_function",
@@ -54,13 +56,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # same throughput; with other work on the machine two concurrent batches fought for the cores
 # and lost a third of it (REST alone, bfloat16, 8 clients: 56 against 85 requests/s in the
 # same run). No waiting for a batch to fill (timeout 0: under load the queue fills batches by
-# itself); up to 16 images per batch (what 16 clients can have queued).
-DEFAULT_BATCHING = (
-    "max_batch_size { value: 16 }\n"
-    "batch_timeout_micros { value: 0 }\n"
-    "max_enqueued_batches { value: 64 }\n"
-    "num_batch_threads { value: 1 }\n"
-)
+# itself); up to 16 images per batch (what 16 clients can have queued). The same text is what
+# `make run` serves with (devstack.run.LOCAL_BATCHING, kept there).
+DEFAULT_BATCHING = LOCAL_BATCHING
+
+
+def model_name(preset: str) -> str:
+    """The registry and model server name of `preset`'s bench model: `cnn_vit` for the seed
+    preset, `cnn_vit_<preset>` for the others."""
+    return MODEL_NAME if preset == "seed" else f"{MODEL_NAME}_{preset}"
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,14 @@ class BenchModel:
     image_size: int
     versions: Mapping[str, int]  # compute dtype -> published version
     model_config_file: Path
+    config_entry: ModelConfigEntry  # its `config { ... }` block in a models.config
     weights_file: Path
     build_seconds: float
     export_seconds: Mapping[str, float]
+
+    @property
+    def name(self) -> str:
+        return model_name(self.preset)
 
 
 def bench_images(count: int, size: int, seed: int = 7) -> list[bytes]:
@@ -148,8 +157,8 @@ def prepare_model(
     model.save_weights(str(weights_file))
 
     store = LocalStore(work.store)
-    model_name = f"{MODEL_NAME}_{preset}" if preset != "seed" else MODEL_NAME
-    registry = ModelRegistry(store, model_name)
+    name = model_name(preset)
+    registry = ModelRegistry(store, name)
     versions: dict[str, int] = {}
     export_seconds: dict[str, float] = {}
     for dtype in dtypes:
@@ -159,7 +168,7 @@ def prepare_model(
             model,
             config,
             export_dir,
-            model_name=model_name,
+            model_name=name,
             run_id=f"bench-{preset}-seed{seed}",
             compute_dtype=dtype,  # type: ignore[arg-type]
             warmup_images=[warmup_image],
@@ -174,28 +183,20 @@ def prepare_model(
             preset=preset,
             extra={"compute_dtype": dtype},
         )
-        registry.download_version(version, work.models / model_name / str(version))
+        registry.download_version(version, work.models / name / str(version))
         versions[dtype] = version
     registry.promote(versions[dtypes[0]])
-    config_file = work.models / f"{model_name}.config"
-    config_file.write_text(
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{model_name}"\n'
-        f'    base_path: "{work.models / model_name}"\n'
-        '    model_platform: "tensorflow"\n'
-        "    model_version_policy { specific {"
-        + "".join(f" versions: {v}" for v in sorted(versions.values()))
-        + " } }\n"
-        "  }\n"
-        "}\n",
-        encoding="utf-8",
+    entry = ModelConfigEntry(
+        name=name, base_path=str(work.models / name), versions=tuple(sorted(versions.values()))
     )
+    config_file = work.models / f"{name}.config"
+    config_file.write_text(render_model_config([entry]), encoding="utf-8")
     return BenchModel(
         preset=preset,
         image_size=config.image_size,
         versions=versions,
         model_config_file=config_file,
+        config_entry=entry,
         weights_file=weights_file,
         build_seconds=build_seconds,
         export_seconds=export_seconds,
@@ -264,21 +265,6 @@ def _start(
     return managed
 
 
-def _all_versions_available(url: str, model_name: str, versions: Sequence[int]) -> bool:
-    for version in versions:
-        try:
-            with urllib.request.urlopen(
-                f"{url}/v1/models/{model_name}/versions/{version}", timeout=2
-            ) as response:
-                status = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-        states = [entry.get("state") for entry in status.get("model_version_status", [])]
-        if "AVAILABLE" not in states:
-            return False
-    return True
-
-
 def start_model_server(
     work: WorkFolder,
     models: Sequence[BenchModel],
@@ -291,10 +277,8 @@ def start_model_server(
     """The local model server (TF Serving's stand-in) serving every version of `models`."""
     port = free_port()
     config = work.models / f"{name}.config"
-    blocks = [model.model_config_file.read_text(encoding="utf-8") for model in models]
     # One ModelServerConfig with every model's `config { ... }` block.
-    inner = [block.split("{", 1)[1].rsplit("}", 1)[0] for block in blocks]
-    config.write_text("model_config_list {" + "".join(inner) + "}\n", encoding="utf-8")
+    config.write_text(render_model_config(model.config_entry for model in models), encoding="utf-8")
     command = [
         sys.executable,
         "-m",
@@ -313,10 +297,10 @@ def start_model_server(
     process = _start(name, command, _base_env(), work)
     url = f"http://127.0.0.1:{port}"
     for model in models:
-        model_name = f"{MODEL_NAME}_{model.preset}" if model.preset != "seed" else MODEL_NAME
         wait_until(
-            lambda name=model_name, model=model: _all_versions_available(  # type: ignore[misc]
-                url, name, list(model.versions.values())
+            lambda model=model: all(  # type: ignore[misc]
+                model_available(url, model.name, version=version)
+                for version in model.versions.values()
             ),
             timeout=timeout,
             what=name,
@@ -357,8 +341,10 @@ def start_gateway(
     name: str = "gateway",
     threads: int = 8,
     module: str = "functions.gateway",
+    wait: bool = True,
 ) -> ServerHandle:
-    """The local gateway (or `module`, a drop-in with the same arguments); waits until ready."""
+    """The local gateway (or `module`, a drop-in with the same arguments); waits until ready
+    unless `wait` is false (then it returns as soon as the process is spawned)."""
     port = free_port()
     command = [
         sys.executable,
@@ -374,13 +360,14 @@ def start_gateway(
     started = time.perf_counter()
     process = _start(name, command, env, work)
     url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: http_ok(f"{url}/openapi.yaml"),
-        timeout=60,
-        what=name,
-        alive=process.alive,
-        interval=0.05,
-    )
+    if wait:
+        wait_until(
+            lambda: http_ok(f"{url}/openapi.yaml"),
+            timeout=60,
+            what=name,
+            alive=process.alive,
+            interval=0.05,
+        )
     return ServerHandle(process, url, started)
 
 

@@ -21,20 +21,18 @@ __all__ = ["measure_input_pipeline", "measure_training_steps"]
 
 
 def _write_images(folder: Path, count: int, size: int) -> tuple[list[str], list[int]]:
+    """`count` bench images (seed 5: films 5000, 5001, ...) as PNG files in `folder`, and their
+    labels; files already there are kept."""
+    from bench.stack import bench_images
     from training_job.config import CLASS_NAMES
-    from training_job.synthetic import encode_png, generate_xray
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths, labels = [], []
-    for index in range(count):
-        class_index = index % len(CLASS_NAMES)
-        path = folder / f"{index:05d}.png"
-        if not path.exists():
-            film = generate_xray(CLASS_NAMES[class_index], 5000 + index, height=size, width=size)
-            path.write_bytes(encode_png(film.image))
-        paths.append(str(path))
-        labels.append(class_index)
-    return paths, labels
+    paths = [folder / f"{index:05d}.png" for index in range(count)]
+    if not all(path.exists() for path in paths):
+        for path, image in zip(paths, bench_images(count, size, seed=5), strict=True):
+            if not path.exists():
+                path.write_bytes(image)
+    return [str(path) for path in paths], [index % len(CLASS_NAMES) for index in range(count)]
 
 
 def _images_per_second(dataset: Any, epochs: int) -> float:

@@ -57,12 +57,16 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def model_available(rest_url: str, model_name: str, timeout: float = 2.0) -> bool:
-    """TF Serving's status endpoint reports at least one AVAILABLE version."""
+def model_available(
+    rest_url: str, model_name: str, timeout: float = 2.0, *, version: int | None = None
+) -> bool:
+    """TF Serving's status endpoint reports at least one AVAILABLE version (`version` itself,
+    when given)."""
+    url = f"{rest_url}/v1/models/{model_name}"
+    if version is not None:
+        url += f"/versions/{version}"
     try:
-        with urllib.request.urlopen(  # noqa: S310 - loopback
-            f"{rest_url}/v1/models/{model_name}", timeout=timeout
-        ) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
             status = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack.processes import free_port
 from storage import LocalStore, S3Options, S3Store, StorageSettings, Store
 
 FAKE_AWS = {
@@ -31,12 +31,6 @@ def _restore_environ() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -167,24 +161,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-@pytest.fixture(scope="session")
-def demo_export(
-    demo_model: tuple[Any, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The demo model exported as a SavedModel (version 0, identity unstamped), once per session."""
-    from model_export.export import export_saved_model
-    from training_job.config import get_preset
-
-    model, metrics = demo_model
-    export_dir = tmp_path_factory.mktemp("demo-export") / "saved_model"
-    export_saved_model(
-        model,
-        get_preset("small"),
-        export_dir,
-        model_name="cnn_vit",
-        run_id="demo-run",
-        training_metadata={"metrics": {"macro_f1": metrics["macro_f1"]}},
-    )
-    return export_dir

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from storage import ObjectInfo, Store, StoredObject
+from tests.stores import DelegatingStore
 
 
-class FaultyStore(Store):
+class FaultyStore(DelegatingStore):
     """Delegates to `inner`; raises `error()` for operations whose key matches `fails`."""
 
     def __init__(
@@ -18,7 +19,7 @@ class FaultyStore(Store):
         fails: Callable[[str, str], bool],
         error: Callable[[], Exception],
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._fails = fails
         self._error = error
         self.gets: list[str] = []
@@ -31,29 +32,26 @@ class FaultyStore(Store):
     def get(self, key: str) -> StoredObject:
         self._check("get", key)
         self.gets.append(key)
-        return self.inner.get(key)
+        return super().get(key)
 
     def head(self, key: str) -> ObjectInfo:
         self._check("head", key)
-        return self.inner.head(key)
+        return super().head(key)
 
-    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:  # type: ignore[override]
+    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:
         self._check("put", key)
-        return self.inner.put(key, data, **options)
+        return super().put(key, data, **options)
 
     def list(
         self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
     ) -> Iterator[ObjectInfo]:
         self._check("list", prefix)
         self.listings.append((prefix, start_after))
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
+        return super().list(prefix, start_after=start_after, page_size=page_size)
 
     def delete(self, key: str) -> None:
         self._check("delete", key)
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
+        super().delete(key)
 
 
 def never(operation: str, key: str) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,7 @@ from storage import (
 )
 from tests.conftest import new_bucket
 from tests.functions.conftest import CHEAP_HASH, cheap_env
+from tests.stores import DelegatingStore
 
 ORIGINAL_FILE = (
     b"id;email;role;hashed_password;disabled\n"
@@ -43,7 +45,7 @@ ORIGINAL_FILE = (
 )
 
 
-class InterleavingStore(Store):
+class InterleavingStore(DelegatingStore):
     """Wraps a store; just before the first write of the users file, runs `competitor` once.
 
     This forces the interleaving "we read, someone else writes, we write" in a fixed order,
@@ -51,36 +53,19 @@ class InterleavingStore(Store):
     """
 
     def __init__(self, inner: Store, competitor: Callable[[Store], object]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._competitor: Callable[[Store], object] | None = competitor
         self.conflicts_seen = 0
 
-    def get(self, key: str) -> StoredObject:
-        return self.inner.get(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
+    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:
         if key == keys.USERS_FILE and self._competitor is not None:
             competitor, self._competitor = self._competitor, None
             competitor(self.inner)
         try:
-            return self.inner.put(key, data, **options)  # type: ignore[arg-type]
+            return super().put(key, data, **options)
         except Exception:
             self.conflicts_seen += 1
             raise
-
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def _user(user_id: str, email: str, role: str = "user") -> User:
@@ -227,12 +212,12 @@ def test_directory_without_file_or_seed_knows_nobody(local_store: LocalStore) ->
     assert UserDirectory(local_store, cache_seconds=0).table() == UserTable()
 
 
-class _OutageStore(Store):
+class _OutageStore(DelegatingStore):
     """Delegates to `inner`, counting reads of the users file; fails them while `down`, and
     holds them at `gate` (when set) after saying so through `entered`."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.down = False
         self.reads = 0
         self.gate: threading.Event | None = None
@@ -248,25 +233,11 @@ class _OutageStore(Store):
 
     def get(self, key: str) -> StoredObject:
         self._read()
-        return self.inner.get(key)
+        return super().get(key)
 
     def head(self, key: str) -> ObjectInfo:
         self._read()
-        return self.inner.head(key)
-
-    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
-        return self.inner.put(key, data, **options)  # type: ignore[arg-type]
-
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
+        return super().head(key)
 
 
 def test_directory_storage_outage_answers_from_cache_for_the_stale_period_then_fails(

@@ -3,7 +3,7 @@ write at a fixed point of another writer's read-modify-write, and the held-out s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,8 @@ import numpy.typing as npt
 from PIL import Image
 
 from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
-from storage import ObjectInfo, PreconditionFailed, Store, StoredObject
+from storage import ObjectInfo, PreconditionFailed, Store
+from tests.stores import DelegatingStore
 from training_job.config import ModelConfig
 
 
@@ -34,24 +35,18 @@ def write_fake_saved_model(folder: Path, *, payload: bytes = b"weights") -> Path
     return folder
 
 
-class InterceptingStore(Store):
+class InterceptingStore(DelegatingStore):
     """Delegates to `inner`, recording puts and copies (by destination); `before_put(key,
     options)` runs before each put or copy, so a test fixes exactly when a competitor writes
     (between another writer's read and write). Copies go to `inner.copy` (server-side on S3)."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.before_put: Callable[[str, dict[str, Any]], None] | None = None
         self.puts: list[str] = []
         self.put_bytes_total = 0
         self.copies: list[str] = []
         self.failed_puts: list[str] = []
-
-    def get(self, key: str) -> StoredObject:
-        return self.inner.get(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
 
     def put(
         self,
@@ -65,7 +60,7 @@ class InterceptingStore(Store):
         if self.before_put is not None:
             self.before_put(key, {"if_none_match": if_none_match, "if_match": if_match})
         try:
-            info = self.inner.put(
+            info = super().put(
                 key, data, content_type=content_type, if_none_match=if_none_match, if_match=if_match
             )
         except PreconditionFailed:
@@ -85,14 +80,6 @@ class InterceptingStore(Store):
             raise
         self.copies.append(destination_key)
         return info
-
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
 
     def download_file(self, key: str, path: str | Path) -> ObjectInfo:
         return self.inner.download_file(key, path)

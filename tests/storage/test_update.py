@@ -4,7 +4,7 @@ under true races, reliability.md §3.4), by a store that runs a competitor befor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,51 +13,34 @@ from storage import (
     ObjectInfo,
     PreconditionFailed,
     Store,
-    StoredObject,
     UpdateConflict,
     update_object,
 )
+from tests.stores import DelegatingStore
 
 KEY = "shared/list.txt"
 
 
-class _CompetingStore(Store):
+class _CompetingStore(DelegatingStore):
     """Delegates to `inner`; before each of the first `times` puts of KEY, `competitor` writes."""
 
     def __init__(self, inner: Store, competitor: Callable[[Store], object], times: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._competitor = competitor
         self._times = times
         self.puts = 0
         self.conflicts = 0
 
-    def get(self, key: str) -> StoredObject:
-        return self.inner.get(key)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:  # type: ignore[override]
+    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:
         if key == KEY and self._times > 0:
             self._times -= 1
             self._competitor(self.inner)
         self.puts += 1
         try:
-            return self.inner.put(key, data, **options)
+            return super().put(key, data, **options)
         except PreconditionFailed:
             self.conflicts += 1
             raise
-
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def _append(item: str, sleep: Callable[[float], None] = lambda _: None) -> Callable[[Store], Any]:

@@ -17,23 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training_job.config import get_preset
+from tests.training_job.tiny import TINY_CONFIG
 from training_job.model import build_model
 from training_job.strategy import create_strategy, plan_strategy
 from training_job.synthetic import encode_png, generate_xray
 from training_job.train import TrainingConfig, make_dataset, train_model
-
-TINY = get_preset("small").replace(
-    name="tiny",
-    image_size=16,
-    encoder_filters=(4, 8),
-    projection_dim=8,
-    transformer_layers=1,
-    num_heads=2,
-    key_dim=4,
-    transformer_mlp_units=(16, 8),
-    mlp_head_units=(16,),
-)
 
 
 def main(output: Path) -> None:
@@ -49,10 +37,10 @@ def main(output: Path) -> None:
         items.append(encode_png(film.image))
         labels.append(index % 3)
     training = TrainingConfig(batch_size=8, epochs=2, patience=5)
-    train = make_dataset(items, labels, TINY.image_size, 8, training=True, seed=0)
-    validation = make_dataset(items[:12], labels[:12], TINY.image_size, 8, training=False)
+    train = make_dataset(items, labels, TINY_CONFIG.image_size, 8, training=True, seed=0)
+    validation = make_dataset(items[:12], labels[:12], TINY_CONFIG.image_size, 8, training=False)
     with strategy.scope():
-        model = build_model(TINY)
+        model = build_model(TINY_CONFIG)
     initial = model.get_weights()
     result = train_model(model, train, validation, training, strategy=strategy)
     output.mkdir(parents=True, exist_ok=True)

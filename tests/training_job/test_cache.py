@@ -3,10 +3,10 @@ readability checked once per version."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from storage import LocalStore, ObjectInfo, S3Store, Store, StoredObject, keys
+from tests.stores import DelegatingStore
 from training_job.cache import ImageCache, local_root
 from training_job.data import discover_dataset
 
@@ -45,12 +45,12 @@ def test_image_cache_s3_rerun_downloads_only_what_changed(
     )
 
 
-class _DownloadOnlyStore(Store):
+class _DownloadOnlyStore(DelegatingStore):
     """Images may only be fetched with `download_file` (a stream to disk on S3), never `get`
     (the whole object in memory)."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.downloads: list[str] = []
 
     def get(self, key: str) -> StoredObject:
@@ -59,23 +59,6 @@ class _DownloadOnlyStore(Store):
     def download_file(self, key: str, path: str | Path) -> ObjectInfo:
         self.downloads.append(key)
         return self.inner.download_file(key, path)
-
-    def head(self, key: str) -> ObjectInfo:
-        return self.inner.head(key)
-
-    def put(self, key: str, data: bytes, **options: object) -> ObjectInfo:  # type: ignore[override]
-        return self.inner.put(key, data, **options)  # type: ignore[arg-type]
-
-    def list(
-        self, prefix: str = "", *, start_after: str | None = None, page_size: int = 1000
-    ) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix, start_after=start_after, page_size=page_size)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def test_image_cache_downloads_with_the_store_s_download_file(

@@ -15,9 +15,9 @@ from training_job.train import HISTORY_FIELDS
 
 
 def test_train_demo_model_small_preset_reaches_macro_f1_0_9_on_held_out_split(
-    demo_run: tuple[keras.Model, dict[str, Any]],
+    demo_model: tuple[keras.Model, dict[str, Any]],
 ) -> None:
-    _, metrics = demo_run
+    _, metrics = demo_model
 
     assert metrics["macro_f1"] >= 0.9
     matrix = np.array(metrics["confusion_matrix"])
@@ -26,9 +26,9 @@ def test_train_demo_model_small_preset_reaches_macro_f1_0_9_on_held_out_split(
 
 
 def test_train_demo_model_reports_history_and_run_facts(
-    demo_run: tuple[keras.Model, dict[str, Any]],
+    demo_model: tuple[keras.Model, dict[str, Any]],
 ) -> None:
-    _, metrics = demo_run
+    _, metrics = demo_model
 
     assert metrics["preset"] == "small"
     assert metrics["seed"] == 0
@@ -37,10 +37,10 @@ def test_train_demo_model_reports_history_and_run_facts(
 
 
 def test_train_demo_model_classifies_fresh_films_from_encoded_bytes(
-    demo_run: tuple[keras.Model, dict[str, Any]],
+    demo_model: tuple[keras.Model, dict[str, Any]],
 ) -> None:
     # Films from a seed the demo never used, through the serving-side batch preprocessing.
-    model, _ = demo_run
+    model, _ = demo_model
     size = get_preset("small").image_size
     encoded, labels = [], []
     for class_index, class_name in enumerate(CLASS_NAMES):

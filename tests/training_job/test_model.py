@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import training_job.model as model_module
-from tests.training_job.conftest import TINY_CONFIG
+from tests.training_job.tiny import TINY_CONFIG
 from training_job.config import CLASS_NAMES, PRESETS, get_preset
 from training_job.model import PatchEncoder, PatchTokens, build_model
 

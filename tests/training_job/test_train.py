@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.training_job.conftest import TINY_CONFIG
+from tests.training_job.tiny import TINY_CONFIG
 from training_job.model import build_model
 from training_job.synthetic import encode_png, generate_xray
 from training_job.train import (

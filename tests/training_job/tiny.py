@@ -1,0 +1,21 @@
+"""A tiny CNN-ViT config that trains in a fraction of a second per epoch (for loop mechanics,
+not skill). Also imported by multiworker_worker.py, run as a script with the repository root on
+PYTHONPATH, so it imports nothing from the test fixtures."""
+
+from __future__ import annotations
+
+from training_job.config import ModelConfig, get_preset
+
+# The small preset shrunk further: 16 px, one transformer block.
+TINY_CONFIG: ModelConfig = get_preset("small").replace(
+    name="tiny",
+    image_size=16,
+    encoder_filters=(4, 8),
+    projection_dim=8,
+    transformer_layers=1,
+    num_heads=2,
+    key_dim=4,
+    transformer_mlp_units=(16, 8),
+    mlp_head_units=(16,),
+    gradcam_layer="encoder_conv_2",
+)
