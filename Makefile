@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The stamp names a hash of pyproject.toml: edit the dependencies and the
 # next command reinstalls; leave them alone and the environment is reused.
+# The editable install is a path entry for the project root (`compat`), not an import hook:
+# every package of the checkout (a new one too) is importable from any folder, and a data
+# folder named like a package (`storage/`) cannot shadow the real one.
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 PYTEST_ARGS ?=
@@ -28,7 +31,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@echo "installing dependencies into $(VENV) (first time: about two minutes)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[functions,training,dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[functions,training,dev]' \
+		--config-settings editable_mode=compat
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -16,11 +16,12 @@ from typing import Any
 from bench.loadgen import Client
 from bench.measure import Plan, load_series
 from bench.stats import over_repetitions
+from model_contract.artifact import IMAGE_BYTES_INPUT, PROBABILITIES_OUTPUT, SERVING_SIGNATURE
 
 __all__ = ["batch_throughput", "load_signature", "measure_floor", "signature_client_factory"]
 
 
-def load_signature(version_dir: Path, signature: str = "serving_default") -> Any:
+def load_signature(version_dir: Path, signature: str = SERVING_SIGNATURE) -> Any:
     """The restored concrete function of `signature` (the object is kept alive on it)."""
     import tensorflow as tf
 
@@ -42,7 +43,8 @@ def signature_client_factory(
 
     def make_client() -> Client:
         def call(number: int) -> int:
-            outputs = function(image_bytes=batches[number % len(batches)], **other_inputs)
+            image = {IMAGE_BYTES_INPUT: batches[number % len(batches)]}
+            outputs = function(**image, **other_inputs)
             for tensor in outputs.values():
                 tensor.numpy()  # fetch every output, as a server does
             return 200
@@ -59,10 +61,10 @@ def batch_throughput(
     import tensorflow as tf
 
     batch = tf.constant([images[index % len(images)] for index in range(batch_size)])
-    function(image_bytes=batch)  # warm
+    function(**{IMAGE_BYTES_INPUT: batch})  # warm
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        function(image_bytes=batch)["probabilities"].numpy()
+        function(**{IMAGE_BYTES_INPUT: batch})[PROBABILITIES_OUTPUT].numpy()
         calls += 1
     elapsed = time.perf_counter() - started
     return {

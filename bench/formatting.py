@@ -14,6 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from model_contract.artifact import (
+    GRADCAM_SIGNATURE,
+    HEATMAP_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    PREDICTED_CLASS,
+    TARGET_CLASS_INPUT,
+)
+
 __all__ = ["measure_formatting"]
 
 
@@ -40,14 +48,17 @@ def measure_formatting(version_dir: Path, image: bytes) -> dict[str, Any]:
     )
 
     loaded = tf.saved_model.load(str(version_dir))
-    outputs = loaded.signatures["gradcam"](
-        image_bytes=tf.constant([image]), target_class=tf.constant([-1], tf.int32)
+    outputs = loaded.signatures[GRADCAM_SIGNATURE](
+        **{
+            IMAGE_BYTES_INPUT: tf.constant([image]),
+            TARGET_CLASS_INPUT: tf.constant([PREDICTED_CLASS], tf.int32),
+        }
     )
     arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
-    heatmap = arrays["heatmap"]
+    heatmap = arrays[HEATMAP_OUTPUT]
     flat = heatmap.ravel()
     assert format_float_values(heatmap) == _float_texts_one_by_one(flat)
-    without_heatmap = {name: array for name, array in arrays.items() if name != "heatmap"}
+    without_heatmap = {name: array for name, array in arrays.items() if name != HEATMAP_OUTPUT}
     text = row_response(arrays)
     return {
         "heatmap_values": int(flat.size),

@@ -45,9 +45,9 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from matplotlib import colormaps
 from PIL import Image
 
-from training_job.config import CLASS_NAMES, get_preset
-from training_job.model import build_model
-from training_job.preprocessing import equalize_histogram_reference
+from cnn_vit.config import CLASS_NAMES, get_preset
+from cnn_vit.model import build_model
+from cnn_vit.preprocessing import equalize_histogram_reference
 
 WORK_DIR = Path(os.environ.get("BENCH_MONOLITH_DIR", "."))
 SECRET_KEY = os.environ.get("SECRET_KEY", "monolith-benchmark-secret-key-not-for-production")

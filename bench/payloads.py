@@ -12,6 +12,12 @@ import json
 from collections.abc import Sequence
 
 from bench.loadgen import HttpRequest, multipart_body
+from model_contract.artifact import (
+    IMAGE_BYTES_INPUT,
+    PREDICTED_CLASS,
+    SERVING_SIGNATURE,
+    TARGET_CLASS_INPUT,
+)
 
 __all__ = ["model_server_requests", "upload_requests"]
 
@@ -43,8 +49,8 @@ def model_server_requests(
         encoded = {"b64": base64.b64encode(image).decode("ascii")}
         instance: object = (
             encoded
-            if signature == "serving_default"
-            else {"image_bytes": encoded, "target_class": -1}
+            if signature == SERVING_SIGNATURE
+            else {IMAGE_BYTES_INPUT: encoded, TARGET_CLASS_INPUT: PREDICTED_CLASS}
         )
         body = json.dumps({"signature_name": signature, "instances": [instance]}).encode()
         requests.append(

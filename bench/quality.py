@@ -2,7 +2,7 @@
 predicted classes agree, every probability within 0.02.)
 
 Checked where it means something: the `small` preset trained on synthetic X-rays
-(`training_job.demo.train_demo_model`), both exports called through their serving signature on a
+(`synthetic.demo_model.train_demo_model`), both exports called through their serving signature on a
 held-out synthetic test set of varied sizes (so crop and resize run too). The benchmark's
 untrained `seed` model is checked as well, but its near-uniform probabilities make class
 agreement a coin toss on ties, so its figures are reported with their decision margins.
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from model_contract.artifact import IMAGE_BYTES_INPUT, PROBABILITIES_OUTPUT
+
 __all__ = ["agreement", "measure_trained_agreement"]
 
 
@@ -28,8 +30,9 @@ def agreement(
     reference, twin = [], []
     for start in range(0, len(images), batch):
         chunk = tf.constant(list(images[start : start + batch]))
-        reference.append(float32_function(image_bytes=chunk)["probabilities"].numpy())
-        twin.append(bfloat16_function(image_bytes=chunk)["probabilities"].numpy())
+        inputs = {IMAGE_BYTES_INPUT: chunk}
+        reference.append(float32_function(**inputs)[PROBABILITIES_OUTPUT].numpy())
+        twin.append(bfloat16_function(**inputs)[PROBABILITIES_OUTPUT].numpy())
     first, second = np.concatenate(reference), np.concatenate(twin)
     ordered = np.sort(first, axis=1)
     margins = ordered[:, -1] - ordered[:, -2]
@@ -47,10 +50,10 @@ def agreement(
 def measure_trained_agreement(export_root: Path, test_images_per_class: int) -> dict[str, Any]:
     """Train the small demo model, export both twins, compare them on held-out films."""
     from bench.floor import load_signature
+    from cnn_vit.config import CLASS_NAMES, get_preset
     from model_export.export import export_saved_model
-    from training_job.config import CLASS_NAMES, get_preset
-    from training_job.demo import train_demo_model
-    from training_job.synthetic import encode_png, generate_xray
+    from synthetic.demo_model import train_demo_model
+    from synthetic.xrays import encode_png, generate_xray
 
     model, metrics = train_demo_model("small", seed=0)
     config = get_preset("small")

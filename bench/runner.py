@@ -27,6 +27,13 @@ from bench.loadgen import HttpRequest, http_client_factory
 from bench.machine import describe_machine, load_average
 from bench.measure import Plan, load_series, section
 from bench.payloads import model_server_requests, upload_requests
+from model_contract.artifact import (
+    GRADCAM_OVERLAY_SIGNATURE,
+    GRADCAM_SIGNATURE,
+    PREDICTED_CLASS,
+    SERVING_SIGNATURE,
+    TARGET_CLASS_INPUT,
+)
 
 __all__ = ["run_benchmarks"]
 
@@ -110,13 +117,15 @@ def _compute_floor(run: _Run) -> None:
             plan.client_levels,
             f"floor seed {dtype}",
         )
-        for signature in ("gradcam", "gradcam_overlay"):
+        for signature in (GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE):
             function = load_signature(run.version_dir(run.seed, dtype), signature)
             import tensorflow as tf
 
             floor[f"seed-{dtype}-{signature}"] = load_series(
                 signature_client_factory(
-                    function, run.images, {"target_class": tf.constant([-1], tf.int32)}
+                    function,
+                    run.images,
+                    {TARGET_CLASS_INPUT: tf.constant([PREDICTED_CLASS], tf.int32)},
                 ),
                 [1],
                 plan,
@@ -179,7 +188,7 @@ def _serving_unbatched(run: _Run) -> None:
             predict[f"model-server-{dtype}"] = load_series(
                 http_client_factory(
                     server.url,
-                    model_server_requests(stack.MODEL_NAME, version, "serving_default", run.images),
+                    model_server_requests(stack.MODEL_NAME, version, SERVING_SIGNATURE, run.images),
                 ),
                 direct_levels,
                 plan,
@@ -191,7 +200,7 @@ def _serving_unbatched(run: _Run) -> None:
                 plan,
                 label=f"gradcam gateway {dtype}",
             )
-            for signature in ("gradcam", "gradcam_overlay"):
+            for signature in (GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE):
                 gradcam[f"model-server-{dtype}-{signature}"] = load_series(
                     http_client_factory(
                         server.url,
@@ -285,7 +294,7 @@ def _serving_batched(run: _Run) -> None:
                 http_client_factory(
                     server.url,
                     model_server_requests(
-                        stack.MODEL_NAME, run.seed.versions[dtype], "serving_default", run.images
+                        stack.MODEL_NAME, run.seed.versions[dtype], SERVING_SIGNATURE, run.images
                     ),
                 ),
                 direct_levels,
@@ -312,7 +321,7 @@ def _serving_batched(run: _Run) -> None:
                     model_server_requests(
                         stack.MODEL_NAME,
                         run.seed.versions["bfloat16"],
-                        "serving_default",
+                        SERVING_SIGNATURE,
                         run.images,
                     ),
                 ),

@@ -118,8 +118,8 @@ class BenchModel:
 
 def bench_images(count: int, size: int, seed: int = 7) -> list[bytes]:
     """Synthetic chest X-ray PNGs (8-bit grey, `size` px square), classes in turn."""
-    from training_job.config import CLASS_NAMES
-    from training_job.synthetic import encode_png, generate_xray
+    from cnn_vit.config import CLASS_NAMES
+    from synthetic.xrays import encode_png, generate_xray
 
     return [
         encode_png(
@@ -142,11 +142,11 @@ def prepare_model(
     """
     import keras
 
+    from cnn_vit.config import get_preset
+    from cnn_vit.model import build_model
+    from model_contract.registry import ModelRegistry
     from model_export.export import export_saved_model
-    from model_export.registry import ModelRegistry
     from storage.local import LocalStore
-    from training_job.config import get_preset
-    from training_job.model import build_model
 
     config = get_preset(preset)
     keras.utils.set_random_seed(seed)

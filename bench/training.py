@@ -1,12 +1,12 @@
 """Training throughput: the input pipeline alone, and whole training steps.
 
-The pipeline is `training_job.train.make_dataset` exactly as training uses it (decode, the
+The pipeline is `training_job.pipeline.make_dataset` exactly as training uses it (decode, the
 shared preprocessing, shuffle, augmentation, batching, prefetch) over synthetic 256 px PNG
 files on disk. It is measured on one core (tf.data's private pool and intra-op parallelism held
 to one thread) and on every core, for the first epoch (decode and preprocess every file) and a
 cached epoch (what later epochs do: augmentation only). Training steps run
-`training_job.train.train_model`, the real loop; the first epoch (tracing, cache fill) is left
-out.
+`training_job.training_loop.train_model`, the real loop; the first epoch (tracing, cache fill)
+is left out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _write_images(folder: Path, count: int, size: int) -> tuple[list[str], list[
     """`count` bench images (seed 5: films 5000, 5001, ...) as PNG files in `folder`, and their
     labels; files already there are kept."""
     from bench.stack import bench_images
-    from training_job.config import CLASS_NAMES
+    from cnn_vit.config import CLASS_NAMES
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{index:05d}.png" for index in range(count)]
@@ -54,7 +54,7 @@ def measure_input_pipeline(folder: Path, count: int, repetitions: int) -> dict[s
     """Images per second of the training pipeline, on one core and on all, uncached and cached."""
     import tensorflow as tf
 
-    from training_job.train import make_dataset
+    from training_job.pipeline import make_dataset
 
     paths, labels = _write_images(folder, count, 256)
     cores = len(os.sched_getaffinity(0))
@@ -94,9 +94,11 @@ def measure_training_steps(preset: str, count: int, batch_size: int, epochs: int
     import keras
 
     from bench.stack import bench_images
-    from training_job.config import CLASS_NAMES, get_preset
-    from training_job.model import build_model
-    from training_job.train import TrainingConfig, make_dataset, train_model
+    from cnn_vit.config import CLASS_NAMES, get_preset
+    from cnn_vit.model import build_model
+    from training_job.options import TrainingOptions
+    from training_job.pipeline import make_dataset
+    from training_job.training_loop import train_model
 
     config = get_preset(preset)
     keras.utils.set_random_seed(0)
@@ -104,9 +106,8 @@ def measure_training_steps(preset: str, count: int, batch_size: int, epochs: int
     labels = [index % len(CLASS_NAMES) for index in range(count)]
     dataset = make_dataset(images, labels, config.image_size, batch_size, training=True, seed=0)
     model = build_model(config)
-    result = train_model(
-        model, dataset, None, TrainingConfig(batch_size=batch_size, epochs=epochs, patience=epochs)
-    )
+    options = TrainingOptions(batch_size=batch_size, epochs=epochs, patience=epochs)
+    result = train_model(model, dataset, None, options)
     rates = [record.images_per_second for record in result.history[1:]]
     figure = {
         "preset": preset,

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.settings import load_environment
 from devstack.run import StackOptions, run_stack
-from storage import load_environment
 
 __all__ = ["main"]
 

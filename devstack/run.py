@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.settings import SettingsError, load_environment
 from devstack.processes import (
     ProcessGroup,
     StackError,
@@ -31,15 +32,7 @@ from devstack.processes import (
     python_module,
     wait_until,
 )
-from storage import (
-    SettingsError,
-    StorageError,
-    StorageSettings,
-    Store,
-    keys,
-    load_environment,
-    open_areas,
-)
+from storage import StorageError, StorageSettings, Store, keys, open_areas
 from storage.cli import create_hierarchy
 
 __all__ = ["StackOptions", "prepare_environment", "run_stack", "start_serving"]
@@ -126,7 +119,7 @@ def prepare_environment(
 
 
 def _seed_store(areas_root: Store, db: Store) -> None:
-    from training_job.synthetic import write_covid_qu_ex_to_store, write_samples_to_store
+    from synthetic.xrays import write_covid_qu_ex_to_store, write_samples_to_store
 
     if not any(True for _ in areas_root.list(keys.DATA_AREA)):
         written = write_samples_to_store(areas_root, per_class=SAMPLES_PER_CLASS, seed=11)

@@ -24,10 +24,10 @@ from typing import Any
 import functions_framework
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
+from common.settings import SettingsError, load_environment
 from functions.docs import DocsApp
 from functions.runtime import Runtime, install_runtime
 from functions.settings import FunctionSettings
-from storage import SettingsError, load_environment
 
 __all__ = ["FUNCTIONS", "LEGACY_ROUTES", "build_gateway", "main"]
 

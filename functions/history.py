@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.logs import log_event
 from functions.errors import InvalidParameter, NotFound
 from functions.inference import iso_time
 from storage import ObjectNotFound, Store, keys
@@ -174,7 +175,12 @@ class HistoryService:
         except ObjectNotFound:
             return None  # deleted between the listing and the read
         except ValueError:
-            logger.warning("skipping an unreadable inference record")
+            log_event(
+                logger,
+                "record_unreadable",
+                logging.WARNING,
+                "skipping an unreadable inference record",
+            )
             return None
         return record if isinstance(record, dict) else None
 
@@ -196,7 +202,12 @@ class HistoryService:
             raise NotFound("no such inference") from None
         except ValueError:
             # Not JSON (a damaged object): the listing skips it, so it does not exist here either.
-            logger.warning("an unreadable inference record was asked for; answered not found")
+            log_event(
+                logger,
+                "record_unreadable",
+                logging.WARNING,
+                "an unreadable inference record was asked for; answered not found",
+            )
             raise NotFound("no such inference") from None
         if not isinstance(record, dict):
             raise NotFound("no such inference")

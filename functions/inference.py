@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from common.logs import log_event
 from functions.errors import InvalidParameter
 from functions.images import ValidatedImage
-from functions.serving_client import GradcamResult, Prediction, ServingClient
+from functions.serving_client import GradcamAnswer, Prediction, ServingClient
 from storage import PreconditionFailed, StorageError, Store, keys
 
 __all__ = ["RECORD_SCHEMA", "GradcamOutcome", "InferenceService", "iso_time"]
@@ -44,7 +45,7 @@ def _utc_now() -> datetime:
 @dataclass(frozen=True)
 class GradcamOutcome:
     record: dict[str, Any]
-    result: GradcamResult
+    result: GradcamAnswer
 
 
 class InferenceService:
@@ -112,13 +113,19 @@ class InferenceService:
             try:
                 self._store.delete(image_key)
             except StorageError:
-                logger.error("a Grad-CAM overlay is left without its record: %s", record["id"])
+                log_event(
+                    logger,
+                    "gradcam_orphaned",
+                    logging.ERROR,
+                    "a Grad-CAM overlay is left without its record",
+                    inference_id=record["id"],
+                )
             raise
         return GradcamOutcome(record=record, result=result)
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _explain(self, image: bytes, target_class: str | None, with_heatmap: bool) -> GradcamResult:
+    def _explain(self, image: bytes, target_class: str | None, with_heatmap: bool) -> GradcamAnswer:
         known = self._class_names
         if target_class is not None and known is not None and target_class not in known:
             raise _unknown_class(target_class, known)
@@ -150,7 +157,7 @@ class InferenceService:
             "kind": kind,
             "user_id": user_id,
             "created_at": iso_time(keys.inference_id_time(inference_id)),
-            "model": prediction.model.as_dict(),
+            "model": prediction.model.to_json(),
             "predicted_class": prediction.class_name,
             "class_index": prediction.class_index,
             "class_names": list(prediction.class_names),
@@ -171,7 +178,12 @@ class InferenceService:
             # 128 random bits in the id: only a retried write of ours can have created it.
             if self._store.get_bytes(key) != data:
                 raise
-            logger.info("a retried write had already stored %s", key.rsplit("/", 1)[-1])
+            log_event(
+                logger,
+                "retried_write_found",
+                message="a retried write had already stored its object",
+                object=key.rsplit("/", 1)[-1],
+            )
 
     def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")

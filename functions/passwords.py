@@ -17,6 +17,7 @@ import threading
 from passlib.context import CryptContext
 from passlib.exc import PasswordSizeError, UnknownHashError
 
+from common.logs import log_event
 from functions.settings import PasswordHashSettings
 
 __all__ = ["MAX_PASSWORD_BYTES", "PasswordHasher", "password_within_limits"]
@@ -64,7 +65,12 @@ class PasswordHasher:
             # that was hashed (the original system's hashes came from under 72 bytes).
             return False
         except (UnknownHashError, TypeError):
-            logger.warning("a stored password hash has an unknown format")
+            log_event(
+                logger,
+                "password_hash_unknown",
+                logging.WARNING,
+                "a stored password hash has an unknown format",
+            )
             return False
 
     def needs_update(self, stored_hash: str) -> bool:

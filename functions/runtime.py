@@ -2,7 +2,7 @@
 
 Nothing is built at import time. Creating a function's app (`functions_framework.create_app`,
 which runs `functions/main.py`) builds the `Runtime`'s settings from the environment
-(`storage.load_environment()`: real variables over `.env`), so bad settings stop the start;
+(`common.settings.load_environment()`: real variables over `.env`), so bad settings stop the start;
 every request, on any thread, reuses it: settings parsed once, stores and clients made on first
 use and then shared (pooled model-server connections, one cached users file).
 Tests install a runtime of their own (`install_runtime`), built from an explicit environment or
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cached_property
 
+from common.settings import load_environment
 from functions.auth import Authenticator
 from functions.history import HistoryService
 from functions.inference import InferenceService
@@ -27,7 +28,7 @@ from functions.settings import FunctionSettings
 from functions.throttle import LoginThrottle
 from functions.tokens import TokenService
 from functions.users import SeedUser, UserDirectory
-from storage import Store, load_environment, open_areas
+from storage import Store, open_areas
 
 __all__ = ["Runtime", "get_runtime", "install_runtime", "reset_runtime"]
 

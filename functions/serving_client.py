@@ -38,25 +38,32 @@ import numpy.typing as npt
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
+from common.logs import log_event
 from functions.errors import BadGateway, ModelTimeout, ModelUnavailable
 from functions.settings import ServingSettings
+from model_contract.artifact import (
+    CLASS_INDEX_OUTPUT,
+    CLASS_NAME_OUTPUT,
+    CLASS_NAMES_OUTPUT,
+    GRADCAM_OVERLAY_SIGNATURE,
+    GRADCAM_SIGNATURE,
+    HEATMAP_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    MODEL_NAME_OUTPUT,
+    MODEL_RUN_ID_OUTPUT,
+    MODEL_VERSION_OUTPUT,
+    OVERLAY_PNG_OUTPUT,
+    PREDICTED_CLASS,
+    PROBABILITIES_OUTPUT,
+    SERVING_SIGNATURE,
+    TARGET_CLASS_INDEX_OUTPUT,
+    TARGET_CLASS_INPUT,
+)
+from model_contract.identity import ModelIdentity
 
-__all__ = [
-    "GRADCAM_OVERLAY_SIGNATURE",
-    "GRADCAM_SIGNATURE",
-    "PREDICT_SIGNATURE",
-    "GradcamResult",
-    "ModelIdentity",
-    "Prediction",
-    "ServingClient",
-]
+__all__ = ["GradcamAnswer", "Prediction", "ServingClient"]
 
 logger = logging.getLogger(__name__)
-
-PREDICT_SIGNATURE = "serving_default"
-GRADCAM_SIGNATURE = "gradcam"
-# Grad-CAM without the `heatmap` output (models exported since the benchmark's issue 8).
-GRADCAM_OVERLAY_SIGNATURE = "gradcam_overlay"
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A PNG's first chunk: length 13, type IHDR, then width and height (big-endian).
@@ -87,16 +94,6 @@ class _OverlaySignatureMissing(BadGateway):
 
 
 @dataclass(frozen=True)
-class ModelIdentity:
-    name: str
-    version: int
-    run_id: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id}
-
-
-@dataclass(frozen=True)
 class Prediction:
     class_names: tuple[str, ...]
     probabilities: tuple[float, ...]
@@ -112,7 +109,7 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class GradcamResult:
+class GradcamAnswer:
     prediction: Prediction
     target_class_index: int
     overlay_png: bytes
@@ -204,7 +201,7 @@ class ServingClient:
         if not images:
             return []
         payload = {
-            "signature_name": PREDICT_SIGNATURE,
+            "signature_name": SERVING_SIGNATURE,
             "instances": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
         }
         rows = self._rows(self._call(payload), len(images))
@@ -217,7 +214,7 @@ class ServingClient:
 
     def gradcam(
         self, image: bytes, target_class_index: int | None = None, *, with_heatmap: bool = False
-    ) -> GradcamResult:
+    ) -> GradcamAnswer:
         """Grad-CAM for one image, for the predicted class (None) or the given class index.
 
         The heatmap is fetched (`gradcam` signature) only `with_heatmap`; otherwise the answer
@@ -234,11 +231,12 @@ class ServingClient:
                 result = self._gradcam_call(GRADCAM_SIGNATURE, image, target_class_index, False)
                 version = result.prediction.model.version
                 self._overlay_support.remember_lacking(version)
-                logger.info(
-                    "model version %d has no %s signature (exported before it): calling %s for it",
-                    version,
-                    GRADCAM_OVERLAY_SIGNATURE,
-                    GRADCAM_SIGNATURE,
+                log_event(
+                    logger,
+                    "overlay_signature_missing",
+                    message=f"model version {version} has no {GRADCAM_OVERLAY_SIGNATURE} "
+                    f"signature (exported before it): calling {GRADCAM_SIGNATURE} for it",
+                    model_version=version,
                 )
                 return result
         return self._gradcam_call(GRADCAM_SIGNATURE, image, target_class_index, False)
@@ -249,13 +247,15 @@ class ServingClient:
 
     def _gradcam_call(
         self, signature: str, image: bytes, target_class_index: int | None, with_heatmap: bool
-    ) -> GradcamResult:
+    ) -> GradcamAnswer:
         payload = {
             "signature_name": signature,
             "instances": [
                 {
-                    "image_bytes": {"b64": base64.b64encode(image).decode("ascii")},
-                    "target_class": -1 if target_class_index is None else int(target_class_index),
+                    IMAGE_BYTES_INPUT: {"b64": base64.b64encode(image).decode("ascii")},
+                    TARGET_CLASS_INPUT: PREDICTED_CLASS
+                    if target_class_index is None
+                    else int(target_class_index),
                 }
             ],
         }
@@ -301,10 +301,22 @@ class ServingClient:
                 # Refused, reset, or a kept-alive connection the server had closed.
                 if self._may_retry(attempt, deadline):
                     continue
-                logger.warning("model server unreachable: %s", type(exc).__name__)
+                log_event(
+                    logger,
+                    "model_unreachable",
+                    logging.WARNING,
+                    "model server unreachable",
+                    reason=type(exc).__name__,
+                )
                 raise self._unavailable() from None
             except HTTPError as exc:
-                logger.warning("model server call failed: %s", type(exc).__name__)
+                log_event(
+                    logger,
+                    "model_call_failed",
+                    logging.WARNING,
+                    "model server call failed",
+                    reason=type(exc).__name__,
+                )
                 raise self._unavailable() from None
             status = response.status
             if status == 200:
@@ -337,8 +349,13 @@ class ServingClient:
         return ModelUnavailable(retry_after=self._settings.retry_after_seconds)
 
     def _error_for(self, status: int, data: bytes) -> Exception:
-        logger.warning(
-            "model server answered %d: %s", status, _BASE64_RUN.sub("<…>", _error_text(data))
+        log_event(
+            logger,
+            "model_error_answer",
+            logging.WARNING,
+            f"model server answered {status}",
+            status=status,
+            reason=_BASE64_RUN.sub("<…>", _error_text(data)),
         )
         if status in (404, 429) or _is_unavailable(status, data):
             # 404: the model or version is not loaded (yet, or during a version swap gap);
@@ -350,7 +367,13 @@ class ServingClient:
         return BadGateway()
 
     def _malformed(self, exc: Exception) -> BadGateway:
-        logger.warning("model server answer does not follow the contract: %s", exc)
+        log_event(
+            logger,
+            "model_bad_response",
+            logging.WARNING,
+            "model server answer does not follow the contract",
+            reason=str(exc),
+        )
         return BadGateway("the model server's answer was not valid", code="model_bad_response")
 
     def _rows(self, payload: Any, expected: int) -> list[dict[str, Any]]:
@@ -413,13 +436,13 @@ def _string(value: Any, what: str, *, allow_empty: bool = False) -> str:
 
 
 def _prediction(row: dict[str, Any]) -> Prediction:
-    names = row["class_names"]
+    names = row[CLASS_NAMES_OUTPUT]
     if not isinstance(names, list) or len(names) < 2:
         raise _MalformedAnswer("class_names is not a list of classes")
     class_names = tuple(_string(name, "a class name") for name in names)
     if len(set(class_names)) != len(class_names):
         raise _MalformedAnswer("class_names repeats a name")
-    values = row["probabilities"]
+    values = row[PROBABILITIES_OUTPUT]
     if not isinstance(values, list) or len(values) != len(class_names):
         raise _MalformedAnswer("probabilities do not match class_names")
     probabilities: list[float] = []
@@ -435,19 +458,22 @@ def _prediction(row: dict[str, Any]) -> Prediction:
         probabilities.append(min(1.0, max(0.0, float(value))))
     if abs(sum(probabilities) - 1.0) > 1e-3:
         raise _MalformedAnswer("probabilities do not sum to 1")
-    class_index = _integer(row["class_index"], "class_index")
+    class_index = _integer(row[CLASS_INDEX_OUTPUT], CLASS_INDEX_OUTPUT)
     if not 0 <= class_index < len(class_names):
         raise _MalformedAnswer("class_index is out of range")
-    if row.get("class_name", class_names[class_index]) != class_names[class_index]:
+    if row.get(CLASS_NAME_OUTPUT, class_names[class_index]) != class_names[class_index]:
         raise _MalformedAnswer("class_name does not match class_index")
-    version = _integer(row["model_version"], "model_version")
+    version = _integer(row[MODEL_VERSION_OUTPUT], MODEL_VERSION_OUTPUT)
     if version < 0:
         raise _MalformedAnswer("model_version is negative")
-    identity = ModelIdentity(
-        name=_string(row["model_name"], "model_name"),
-        version=version,
-        run_id=_string(row["model_run_id"], "model_run_id", allow_empty=True),
-    )
+    try:
+        identity = ModelIdentity(
+            name=_string(row[MODEL_NAME_OUTPUT], MODEL_NAME_OUTPUT),
+            version=version,
+            run_id=_string(row[MODEL_RUN_ID_OUTPUT], MODEL_RUN_ID_OUTPUT, allow_empty=True),
+        )
+    except ValueError as exc:
+        raise _MalformedAnswer(f"the model identity is not valid: {exc}") from None
     return Prediction(class_names, tuple(probabilities), class_index, identity)
 
 
@@ -471,15 +497,15 @@ def _heatmap(value: Any) -> npt.NDArray[np.float32]:
 
 def _gradcam(
     row: dict[str, Any], requested_index: int | None, *, with_heatmap: bool
-) -> GradcamResult:
+) -> GradcamAnswer:
     """Read a `gradcam` or `gradcam_overlay` row; the heatmap is read only `with_heatmap`."""
     prediction = _prediction(row)
-    target = _integer(row["target_class_index"], "target_class_index")
+    target = _integer(row[TARGET_CLASS_INDEX_OUTPUT], TARGET_CLASS_INDEX_OUTPUT)
     if not 0 <= target < len(prediction.class_names):
         raise _MalformedAnswer("target_class_index is out of range")
     if requested_index is not None and target != requested_index:
         raise _MalformedAnswer("target_class_index is not the class asked for")
-    overlay = row["overlay_png_bytes"]
+    overlay = row[OVERLAY_PNG_OUTPUT]
     if not isinstance(overlay, dict) or set(overlay) != {"b64"}:
         raise _MalformedAnswer("overlay_png_bytes is not a b64 object")
     try:
@@ -487,5 +513,5 @@ def _gradcam(
     except binascii.Error:
         raise _MalformedAnswer("overlay_png_bytes is not base64") from None
     side = _png_square_side(png)
-    heatmap = _heatmap(row["heatmap"]) if with_heatmap else None
-    return GradcamResult(prediction, target, png, side, heatmap)
+    heatmap = _heatmap(row[HEATMAP_OUTPUT]) if with_heatmap else None
+    return GradcamAnswer(prediction, target, png, side, heatmap)

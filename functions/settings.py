@@ -1,9 +1,9 @@
 """The functions' settings: one frozen object built from the environment at the edge.
 
 `FunctionSettings.from_env(environ)` reads every variable the four functions, the users CLI and
-the local gateway use, reports every bad value at once (`storage.SettingsError`), and is passed
-down; nothing else in `functions/` reads the environment. Names of the original system stay
-valid (`STORAGE_PATH`, `PROD_MODEL_NAME`, `ACESS_TOKEN_EXPIRE_MINUTE`, ...).
+the local gateway use, reports every bad value at once (`common.settings.SettingsError`), and
+is passed down; nothing else in `functions/` reads the environment. Names of the original system
+stay valid (`STORAGE_PATH`, `PROD_MODEL_NAME`, `ACESS_TOKEN_EXPIRE_MINUTE`, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from storage import DEFAULT_MODEL_NAME, EnvReader, StorageSettings, read_model_name
+from common.logs import log_event
+from common.settings import EnvReader
+from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
+from storage import StorageSettings
 
 __all__ = [
     "ENVIRONMENTS",
@@ -182,10 +185,13 @@ class FunctionSettings:
             env.problem("API_USER_EMAIL and API_USER_PASSWORD must be set together")
         env.check()
         if generated:
-            logger.warning(
+            log_event(
+                logger,
+                "secret_key_generated",
+                logging.WARNING,
                 "SECRET_KEY is not set: a random key was generated for this process "
                 "(ENVIRONMENT=local only); tokens will not survive a restart or work across "
-                "separately started functions"
+                "separately started functions",
             )
         return settings
 
@@ -200,9 +206,12 @@ def _read_secret_key(env: EnvReader, environment: str) -> tuple[str, bool]:
         return "", False
     if len(secret.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
         if environment == "local":
-            logger.warning(
-                "SECRET_KEY is shorter than %d bytes (accepted for local use only)",
-                MIN_SECRET_KEY_BYTES,
+            log_event(
+                logger,
+                "secret_key_short",
+                logging.WARNING,
+                f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes "
+                "(accepted for local use only)",
             )
         else:
             env.problem(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes")

@@ -39,6 +39,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.logs import log_event
 from functions.errors import OAuthError
 from functions.settings import LoginThrottleSettings
 from storage import StorageError, Store, keys
@@ -190,14 +191,26 @@ class UserThrottle:
                     break
                 self._store.delete(info.key)
         except StorageError as exc:
-            logger.warning("cannot clear login failures: %s", type(exc).__name__)
+            log_event(
+                logger,
+                "login_failures_not_cleared",
+                logging.WARNING,
+                "cannot clear login failures",
+                reason=type(exc).__name__,
+            )
 
     def _forget(self, key: str) -> None:
         try:
             self._store.delete(key)
         except StorageError as exc:
             # Left behind, it counts as one failure until it leaves the window: the safe side.
-            logger.warning("cannot withdraw a login reservation: %s", type(exc).__name__)
+            log_event(
+                logger,
+                "login_reservation_not_withdrawn",
+                logging.WARNING,
+                "cannot withdraw a login reservation",
+                reason=type(exc).__name__,
+            )
 
 
 # -- per client address, in memory -------------------------------------------------------------

@@ -25,6 +25,8 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, Rule
 
+from common.logs import log_event
+from common.settings import SettingsError
 from functions.errors import (
     ApiError,
     InvalidParameter,
@@ -36,7 +38,7 @@ from functions.errors import (
     UnsupportedMediaType,
 )
 from functions.logs import ACCESS_LOGGER, configure_logging
-from storage import SettingsError, StorageError
+from storage import StorageError
 
 __all__ = [
     "DEFAULT_BODY_LIMIT",
@@ -115,22 +117,27 @@ class Router:
         except StorageError as exc:
             # The one place a storage failure becomes an answer; the services log what they were
             # doing and let it through.
-            logger.warning(
-                "storage failed in %s %s: %s",
-                self.function_name,
-                flask.g.get("route"),
-                type(exc).__name__,
+            log_event(
+                logger,
+                "storage_failed",
+                logging.WARNING,
+                f"storage failed in {self.function_name} {flask.g.get('route')}",
+                reason=type(exc).__name__,
             )
             return error_response(StorageUnavailableError(retry_after=self._retry_after()))
         except SettingsError as exc:
-            logger.error(
-                "the function is misconfigured", extra={"fields": {"problems": exc.problems}}
+            log_event(
+                logger,
+                "misconfigured",
+                logging.ERROR,
+                "the function is misconfigured",
+                problems=exc.problems,
             )
             return error_response(ApiError("the service is misconfigured"))
         except HTTPException as exc:
             return _http_error(exc)
         except Exception:
-            logger.exception("unexpected error")
+            logger.exception("unexpected error", extra={"event": "unexpected_error"})
             return error_response(ApiError())
 
     def _match(self, request: flask.Request) -> tuple[Route, Mapping[str, Any]]:
@@ -239,14 +246,14 @@ def _server_error(exc: InternalServerError) -> flask.Response:
         # e.g. the framework's after-response body read hit the size limit.
         return _http_error(original)
     if original is not None:
-        logger.error("unexpected error", exc_info=original)
+        logger.error("unexpected error", exc_info=original, extra={"event": "unexpected_error"})
     return error_response(ApiError())
 
 
 def _unexpected(exc: Exception) -> flask.Response:
     if isinstance(exc, HTTPException):
         return _http_error(exc)
-    logger.error("unexpected error", exc_info=exc)
+    logger.error("unexpected error", exc_info=exc, extra={"event": "unexpected_error"})
     return error_response(ApiError())
 
 
@@ -278,7 +285,8 @@ def _finish(response: flask.Response) -> flask.Response:
     fields.update(g.get("log_fields", {}))
     if g.get("error_code"):
         fields["error"] = g.error_code
-    access_logger.info("request", extra={"fields": fields})
+    message = f"{fields['method']} {fields['route']} {fields['status']}"
+    log_event(access_logger, "request", logging.INFO, message, **fields)
     return response
 
 

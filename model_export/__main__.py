@@ -1,4 +1,4 @@
-"""`python -m model_export`: list, show, publish, promote, roll back and export model versions."""
+"""`python -m model_export export KERAS_FILE EXPORT_DIR`: export a trained model."""
 
 from model_export.cli import main
 

@@ -5,7 +5,7 @@ model identity out), `gradcam` (the same plus the heatmap and a PNG overlay) and
 `gradcam_overlay` (as `gradcam` without the heatmap: REST has no output filter, and writing an
 S x S float heatmap as JSON text costs more than computing it, so callers that only show the
 overlay ask for this one). All decode and
-preprocess the image bytes in-graph with `training_job.preprocessing`, the function training
+preprocess the image bytes in-graph with `cnn_vit.preprocessing`, the function training
 uses, and read the identity from `assets/model_identity.txt` through a lookup table initialised
 when the SavedModel loads, so publishing can restamp the identity without TensorFlow.
 
@@ -27,39 +27,45 @@ from typing import Any, Literal
 import keras
 import tensorflow as tf
 
-from model_export.artifact import (
-    GRADCAM_OVERLAY_SIGNATURE,
-    GRADCAM_SIGNATURE,
-    IMAGE_BYTES_INPUT,
-    MODEL_INFO_PATH,
-    SERVING_SIGNATURE,
-    SIGNATURES,
-    TARGET_CLASS_INPUT,
-)
-from model_export.gradcam import (
+from cnn_vit.config import ModelConfig
+from cnn_vit.gradcam import (
     GradcamExplainer,
     blend_overlay,
     encode_png_batch,
     upsample_heatmap,
 )
-from model_export.identity import IDENTITY_ASSET_PATH, IDENTITY_FILE_NAME, ModelIdentity
-from model_export.warmup import default_warmup_images, write_warmup_records
-from training_job.config import ModelConfig
-from training_job.model import build_model
-from training_job.preprocessing import (
+from cnn_vit.model import build_model
+from cnn_vit.preprocessing import (
     equalized_image_bytes,
     preprocess_batch,
     preprocess_image_bytes,
 )
+from model_contract.artifact import (
+    CLASS_INDEX_OUTPUT,
+    CLASS_NAME_OUTPUT,
+    CLASS_NAMES_OUTPUT,
+    COMPUTE_DTYPES,
+    GRADCAM_OVERLAY_SIGNATURE,
+    GRADCAM_SIGNATURE,
+    HEATMAP_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    MODEL_INFO_PATH,
+    MODEL_NAME_OUTPUT,
+    MODEL_RUN_ID_OUTPUT,
+    MODEL_VERSION_OUTPUT,
+    OVERLAY_PNG_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    SERVING_SIGNATURE,
+    SIGNATURES,
+    TARGET_CLASS_INDEX_OUTPUT,
+    TARGET_CLASS_INPUT,
+)
+from model_contract.identity import IDENTITY_ASSET_PATH, IDENTITY_FILE_NAME, ModelIdentity
+from model_export.warmup import default_warmup_images, write_warmup_records
 
 __all__ = [
-    "COMPUTE_DTYPES",
-    "GRADCAM_OVERLAY_SIGNATURE",
-    "GRADCAM_SIGNATURE",
     "MAX_OVERLAY_SIZE",
     "MIN_DEFAULT_OVERLAY_SIZE",
-    "SERVING_SIGNATURE",
-    "SIGNATURES",
     "ComputeDtype",
     "ExportResult",
     "ServingFunctions",
@@ -77,7 +83,6 @@ MIN_DEFAULT_OVERLAY_SIZE = 256
 MAX_OVERLAY_SIZE = 2048
 
 ComputeDtype = Literal["float32", "bfloat16"]
-COMPUTE_DTYPES: tuple[ComputeDtype, ...] = ("float32", "bfloat16")
 _DTYPE_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
@@ -154,19 +159,19 @@ class ServingFunctions:
 
         version = tf.strings.to_number(lookup("version"), out_type=tf.int64)
         return {
-            "model_name": tf.fill([batch_size], lookup("name")),
-            "model_version": tf.fill([batch_size], version),
-            "model_run_id": tf.fill([batch_size], lookup("run_id")),
+            MODEL_NAME_OUTPUT: tf.fill([batch_size], lookup("name")),
+            MODEL_VERSION_OUTPUT: tf.fill([batch_size], version),
+            MODEL_RUN_ID_OUTPUT: tf.fill([batch_size], lookup("run_id")),
         }
 
     def _prediction(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         batch_size = tf.shape(probabilities)[0]
         class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {
-            "probabilities": probabilities,
-            "class_index": class_index,
-            "class_name": tf.gather(self._class_names, class_index),
-            "class_names": tf.tile(self._class_names[tf.newaxis], [batch_size, 1]),
+            PROBABILITIES_OUTPUT: probabilities,
+            CLASS_INDEX_OUTPUT: class_index,
+            CLASS_NAME_OUTPUT: tf.gather(self._class_names, class_index),
+            CLASS_NAMES_OUTPUT: tf.tile(self._class_names[tf.newaxis], [batch_size, 1]),
             **self._identity(batch_size),
         }
 
@@ -204,9 +209,9 @@ class ServingFunctions:
             display_heat = upsample_heatmap(result.heatmap, self._overlay_size)
         return {
             **self._prediction(result.probabilities),
-            "heatmap": heatmap,
-            "overlay_png_bytes": encode_png_batch(blend_overlay(films, display_heat)),
-            "target_class_index": result.target_class,
+            HEATMAP_OUTPUT: heatmap,
+            OVERLAY_PNG_OUTPUT: encode_png_batch(blend_overlay(films, display_heat)),
+            TARGET_CLASS_INDEX_OUTPUT: result.target_class,
         }
 
     def _inputs_and_display_films(
@@ -242,7 +247,7 @@ class ServingFunctions:
     ) -> dict[str, tf.Tensor]:
         """`explain` without the heatmap (the overlay is still drawn from it, in-graph)."""
         outputs = self.explain(image_bytes, target_class)
-        del outputs["heatmap"]
+        del outputs[HEATMAP_OUTPUT]
         return outputs
 
 
@@ -289,7 +294,8 @@ def export_saved_model(
     weights (faster on CPUs with AMX and on GPUs; slower elsewhere, so the deployment chooses).
     `overlay_size` is the Grad-CAM overlay's side in pixels (default max(S, 256)); the
     `heatmap` output stays S x S, at the model's input size.
-    Warmup records for every signature use `warmup_images` (default: one synthetic X-ray).
+    Warmup records for every signature use `warmup_images` (default: `default_warmup_images`,
+    a small film drawn by the warmup module).
     `export_dir` must not exist or be empty.
     """
     target = Path(export_dir)

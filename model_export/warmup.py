@@ -13,10 +13,11 @@ from pathlib import Path
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from model_export.artifact import (
+from model_contract.artifact import (
     GRADCAM_OVERLAY_SIGNATURE,
     GRADCAM_SIGNATURE,
     IMAGE_BYTES_INPUT,
+    PREDICTED_CLASS,
     SERVING_SIGNATURE,
     TARGET_CLASS_INPUT,
     WARMUP_PATH,
@@ -24,6 +25,7 @@ from model_export.artifact import (
 
 __all__ = [
     "MAX_WARMUP_RECORDS",
+    "WARMUP_IMAGE_SIZE",
     "default_warmup_images",
     "read_warmup_records",
     "warmup_requests",
@@ -32,14 +34,26 @@ __all__ = [
 
 # TF Serving refuses a warmup file with more records than this.
 MAX_WARMUP_RECORDS = 1000
-_PREDICTED_CLASS = -1
+# The side of the default warmup film: the full-size preset's input, so the records exercise the
+# same decode and resize path as a typical upload.
+WARMUP_IMAGE_SIZE = 256
 
 
-def default_warmup_images() -> list[bytes]:
-    """One synthetic chest X-ray PNG (no data set needed to export a model)."""
-    from training_job.synthetic import encode_png, generate_xray
+def default_warmup_images(size: int = WARMUP_IMAGE_SIZE) -> list[bytes]:
+    """One small grey film as PNG: two dark lung fields in a brighter chest, a soft gradient.
 
-    return [encode_png(generate_xray("covid", 0, height=256, width=256).image)]
+    Warmup needs a decodable image of the kind the model takes, not a realistic one: what it
+    exercises is the graph (decode, preprocessing, model, Grad-CAM), the same for any pixels.
+    Drawn here, deterministically, so exporting a model needs no data set.
+    """
+    coordinates = tf.linspace(-1.0, 1.0, size)
+    y, x = tf.meshgrid(coordinates, coordinates, indexing="ij")
+    chest = 0.55 + 0.25 * (1.0 - y) / 2.0
+    for centre in (-0.42, 0.42):
+        lung = ((x - centre) / 0.3) ** 2 + (y / 0.62) ** 2
+        chest -= 0.35 * tf.clip_by_value(1.0 - lung, 0.0, 1.0)
+    levels = tf.cast(tf.round(tf.clip_by_value(chest, 0.0, 1.0) * 255.0), tf.uint8)
+    return [bytes(tf.io.encode_png(levels[..., tf.newaxis]).numpy())]
 
 
 def warmup_requests(
@@ -51,7 +65,7 @@ def warmup_requests(
     if not images:
         raise ValueError("warmup needs at least one image")
     batch = tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)])
-    targets = tf.make_tensor_proto([_PREDICTED_CLASS] * len(images), dtype=tf.int32)
+    targets = tf.make_tensor_proto([PREDICTED_CLASS] * len(images), dtype=tf.int32)
     requests = []
     gradcam_inputs = {IMAGE_BYTES_INPUT: batch, TARGET_CLASS_INPUT: targets}
     for signature, inputs in (

@@ -35,7 +35,11 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from serving.logs import configure_json_logging, log_event
+from common.logs import configure_json_logging, log_event
+from common.settings import EnvReader, load_environment
+from model_contract.documents import MANIFEST_FILE_NAME, Manifest, RegistryDocument
+from model_contract.errors import InvalidDocument
+from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
 from serving.model_config import (
     ModelConfigEntry,
     config_file_lock,
@@ -44,25 +48,7 @@ from serving.model_config import (
     render_model_config,
     write_file_atomically,
 )
-from serving.published import (
-    Manifest,
-    PublishedDocumentError,
-    RegistryView,
-    parse_manifest,
-    parse_registry,
-)
-from storage import (
-    DEFAULT_MODEL_NAME,
-    EnvReader,
-    ObjectNotFound,
-    StorageError,
-    StorageSettings,
-    Store,
-    keys,
-    load_environment,
-    open_areas,
-    read_model_name,
-)
+from storage import ObjectNotFound, StorageError, StorageSettings, Store, keys, open_areas
 
 __all__ = [
     "AvailabilityProbe",
@@ -184,7 +170,7 @@ def _fsync_folder(folder: Path) -> None:
 class CycleReport:
     """What one cycle saw and did."""
 
-    registry: RegistryView
+    registry: RegistryDocument
     on_disk: list[int] = field(default_factory=list)
     installed: list[int] = field(default_factory=list)
     incomplete: list[int] = field(default_factory=list)
@@ -233,16 +219,14 @@ class ModelSync:
 
     # -- one cycle -------------------------------------------------------------------------------
 
-    def read_registry(self) -> RegistryView:
+    def read_registry(self) -> RegistryDocument:
         try:
-            document = self._store.get_json(keys.model_registry(self._name))
+            data = self._store.get_bytes(keys.model_registry(self._name))
         except ObjectNotFound:
             raise SyncError(f"no registry for model {self._name!r} in storage") from None
-        except ValueError as exc:
-            raise SyncError(f"registry of model {self._name!r} is not JSON: {exc}") from exc
         try:
-            return parse_registry(document, self._name)
-        except PublishedDocumentError as exc:
+            return RegistryDocument.decode(data, expected_name=self._name)
+        except InvalidDocument as exc:
             raise SyncError(f"registry of model {self._name!r}: {exc}") from exc
 
     def run_cycle(self, *, initial: bool | None = None) -> CycleReport:
@@ -256,55 +240,94 @@ class ModelSync:
         report = CycleReport(registry=registry)
         self._model_dir.mkdir(parents=True, exist_ok=True)
         self._remove_partial_folders()
-
         for version in sorted(registry.served_versions):
-            if self._version_dir(version).is_dir():
-                problem = self._installed_problem(version)
-                if problem is None:
-                    continue
-                # Damaged since it was installed (a crash on a persistent volume, a hand edit), or
-                # another version under the same number (this folder reused with another store or
-                # a store started afresh): set it aside (removed with the partial folders) and
-                # install it again.
-                log_event(
-                    logger,
-                    problem,
-                    logging.WARNING,
-                    model=self._name,
-                    version=version,
-                    **(
-                        {"note": "a server that loaded the old one serves it until restarted"}
-                        if problem == "version_differs_from_store"
-                        else {}
-                    ),
-                )
-                os.rename(
-                    self._version_dir(version),
-                    self._model_dir / f"{_PARTIAL_PREFIX}{version}-damaged-{secrets.token_hex(4)}",
-                )
-            try:
-                if self._install(version):
-                    report.installed.append(version)
-                else:
-                    report.incomplete.append(version)
-            except (StorageError, SyncError, OSError) as exc:
-                report.failed[version] = str(exc)
-                log_event(
-                    logger,
-                    "version_download_failed",
-                    logging.WARNING,
-                    model=self._name,
-                    version=version,
-                    reason=str(exc),
-                )
+            self._ensure_installed(version, report)
 
         on_disk = self._versions_on_disk()
         report.on_disk = sorted(on_disk)
         previous = self._previous_entry()
-        if initial is None:
-            initial = previous is None
-        previous_versions = set(previous.versions) if previous else set()
         previous_labels = dict(previous.labels) if previous else {}
+        labels = self._labels_to_write(
+            registry,
+            on_disk,
+            previous_versions=set(previous.versions) if previous else set(),
+            previous_labels=previous_labels,
+            initial=previous is None if initial is None else initial,
+        )
+        # A version leaves the config only once no label pointed at it in the config the server
+        # already has, so a request on a label never lands on a version being unloaded.
+        config_versions = (
+            (registry.served_versions & on_disk)
+            | (set(previous_labels.values()) & on_disk)
+            | set(labels.values())
+        )
+        report.config_versions = sorted(config_versions)
+        report.labels = labels
+        if config_versions:
+            report.config_written = self._write_config(config_versions, labels)
+        else:
+            log_event(
+                logger,
+                "config_not_written",
+                logging.WARNING,
+                model=self._name,
+                reason="no served version is on disk",
+            )
+        report.removed = self._retire(on_disk - config_versions - registry.served_versions)
+        return report
+
+    def _ensure_installed(self, version: int, report: CycleReport) -> None:
+        """Install a served version unless an intact copy of it is in place; say what happened."""
+        if self._version_dir(version).is_dir():
+            problem = self._installed_problem(version)
+            if problem is None:
+                return
+            # Damaged since it was installed (a crash on a persistent volume, a hand edit), or
+            # another version under the same number (this folder reused with another store or
+            # a store started afresh): set it aside (removed with the partial folders) and
+            # install it again.
+            log_event(
+                logger,
+                problem,
+                logging.WARNING,
+                model=self._name,
+                version=version,
+                **(
+                    {"note": "a server that loaded the old one serves it until restarted"}
+                    if problem == "version_differs_from_store"
+                    else {}
+                ),
+            )
+            os.rename(
+                self._version_dir(version),
+                self._model_dir / f"{_PARTIAL_PREFIX}{version}-damaged-{secrets.token_hex(4)}",
+            )
+        try:
+            if self._install(version):
+                report.installed.append(version)
+            else:
+                report.incomplete.append(version)
+        except (StorageError, SyncError, OSError) as exc:
+            report.failed[version] = str(exc)
+            log_event(
+                logger,
+                "version_download_failed",
+                logging.WARNING,
+                model=self._name,
+                version=version,
+                reason=str(exc),
+            )
+
+    def _labels_to_write(
+        self,
+        registry: RegistryDocument,
+        on_disk: set[int],
+        *,
+        previous_versions: set[int],
+        previous_labels: Mapping[str, int],
+        initial: bool,
+    ) -> dict[str, int]:
+        """Each label at its target once the target can answer, else where it was."""
 
         def available(version: int) -> bool:
             if version not in on_disk:
@@ -332,27 +355,7 @@ class ModelSync:
                     target=target,
                     reason="target not available yet" if target in on_disk else "target missing",
                 )
-        # A version leaves the config only once no label pointed at it in the config the server
-        # already has, so a request on a label never lands on a version being unloaded.
-        config_versions = (
-            (registry.served_versions & on_disk)
-            | (set(previous_labels.values()) & on_disk)
-            | set(labels.values())
-        )
-        report.config_versions = sorted(config_versions)
-        report.labels = labels
-        if config_versions:
-            report.config_written = self._write_config(config_versions, labels)
-        else:
-            log_event(
-                logger,
-                "config_not_written",
-                logging.WARNING,
-                model=self._name,
-                reason="no served version is on disk",
-            )
-        report.removed = self._retire(on_disk - config_versions - registry.served_versions)
-        return report
+        return labels
 
     # -- download --------------------------------------------------------------------------------
 
@@ -365,8 +368,8 @@ class ModelSync:
         except ObjectNotFound:
             return None
         try:
-            return parse_manifest(json.loads(raw), self._name, version), raw
-        except ValueError as exc:  # not JSON, or PublishedDocumentError
+            return Manifest.decode(raw, self._name, version), raw
+        except InvalidDocument as exc:
             raise SyncError(f"manifest of version {version}: {exc}") from exc
 
     def _install(self, version: int) -> bool:
@@ -400,7 +403,7 @@ class ModelSync:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _write_durably(target, data)
             # Keep the manifest beside the files: it records what this folder was checked against.
-            _write_durably(partial / "manifest.json", manifest_bytes)
+            _write_durably(partial / MANIFEST_FILE_NAME, manifest_bytes)
             _fsync_folder(partial)
             os.rename(partial, self._version_dir(version))
             _fsync_folder(self._model_dir)
@@ -422,7 +425,7 @@ class ModelSync:
         """Why an installed version folder must be installed again, or None when it may stay."""
         folder = self._version_dir(version)
         try:
-            installed = (folder / "manifest.json").read_bytes()
+            installed = (folder / MANIFEST_FILE_NAME).read_bytes()
         except OSError:
             return "version_damaged"
         if not self._intact(folder, version, installed):
@@ -436,7 +439,7 @@ class ModelSync:
     def _intact(self, folder: Path, version: int, manifest_bytes: bytes) -> bool:
         """The folder still holds every file of its installed manifest, at the recorded size."""
         try:
-            manifest = parse_manifest(json.loads(manifest_bytes), self._name, version)
+            manifest = Manifest.decode(manifest_bytes, self._name, version)
             return all(
                 (folder / entry.path).stat().st_size == entry.size for entry in manifest.files
             )

@@ -16,21 +16,12 @@ from storage.base import (
     StoredObject,
     upload_folder,
 )
-from storage.config import (
-    DEFAULT_MODEL_NAME,
-    EnvReader,
-    SettingsError,
-    StorageSettings,
-    load_environment,
-    read_model_name,
-)
+from storage.config import StorageSettings
 from storage.local import LocalStore
 from storage.s3 import S3Options, S3Store
 from storage.update import UpdateConflict, update_object
 
 __all__ = [
-    "DEFAULT_MODEL_NAME",
-    "EnvReader",
     "InvalidKey",
     "LocalStore",
     "ObjectInfo",
@@ -38,7 +29,6 @@ __all__ = [
     "PreconditionFailed",
     "S3Options",
     "S3Store",
-    "SettingsError",
     "StorageAreas",
     "StorageError",
     "StorageSettings",
@@ -47,10 +37,8 @@ __all__ = [
     "StoredObject",
     "UpdateConflict",
     "keys",
-    "load_environment",
     "open_areas",
     "open_store",
-    "read_model_name",
     "update_object",
     "upload_folder",
 ]

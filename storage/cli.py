@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.settings import SettingsError, load_environment
 from storage import keys
 from storage.areas import open_areas, open_store
 from storage.base import StorageError, Store, upload_folder
-from storage.config import SettingsError, StorageSettings, load_environment
+from storage.config import StorageSettings
 from storage.local import LocalStore
 from storage.s3 import S3Store
 

@@ -14,8 +14,19 @@ from typing import Any
 
 import pytest
 
+from cnn_vit.config import CLASS_NAMES, get_preset
 from devstack.processes import free_port
 from storage import LocalStore, S3Options, S3Store, StorageSettings, Store
+from tests.trained_models import (
+    GRADCAM_LAYER,
+    MODEL_NAME,
+    RUN_ID,
+    TEST_IMAGES_PER_CLASS,
+    TEST_SET_SEED,
+    HeldOutFilm,
+    Trained,
+    project_mask,
+)
 
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -61,7 +72,14 @@ def s3_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def new_bucket(endpoint_url: str) -> str:
     """Create a fresh bucket on the moto server and return its name."""
     name = f"test-{secrets.token_hex(6)}"
-    store = S3Store(name, options=S3Options(endpoint_url=endpoint_url, region="us-east-1"))
+    options = S3Options(
+        endpoint_url=endpoint_url,
+        region="us-east-1",
+        access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        session_token=FAKE_AWS["AWS_SESSION_TOKEN"],
+    )
+    store = S3Store(name, options=options)
     store.create_bucket()
     return name
 
@@ -105,12 +123,15 @@ def storage_settings(request: pytest.FixtureRequest, tmp_path: Path) -> StorageS
 # -- one trained demo model for the whole session ------------------------------------------------
 
 _MODEL_SOURCES = (
-    "config.py",
-    "model.py",
-    "preprocessing.py",
-    "synthetic.py",
-    "train.py",
-    "demo.py",
+    "cnn_vit/config.py",
+    "cnn_vit/layers.py",
+    "cnn_vit/model.py",
+    "cnn_vit/preprocessing.py",
+    "synthetic/xrays.py",
+    "synthetic/demo_model.py",
+    "training_job/options.py",
+    "training_job/pipeline.py",
+    "training_job/training_loop.py",
 )
 MODEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "test-models"
 
@@ -119,10 +140,10 @@ def _model_sources_digest() -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    folder = Path(__file__).resolve().parent.parent / "training_job"
+    root = Path(__file__).resolve().parent.parent
     for name in _MODEL_SOURCES:
         digest.update(name.encode())
-        digest.update((folder / name).read_bytes())
+        digest.update((root / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -136,14 +157,13 @@ def demo_model() -> tuple[Any, dict[str, Any]]:
     """
     import json
 
-    import keras
-
-    from training_job.demo import train_demo_model
+    from cnn_vit.model import load_model
+    from synthetic.demo_model import train_demo_model
 
     folder = MODEL_CACHE / f"small-seed0-{_model_sources_digest()}"
     model_path, metrics_path = folder / "model.keras", folder / "metrics.json"
     if model_path.is_file() and metrics_path.is_file():
-        return keras.models.load_model(model_path), json.loads(metrics_path.read_text())
+        return load_model(model_path), json.loads(metrics_path.read_text())
     model, metrics = train_demo_model("small", seed=0)
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / "model.partial.keras"
@@ -161,3 +181,74 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+# -- the demo model's exports and held-out films (export, Grad-CAM and publish tests) ------------
+# Training and exporting dominate the cost of these tests, so each happens once per session.
+
+
+@pytest.fixture(scope="session")
+def trained(demo_model: tuple[Any, dict[str, Any]]) -> Trained:
+    model, metrics = demo_model  # shared with the other test folders (tests/conftest.py)
+    return Trained(model=model, config=get_preset("small"), metrics=metrics)
+
+
+@pytest.fixture(scope="session")
+def test_films() -> list[HeldOutFilm]:
+    import numpy as np
+
+    from synthetic.xrays import encode_png, generate_xray
+
+    size = get_preset("small").image_size
+    films = []
+    for class_index, class_name in enumerate(CLASS_NAMES):
+        for index in range(TEST_IMAGES_PER_CLASS):
+            rng = np.random.default_rng([TEST_SET_SEED, class_index, index])
+            film = generate_xray(class_name, rng)
+            films.append(
+                HeldOutFilm(encode_png(film.image), class_index, project_mask(film.mask, size))
+            )
+    return films
+
+
+@pytest.fixture(scope="session")
+def float32_export(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model_export.export import export_saved_model
+
+    export_dir = tmp_path_factory.mktemp("export") / "float32"
+    export_saved_model(
+        trained.model,
+        trained.config,
+        export_dir,
+        model_name=MODEL_NAME,
+        run_id=RUN_ID,
+        gradcam_layer=GRADCAM_LAYER,
+        training_metadata={"metrics": {"macro_f1": trained.metrics["macro_f1"]}},
+    )
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def float32_loaded(float32_export: Path) -> Any:
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(float32_export))
+
+
+@pytest.fixture(scope="session")
+def bfloat16_loaded(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import tensorflow as tf
+
+    from model_export.export import export_saved_model
+
+    export_dir = tmp_path_factory.mktemp("export") / "bfloat16"
+    export_saved_model(
+        trained.model,
+        trained.config,
+        export_dir,
+        model_name=MODEL_NAME,
+        run_id=RUN_ID,
+        gradcam_layer=GRADCAM_LAYER,
+        compute_dtype="bfloat16",
+    )
+    return tf.saved_model.load(str(export_dir))

@@ -1,5 +1,7 @@
-"""The CNN-ViT, its shared preprocessing, and the training job that retrains and promotes it.
+"""The training job (TensorFlow): retrain the CNN-ViT from the image database, promote a winner.
 
+Data discovery, the image cache, the tf.data pipeline, the training loop, evaluation, the
+champion/challenger decision, the learning outputs and the job itself; `python -m training_job`.
 Importing the package stays cheap (no TensorFlow): `retraining` loads the job when called.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from training_job.evaluate import ClassificationReport
+from training_job.metrics import ClassificationReport
 
 __all__ = ["Check", "Decision", "PromotionPolicy", "Verdict", "decide"]
 

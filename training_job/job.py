@@ -17,20 +17,25 @@ import secrets
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
-from model_export.artifact import MODEL_INFO_PATH
-from model_export.registry import ModelRegistry, StableChanged, StoredExport, VersionEntry
-from storage import StorageAreas, keys, load_environment, open_areas
-from training_job.cache import ImageCache, LocalImages
-from training_job.config import CLASS_NAMES, PRESETS, ModelConfig, get_preset
-from training_job.data import DatasetError, DatasetIndex, ImageRecord, discover_dataset
-from training_job.decision import Decision, PromotionPolicy, decide
-from training_job.evaluate import ClassificationReport, classification_report, predict_saved_model
-from training_job.joblog import JobLog, json_safe
+from cnn_vit.config import CLASS_NAMES, ModelConfig
+from common.logs import json_safe
+from common.settings import load_environment
+from model_contract.artifact import MODEL_INFO_PATH
+from model_contract.documents import VersionEntry
+from model_contract.errors import StableChanged
+from model_contract.registry import ModelRegistry, StoredExport
+from storage import StorageAreas, keys, open_areas
+from training_job.decision import Decision, decide
+from training_job.discovery import DatasetError, DatasetIndex, ImageRecord, discover_dataset
+from training_job.image_cache import ImageCache, LocalImages
+from training_job.joblog import JobLog
+from training_job.metrics import ClassificationReport, classification_report
+from training_job.options import TrainingOptions
 from training_job.outputs import (
     CURVES_FILE,
     DATASET_FILE,
@@ -45,18 +50,17 @@ from training_job.outputs import (
     report_file,
 )
 from training_job.settings import TrainingJobSettings
-from training_job.strategy import PRECISIONS, STRATEGIES, is_chief_task
+from training_job.strategy import is_chief_task
 
 if TYPE_CHECKING:
-    from model_export.export import ExportResult
-    from training_job.steps import StartingWeights, TrainedCandidate
+    from model_export.export import ComputeDtype, ExportResult
+    from training_job.candidate import TrainedCandidate
+    from training_job.starting_weights import StartingWeights
     from training_job.strategy import PrecisionPlan, StrategyPlan
-    from training_job.train import TrainingConfig
 
 __all__ = [
     "DECISION_SCHEMA",
     "JobError",
-    "JobOptions",
     "JobResult",
     "Verdict",
     "new_run_id",
@@ -76,80 +80,6 @@ def new_run_id(moment: datetime | None = None) -> str:
     """`20261127T101500Z-ab12cd`: sorts by start time, unique by its random tail."""
     moment = moment or datetime.now(UTC)
     return f"{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """One run's choices. Defaults are the original system's (batch 32, up to 100 epochs, AdamW
-    at 1e-3, half that when fine-tuning, weight decay 1e-4, label smoothing 0.1, early stopping
-    after 5 epochs without a 0.005 improvement)."""
-
-    preset: str | None = None  # None: the settings' preset (TRAINING_PRESET)
-    # A model shape outside PRESETS (Python callers and tests); overrides `preset`.
-    model_config: ModelConfig | None = None
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float | None = None  # None: 1e-3 from scratch, 5e-4 when fine-tuning
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    patience: int = 5
-    min_delta: float = 0.005
-    from_scratch: bool = False
-    promotion_margin: float = 0.005
-    per_class_tolerance: float = 0.05
-    min_macro_f1: float = 0.6
-    dry_run: bool = False
-    force: bool = False
-    strategy: str = "auto"
-    precision: str = "auto"
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    seed: int = 0
-    split_seed: int = 0
-    run_id: str | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.preset is not None and self.preset not in PRESETS:
-            problems.append(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
-        if self.epochs < 1 or self.batch_size < 1:
-            problems.append("epochs and batch size must be at least 1")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            problems.append("the learning rate must be positive")
-        if self.patience < 0 or self.min_delta < 0 or self.weight_decay < 0:
-            problems.append("patience, min delta and weight decay must not be negative")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append("label smoothing must lie in [0, 1)")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            problems.append("the export's compute dtype must be float32 or bfloat16")
-        if self.run_id is not None:
-            try:
-                keys.check_run_id(self.run_id)
-            except ValueError:
-                problems.append(f"invalid run id {self.run_id!r}")
-        try:
-            self.policy()
-        except ValueError as exc:
-            problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def policy(self) -> PromotionPolicy:
-        return PromotionPolicy(
-            margin=self.promotion_margin,
-            per_class_tolerance=self.per_class_tolerance,
-            min_macro_f1=self.min_macro_f1,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        document = asdict(self)
-        document.pop("model_config")
-        if self.model_config is not None:
-            document["model_config"] = self.model_config.name
-        return document
 
 
 @dataclass(frozen=True)
@@ -174,7 +104,7 @@ class _Run:
 
     run_id: str
     settings: TrainingJobSettings
-    options: JobOptions
+    options: TrainingOptions
     log: JobLog
     areas: StorageAreas
     registry: ModelRegistry
@@ -198,7 +128,7 @@ def _utc_now() -> str:
 
 def run_job(
     settings: TrainingJobSettings,
-    options: JobOptions | None = None,
+    options: TrainingOptions | None = None,
     *,
     stream: TextIO | None = None,
     areas: StorageAreas | None = None,
@@ -207,10 +137,10 @@ def run_job(
     (default stdout). Raises on failure, after writing the failure into the run's decision
     record and log where the store allows. `areas` replaces the stores the settings name
     (tests pass wrapped stores to act at the storage seam)."""
-    options = options or JobOptions()
+    options = options or TrainingOptions()
     run_id = options.run_id or new_run_id()
     log = JobLog(run_id, stream)
-    config = options.model_config or get_preset(options.preset or settings.preset)
+    config = options.model
     areas = areas or open_areas(settings.storage)
     run = _Run(
         run_id=run_id,
@@ -260,9 +190,9 @@ def _run(run: _Run) -> JobResult:
         log.event("forced", reason="the data is unchanged, but the run was forced")
 
     # TensorFlow from here on: a run with nothing to do never pays for its import.
-    from training_job.steps import load_starting_weights
+    from training_job.pipeline import find_unreadable
+    from training_job.starting_weights import load_starting_weights
     from training_job.strategy import plan_precision, plan_strategy, visible_gpus
-    from training_job.train import find_unreadable
 
     gpus = visible_gpus()
     strategy_plan = plan_strategy(
@@ -354,26 +284,6 @@ def _usable_splits(run: _Run, local: LocalImages) -> dict[str, _Split]:
     return splits
 
 
-def _training_config(run: _Run, starting: StartingWeights) -> TrainingConfig:
-    from training_job.train import TrainingConfig
-
-    options = run.options
-    learning_rate = options.learning_rate
-    if learning_rate is None:
-        # The original's rule: fine-tuning starts at half the from-scratch rate.
-        learning_rate = 5e-4 if starting.fine_tuning else 1e-3
-    return TrainingConfig(
-        batch_size=options.batch_size,
-        epochs=options.epochs,
-        learning_rate=learning_rate,
-        weight_decay=options.weight_decay,
-        label_smoothing=options.label_smoothing,
-        patience=options.patience,
-        min_delta=options.min_delta,
-        seed=options.seed,
-    )
-
-
 def _train(
     run: _Run,
     splits: Mapping[str, _Split],
@@ -381,28 +291,29 @@ def _train(
     strategy_plan: StrategyPlan,
     precision: PrecisionPlan,
 ) -> TrainedCandidate:
-    from training_job.steps import train_candidate
+    from training_job.candidate import train_candidate
 
-    training = _training_config(run, starting)
+    options = run.options
+    learning_rate = options.learning_rate_for(fine_tuning=starting.fine_tuning)
     run.log.event(
         "training_started",
         preset=run.config.name,
         image_size=run.config.image_size,
         train_images=len(splits["train"]),
         val_images=len(splits["val"]),
-        learning_rate=training.learning_rate,
-        batch_size=training.batch_size,
-        max_epochs=training.epochs,
+        learning_rate=learning_rate,
+        batch_size=options.batch_size,
+        max_epochs=options.epochs,
     )
 
     def on_epoch(record: Any) -> None:
-        run.log.event("epoch", epochs=training.epochs, **record.as_row())
+        run.log.event("epoch", epochs=options.epochs, **record.as_row())
 
     candidate = train_candidate(
         run.config,
         (splits["train"].paths, splits["train"].labels),
         (splits["val"].paths, splits["val"].labels),
-        training,
+        options,
         strategy_plan=strategy_plan,
         precision=precision,
         starting=starting,
@@ -422,7 +333,7 @@ def _train(
         "strategy": strategy_plan.to_json(),
         "precision": precision.to_json(),
         "starting_weights": {"source": starting.source, "reason": starting.reason},
-        "hyperparameters": asdict(training),
+        "hyperparameters": {**options.hyperparameters(), "learning_rate": learning_rate},
     }
     run.log.event(
         "training_finished", **{k: v for k, v in run.training.items() if k != "hyperparameters"}
@@ -433,6 +344,8 @@ def _train(
 def _evaluate(
     run: _Run, role: str, saved_model_dir: Path, test: _Split
 ) -> tuple[ClassificationReport, dict[str, Any]]:
+    from training_job.evaluation import predict_saved_model
+
     predictions = predict_saved_model(saved_model_dir, test.paths, batch_size=32)
     if predictions.class_names != CLASS_NAMES:
         raise JobError(
@@ -467,14 +380,14 @@ def _evaluate_stable(
     return _evaluate(run, "stable", target, test)
 
 
-def _evaluate_and_decide(
+def _save_and_export(
     run: _Run,
-    splits: Mapping[str, _Split],
     candidate: TrainedCandidate,
     starting: StartingWeights,
-    stable_evaluation: tuple[ClassificationReport, dict[str, Any]] | None,
+    splits: Mapping[str, _Split],
     workdir: Path,
-) -> JobResult:
+) -> tuple[Path, Path, ExportResult]:
+    """The candidate saved as a Keras file and exported as the SavedModel that would be served."""
     from model_export.export import export_saved_model
 
     options, log = run.options, run.log
@@ -498,11 +411,24 @@ def _evaluate_and_decide(
         export_dir,
         model_name=run.settings.model_name,
         run_id=run.run_id,
-        compute_dtype=options.compute_dtype,
+        compute_dtype=cast("ComputeDtype", options.compute_dtype),
         training_metadata=training_metadata,
         warmup_images=warmup,
     )
     log.event("exported", compute_dtype=options.compute_dtype)
+    return model_path, export_dir, exported
+
+
+def _evaluate_and_decide(
+    run: _Run,
+    splits: Mapping[str, _Split],
+    candidate: TrainedCandidate,
+    starting: StartingWeights,
+    stable_evaluation: tuple[ClassificationReport, dict[str, Any]] | None,
+    workdir: Path,
+) -> JobResult:
+    options, log = run.options, run.log
+    model_path, export_dir, exported = _save_and_export(run, candidate, starting, splits, workdir)
     candidate_report, candidate_identity = _evaluate(run, "candidate", export_dir, splits["test"])
 
     stable_report = stable_evaluation[0] if stable_evaluation else None
@@ -516,7 +442,7 @@ def _evaluate_and_decide(
         checks=[check.to_json() for check in decision.checks],
     )
 
-    # The model info carries the numbers too, so `python -m model_export publish` of the
+    # The model info carries the numbers too, so `python -m model_contract publish` of the
     # saved candidate registers the same metrics as this job would.
     _add_metrics_to_model_info(exported, candidate_report.metrics())
     reports = {"candidate": (candidate_report, candidate_identity)}
@@ -649,7 +575,7 @@ def _write_outputs(
     export_dir: Path,
 ) -> None:
     from training_job.plots import plot_confusion_matrix, plot_training_curves
-    from training_job.train import HISTORY_FIELDS
+    from training_job.training_loop import HISTORY_FIELDS
 
     assert run.dataset is not None
     outputs, result = run.outputs, candidate.result
@@ -802,7 +728,7 @@ def _record_failure(run: _Run, exc: BaseException) -> None:
         "message": str(exc),
         "traceback": traceback.format_exception(exc)[-3:],
     }
-    run.log.event("job_failed", level="error", error=error["type"], message=error["message"])
+    run.log.event("job_failed", level="error", error=type(exc).__name__, message=str(exc))
     try:
         _write_decision(
             run,
@@ -831,8 +757,10 @@ def retraining(storage_path: str | None = None, db_storage_path: str | None = No
 
     `storage_path`: the store's root (a folder or `s3://bucket[/prefix]`; default `STORAGE_URL`
     or `STORAGE_PATH`); `db_storage_path`: the image database (default `DB_STORAGE_PATH`, else
-    `<storage>/input/db`). Other settings come from the environment, options are the defaults.
+    `<storage>/input/db`). Other settings and the options (`TRAINING_<NAME>`) come from the
+    environment.
     """
-    settings = TrainingJobSettings.from_env(load_environment())
+    environment = load_environment()
+    settings = TrainingJobSettings.from_env(environment)
     settings = settings.with_locations(storage_path, db_storage_path)
-    return run_job(settings).promoted
+    return run_job(settings, TrainingOptions.from_sources(environ=environment)).promoted

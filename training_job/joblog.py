@@ -1,41 +1,25 @@
-"""The job's log: one JSON object per line on stdout, kept in memory for the run's `job.log`.
+"""The job's log: the project's one JSON line format (`common.logs`), with the run id on every line.
 
 Each lifecycle step (started, data discovered, cached, trained epoch by epoch, evaluated,
-decided, published, finished or failed) is one line with the run id, so a log pipeline or a
-person reading `kubectl logs` can follow a run and parse it.
+decided, published, finished or failed) is one line on stdout, kept in memory for the run's
+`job.log`, so a log pipeline or a person reading `kubectl logs` can follow a run and parse it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["JobLog", "json_safe"]
+from common.logs import LINE_FIELDS, format_line
 
+__all__ = ["LOGGER_NAME", "JobLog"]
 
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities as None (JSON has neither) and tuples as lists."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
-        return json_safe(value.item())
-    return value
-
-
-_RESERVED = frozenset({"time", "level", "event", "run_id"})
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+LOGGER_NAME = "training_job"
+_RESERVED = frozenset({*LINE_FIELDS, "run_id"})
 
 
 class JobLog:
@@ -46,7 +30,7 @@ class JobLog:
         run_id: str,
         stream: TextIO | None = None,
         *,
-        clock: Callable[[], str] = _utc_now,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.run_id = run_id
         self._stream = stream if stream is not None else sys.stdout
@@ -54,18 +38,26 @@ class JobLog:
         self._lines: list[str] = []
         self._lock = threading.Lock()
 
-    def event(self, event: str, level: str = "info", **fields: Any) -> dict[str, Any]:
+    def event(
+        self, event: str, level: str = "info", message: str = "", **fields: Any
+    ) -> dict[str, Any]:
         """Write one event; `fields` must not reuse the names every line carries."""
         clashes = _RESERVED.intersection(fields)
         if clashes:
             raise ValueError(f"log fields {sorted(clashes)} would overwrite the line's own")
-        record = {"time": self._clock(), "level": level, "event": event, "run_id": self.run_id}
-        record.update(json_safe(fields))
-        line = json.dumps(record, sort_keys=False, ensure_ascii=False, default=str)
+        line = format_line(
+            level=level,
+            logger=LOGGER_NAME,
+            event=event,
+            message=message,
+            fields={"run_id": self.run_id, **fields},
+            epoch_seconds=self._clock(),
+        )
         with self._lock:
             self._lines.append(line)
             self._stream.write(line + "\n")
             self._stream.flush()
+        record: dict[str, Any] = json.loads(line)
         return record
 
     def text(self) -> str:

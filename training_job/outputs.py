@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.logs import json_safe
 from storage import Store, keys, upload_folder
-from training_job.data import ImageRecord
-from training_job.joblog import json_safe
+from training_job.discovery import ImageRecord
 
 __all__ = [
     "CURVES_FILE",

@@ -2,9 +2,10 @@
 
 `TrainingJobSettings.from_env(environ)` reads where the store and the image database are (the
 storage settings), which model the job trains (`MODEL_NAME`, alias `PROD_MODEL_NAME`), the
-default preset (`TRAINING_PRESET`), the local cache folder (`TRAINING_CACHE_DIR`, default
-`$HOME/.cache/xray-training`) and the cluster (`TF_CONFIG`, for MultiWorkerMirroredStrategy);
-it reports every problem at once. Everything else about a run is a command-line option.
+local cache folder (`TRAINING_CACHE_DIR`, default `$HOME/.cache/xray-training`) and the cluster
+(`TF_CONFIG`, for MultiWorkerMirroredStrategy); it reports every problem at once. Everything
+about the run itself (preset, hyperparameters, promotion rules) is a `TrainingOptions` field,
+set by a command-line option or its `TRAINING_<NAME>` variable.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from storage import DEFAULT_MODEL_NAME, EnvReader, StorageSettings, read_model_name
-from training_job.config import PRESETS
+from common.settings import EnvReader
+from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
+from storage import StorageSettings
 from training_job.strategy import parse_tf_config
 
-__all__ = ["DEFAULT_MODEL_NAME", "DEFAULT_PRESET", "TrainingJobSettings"]
+__all__ = ["TrainingJobSettings"]
 
-# The job's default preset when neither TRAINING_PRESET nor --preset names one: `small` trains
-# in minutes on a laptop (`make train`); the deployments pass `--preset seed` (full size).
-DEFAULT_PRESET = "small"
 _CACHE_SUBFOLDER = ".cache/xray-training"
 
 
@@ -29,7 +28,6 @@ _CACHE_SUBFOLDER = ".cache/xray-training"
 class TrainingJobSettings:
     storage: StorageSettings
     model_name: str = DEFAULT_MODEL_NAME
-    preset: str = DEFAULT_PRESET
     cache_dir: Path = Path(_CACHE_SUBFOLDER)
     tf_config: str | None = None
 
@@ -39,7 +37,6 @@ class TrainingJobSettings:
         env = EnvReader(environ, "training_job")
         storage = StorageSettings.read(env)
         model_name = read_model_name(env)
-        preset = env.choice("TRAINING_PRESET", DEFAULT_PRESET, tuple(PRESETS))
         cache_dir = env.optional("TRAINING_CACHE_DIR")
         if cache_dir is None:
             home = env.optional("HOME")
@@ -54,7 +51,6 @@ class TrainingJobSettings:
         return cls(
             storage=storage,
             model_name=model_name,
-            preset=preset,
             cache_dir=Path(cache_dir),
             tf_config=tf_config,
         )

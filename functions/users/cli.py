@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
+from common.settings import EnvReader, SettingsError, load_environment
 from functions.passwords import MAX_PASSWORD_BYTES, PasswordHasher, password_within_limits
 from functions.settings import PasswordHashSettings
 from functions.users.directory import UsersConflict, update_users
@@ -26,16 +27,7 @@ from functions.users.table import (
     check_new_email,
     parse_users_csv,
 )
-from storage import (
-    EnvReader,
-    ObjectNotFound,
-    SettingsError,
-    StorageError,
-    StorageSettings,
-    Store,
-    keys,
-    load_environment,
-)
+from storage import ObjectNotFound, StorageError, StorageSettings, Store, keys
 from storage.areas import open_areas
 
 __all__ = ["main"]

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.logs import log_event
 from functions.passwords import PasswordHasher
 from functions.users.table import (
     User,
@@ -173,10 +174,13 @@ class UserDirectory:
             if self._table is None or not self._within_stale_bound(now):
                 raise
             self._checked_at = now
-            logger.warning(
-                "users file unreadable (%s): answering from the copy checked %.0f s ago",
-                type(exc).__name__,
-                now - self._validated_at,
+            log_event(
+                logger,
+                "users_file_stale",
+                logging.WARNING,
+                "users file unreadable: answering from the copy checked "
+                f"{now - self._validated_at:.0f} s ago",
+                reason=type(exc).__name__,
             )
             return self._table
         self._table = table
@@ -203,7 +207,9 @@ class UserDirectory:
             return self._seeded_table()
         table = parse_users_csv(stored.data)
         for problem in table.problems:
-            logger.warning("users file: skipped %s", problem)
+            log_event(
+                logger, "users_file_line_skipped", logging.WARNING, f"users file: skipped {problem}"
+            )
         self._etag = stored.etag
         return table
 
@@ -228,6 +234,10 @@ class UserDirectory:
             )
         except PreconditionFailed:
             return self._load()  # another instance created it first
-        logger.info("created the users file with the configured first user (an admin)")
+        log_event(
+            logger,
+            "users_file_created",
+            message="created the users file with the configured first user (an admin)",
+        )
         self._etag = info.etag
         return table

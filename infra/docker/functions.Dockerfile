@@ -38,7 +38,9 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # Only the packages the functions import (tests/infra checks the import closure).
+COPY common/ common/
 COPY storage/ storage/
+COPY model_contract/ model_contract/
 COPY functions/ functions/
 USER 10001:10001
 EXPOSE 8080

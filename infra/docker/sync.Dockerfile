@@ -34,7 +34,9 @@ COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 # serving/ also holds the local model server (TensorFlow): only serving.sync and what it
 # imports run here (tests/infra checks the import closure stays within these packages).
+COPY common/ common/
 COPY storage/ storage/
+COPY model_contract/ model_contract/
 COPY serving/ serving/
 USER 10001:10001
 # The shared volume TF Serving reads; mounted over in compose and Kubernetes.

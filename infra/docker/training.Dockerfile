@@ -6,7 +6,7 @@
 #
 #   docker build -f infra/docker/training.Dockerfile -t xray-training .
 #   docker run --gpus all --env-file .env xray-training python -m training_job --preset seed
-#   docker run --env-file .env xray-training python -m model_export rollback
+#   docker run --env-file .env xray-training python -m model_contract rollback
 #
 # The job exits non-zero on failure and zero when it kept or promoted a model.
 
@@ -40,9 +40,15 @@ RUN groupadd --system --gid 10001 app \
  && mkdir -p /home/app/.cache \
  && chown app:app /home/app/.cache
 WORKDIR /app
+# The TensorFlow side (model, export, training, synthetic data for a first database) over the
+# lean packages it builds on (settings and logs, storage, the model contract and its registry CLI).
+COPY common/ common/
 COPY storage/ storage/
-COPY training_job/ training_job/
+COPY model_contract/ model_contract/
+COPY cnn_vit/ cnn_vit/
 COPY model_export/ model_export/
+COPY training_job/ training_job/
+COPY synthetic/ synthetic/
 USER 10001:10001
 # A batch job: its health is its exit code.
 HEALTHCHECK NONE

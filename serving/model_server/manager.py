@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.logs import log_event
+from common.logs import log_event
 from serving.model_server.errors import Code, ServingError
 from serving.model_server.servable import LoadedVersion
 
 __all__ = [
-    "ModelConfig",
     "ModelManager",
+    "ServedModelConfig",
     "VersionPolicy",
     "VersionState",
     "VersionStatus",
@@ -59,7 +59,7 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ServedModelConfig:
     name: str
     base_path: Path
     policy: VersionPolicy = VersionPolicy()
@@ -94,7 +94,7 @@ class _Routes:
 
 
 class _Model:
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ServedModelConfig) -> None:
         self.config = config
         self.statuses: dict[int, VersionStatus] = {}
         self.loaded: dict[int, LoadedVersion] = {}
@@ -131,7 +131,7 @@ class ModelManager:
     # -- configuration -----------------------------------------------------------------------
 
     def apply_config(
-        self, configs: Iterable[ModelConfig], *, wait_timeout: float | None = None
+        self, configs: Iterable[ServedModelConfig], *, wait_timeout: float | None = None
     ) -> None:
         """Replace the set of models (those left out are unloaded), then set labels.
 
@@ -166,7 +166,7 @@ class ModelManager:
             )
         self._apply_labels(configs)
 
-    def _apply_labels(self, configs: list[ModelConfig]) -> None:
+    def _apply_labels(self, configs: list[ServedModelConfig]) -> None:
         problems = []
         with self._lock:
             for config in configs:
@@ -190,7 +190,7 @@ class ModelManager:
         if problems:
             raise ServingError.failed_precondition("; ".join(problems))
 
-    def labels_pending(self, configs: Iterable[ModelConfig]) -> bool:
+    def labels_pending(self, configs: Iterable[ServedModelConfig]) -> bool:
         """Whether some configured label is not in effect yet (the caller may retry)."""
         with self._lock:
             return any(
@@ -239,7 +239,7 @@ class ModelManager:
                 model.polled = True
                 self._reconcile(model)
 
-    def _list_versions(self, config: ModelConfig) -> dict[int, str] | None:
+    def _list_versions(self, config: ServedModelConfig) -> dict[int, str] | None:
         """Numeric child folders of the base path; None (no change) if it cannot be listed."""
         try:
             children = list(config.base_path.iterdir())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.model_server.batching import BatchingParameters
-from serving.model_server.manager import ModelConfig, VersionPolicy
+from serving.model_server.manager import ServedModelConfig, VersionPolicy
 from serving.textproto import TextProtoError, parse_text_proto
 
 __all__ = [
@@ -165,7 +165,7 @@ def read_monitoring_path(path: str | None) -> str | None:
     return metrics_path if metrics_path.startswith("/") else "/" + metrics_path
 
 
-def read_model_config_file(path: str) -> list[ModelConfig]:
+def read_model_config_file(path: str) -> list[ServedModelConfig]:
     """models.config (a text ModelServerConfig) parsed with TF Serving's own protos."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -178,7 +178,7 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     return model_configs_from_proto(config)
 
 
-def model_configs_from_proto(config: Any) -> list[ModelConfig]:
+def model_configs_from_proto(config: Any) -> list[ServedModelConfig]:
     """The models of a ModelServerConfig proto (model_config_list only, as TF Serving)."""
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError("only a model_config_list is supported")
@@ -198,7 +198,7 @@ def model_configs_from_proto(config: Any) -> list[ModelConfig]:
                 "latest", num_versions=entry.model_version_policy.latest.num_versions or 1
             )
         models.append(
-            ModelConfig(
+            ServedModelConfig(
                 name=entry.name,
                 # Relative base paths are relative to the working directory, as in TF Serving.
                 base_path=Path(entry.base_path),

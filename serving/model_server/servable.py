@@ -23,7 +23,7 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
 
-from serving.logs import log_event
+from common.logs import log_event
 from serving.model_server.batching import SchedulerClosed
 from serving.model_server.dtypes import DataType, numpy_dtype
 from serving.model_server.errors import Code, ServingError

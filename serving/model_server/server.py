@@ -17,11 +17,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from serving.logs import configure_json_logging, log_event
+from common.logs import configure_json_logging, log_event
 from serving.model_server.batching import BatchScheduler
 from serving.model_server.errors import ServingError
 from serving.model_server.grpc_api import GrpcServer
-from serving.model_server.manager import ModelConfig, ModelManager, VersionPolicy
+from serving.model_server.manager import ModelManager, ServedModelConfig, VersionPolicy
 from serving.model_server.metrics import Metrics
 from serving.model_server.options import (
     ServerOptions,
@@ -98,12 +98,12 @@ class ModelServer:
 
     # -- configuration -------------------------------------------------------------------------
 
-    def _configured_models(self) -> list[ModelConfig]:
+    def _configured_models(self) -> list[ServedModelConfig]:
         if self.options.model_config_file:
             return read_model_config_file(self.options.model_config_file)
         assert self.options.model_base_path is not None
         return [
-            ModelConfig(
+            ServedModelConfig(
                 name=self.options.model_name,
                 base_path=Path(self.options.model_base_path),
                 policy=VersionPolicy("latest", num_versions=1),
@@ -119,7 +119,7 @@ class ModelServer:
         with self._config_lock:
             self.manager.apply_config(models)
 
-    def _poll_config_file(self, interval: float, applied: list[ModelConfig]) -> None:
+    def _poll_config_file(self, interval: float, applied: list[ServedModelConfig]) -> None:
         while not self._stop.wait(interval):
             try:
                 models = read_model_config_file(str(self.options.model_config_file))

@@ -134,7 +134,7 @@ def test_monolith_preprocessing_gives_the_served_model_input(
 
     from bench import monolith
     from bench.stack import bench_images
-    from training_job.preprocessing import preprocess_image_bytes
+    from cnn_vit.preprocessing import preprocess_image_bytes
 
     for image in bench_images(3, 256):
         expected = preprocess_image_bytes(tf.constant(image), 256).numpy()

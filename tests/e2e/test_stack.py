@@ -86,10 +86,10 @@ def _publish_untrained_version_1(root: Store, work: Path) -> None:
     """Production starts with a model that knows nothing (so retraining visibly wins)."""
     import keras
 
+    from cnn_vit.config import get_preset
+    from cnn_vit.model import build_model
+    from model_contract.registry import ModelRegistry
     from model_export.export import export_saved_model
-    from model_export.registry import ModelRegistry
-    from training_job.config import get_preset
-    from training_job.model import build_model
 
     keras.utils.set_random_seed(123)
     config = get_preset("small")
@@ -108,7 +108,7 @@ def _publish_untrained_version_1(root: Store, work: Path) -> None:
 
 
 def _samples() -> dict[str, bytes]:
-    from training_job.synthetic import encode_png, generate_xray
+    from synthetic.xrays import encode_png, generate_xray
 
     return {
         name: encode_png(generate_xray(name, 900 + index).image)
@@ -120,7 +120,7 @@ def _samples() -> dict[str, bytes]:
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    from training_job.synthetic import write_covid_qu_ex_to_store
+    from synthetic.xrays import write_covid_qu_ex_to_store
 
     work = tmp_path_factory.mktemp(f"e2e-{request.param}")
     env = {
@@ -132,6 +132,9 @@ def stack(
         endpoint = request.getfixturevalue("moto_server")
         bucket = new_bucket(endpoint)
         env.update(FAKE_AWS, STORAGE_URL=f"s3://{bucket}/xray", S3_ENDPOINT_URL=endpoint)
+        # This process reads the store too (boto3's credential chain): whichever test created
+        # the session's moto server, its fake credentials may be gone from the environment.
+        os.environ.update(FAKE_AWS)
     else:
         env["STORAGE_URL"] = str(work / "store")
     api, rest, grpc = free_port(), free_port(), free_port()
@@ -295,7 +298,7 @@ def test_stack_original_routes_still_work(stack: Stack) -> None:
 def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
     stack: Stack,
 ) -> None:
-    from training_job.synthetic import write_covid_qu_ex_to_store
+    from synthetic.xrays import write_covid_qu_ex_to_store
 
     write_covid_qu_ex_to_store(stack.db, "batch-2", {"train": 60, "val": 10, "test": 10}, seed=2)
     job = stack.run("training_job", "--preset", "small", "--epochs", "12", "--batch-size", "16")
@@ -311,7 +314,7 @@ def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
         assert answer["model"]["run_id"] != "v1"
         assert answer["predicted_class"] == name
 
-    rollback = stack.run("model_export", "rollback", timeout=60)
+    rollback = stack.run("model_contract", "rollback", timeout=60)
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
     _wait_for_version(stack, token, 1)
     assert _predict(stack, token, stack.samples["covid"])["model"]["run_id"] == "v1"
@@ -323,7 +326,7 @@ def test_stack_load_with_a_version_swap_in_the_middle_fails_no_request(stack: St
     import statistics
     import threading
 
-    from model_export.registry import ModelRegistry
+    from model_contract.registry import ModelRegistry
 
     registry = ModelRegistry(stack.root, MODEL_NAME)
     assert registry.load().stable == 1  # after the rollback of the previous test

@@ -20,9 +20,9 @@ from storage import StorageSettings, keys, open_areas
 from tests.conftest import FAKE_AWS, free_port, new_bucket
 from tests.functions.conftest import PASSWORDS, cheap_env, seed_users
 from tests.functions.fake_serving_process import FakeServingProcess
+from tests.functions.gateway_process import ROOT, Gateway, start_gateway, stop_gateway
 from tests.functions.load_driver import LoadReport, login, run_load, verify_records
 from tests.functions.sample_images import png_bytes
-from tests.functions.test_gateway import ROOT, Gateway, _start, _stop
 
 USERS = {
     "alice@example.com": PASSWORDS["1"],
@@ -85,9 +85,9 @@ def local_gateway(
     settings = StorageSettings(url=str(folder / "store"))
     seed_users(open_areas(settings).auth)
     env = _gateway_env({"STORAGE_URL": settings.url}, model_process)
-    running = _start(folder, env, "--threads", "8")
+    running = start_gateway(folder, env, "--threads", "8")
     yield running, settings
-    _stop(running)
+    stop_gateway(running)
 
 
 def test_concurrency_predictions_each_recorded_exactly_once(
@@ -117,7 +117,7 @@ def test_concurrency_load_driver_verifies_records_on_s3(
     )
     areas = open_areas(settings)
     seed_users(areas.auth)
-    running = _start(tmp_path, _gateway_env(storage, model_process), "--threads", "8")
+    running = start_gateway(tmp_path, _gateway_env(storage, model_process), "--threads", "8")
     try:
         model_process.control("reset")
         model_process.control("set", version=3)
@@ -134,7 +134,7 @@ def test_concurrency_load_driver_verifies_records_on_s3(
             running.url, tokens, png_bytes(96, 96), total=30, concurrency=6, path="/gradcam"
         )
     finally:
-        _stop(running)
+        stop_gateway(running)
     assert predictions.failed == []
     assert explanations.failed == []
     combined = predictions

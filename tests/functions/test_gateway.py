@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,90 +14,16 @@ import requests
 import yaml
 
 from functions.docs import load_openapi
-from storage import StorageSettings, open_areas
 from tests.conftest import free_port
-from tests.functions.conftest import PASSWORDS, cheap_env, seed_users
 from tests.functions.fake_serving import FakeTFServing, overlay_png
+from tests.functions.gateway_process import (
+    ROOT,
+    Gateway,
+    gateway_environment,
+    start_gateway,
+    stop_gateway,
+)
 from tests.functions.sample_images import png_bytes
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Gateway:
-    url: str
-    process: subprocess.Popen[bytes]
-    # Only the --self-signed gateway: its certificate is made at start and trusted by no one.
-    verify: bool = True
-
-    def token(self, path: str = "/auth/token") -> str:
-        response = requests.post(
-            self.url + path,
-            data={
-                "grant_type": "password",
-                "username": "alice@example.com",
-                "password": PASSWORDS["1"],
-            },
-            timeout=10,
-            verify=self.verify,  # False only for the self-signed gateway
-        )
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
-
-
-def _environment(folder: Path, fake: FakeTFServing) -> dict[str, str]:
-    store = folder / "store"
-    seed_users(open_areas(StorageSettings(url=str(store))).auth)
-    keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    return {
-        **keep,
-        **cheap_env(),
-        "STORAGE_URL": str(store),
-        "TF_SERVING_URL": fake.url,
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-def _start(folder: Path, env: dict[str, str], *arguments: str, scheme: str = "http") -> Gateway:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "functions.gateway",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            *arguments,
-        ],
-        cwd=folder,  # no stray .env
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode() if process.stderr else "exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return Gateway(f"{scheme}://127.0.0.1:{port}", process)
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the gateway did not start")
-
-
-def _stop(gateway: Gateway) -> None:
-    gateway.process.terminate()
-    try:
-        gateway.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gateway.process.kill()
-        gateway.process.wait()
-    if gateway.process.stderr is not None:
-        gateway.process.stderr.close()
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +31,9 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, fake_serving: FakeTFServing
 ) -> Iterator[Gateway]:
     folder = tmp_path_factory.mktemp("gateway")
-    running = _start(folder, _environment(folder, fake_serving))
+    running = start_gateway(folder, gateway_environment(folder, fake_serving))
     yield running
-    _stop(running)
+    stop_gateway(running)
 
 
 @pytest.mark.parametrize("token_path", ["/auth/token", "/token"])
@@ -221,7 +145,7 @@ def test_gateway_chunked_upload_over_the_cap_is_413(gateway: Gateway) -> None:
 def test_gateway_refuses_to_start_with_a_missing_secret(
     tmp_path: Path, fake_serving: FakeTFServing
 ) -> None:
-    env = _environment(tmp_path, fake_serving)
+    env = gateway_environment(tmp_path, fake_serving)
     del env["SECRET_KEY"]
     result = subprocess.run(
         [sys.executable, "-m", "functions.gateway", "--port", str(free_port())],
@@ -238,8 +162,8 @@ def test_gateway_refuses_to_start_with_a_missing_secret(
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_gateway_self_signed_tls(tmp_path: Path, fake_serving: FakeTFServing) -> None:
-    running = _start(
-        tmp_path, _environment(tmp_path, fake_serving), "--self-signed", scheme="https"
+    running = start_gateway(
+        tmp_path, gateway_environment(tmp_path, fake_serving), "--self-signed", scheme="https"
     )
     running.verify = False
     try:
@@ -258,16 +182,18 @@ def test_gateway_self_signed_tls(tmp_path: Path, fake_serving: FakeTFServing) ->
         )
         assert me.json()["id"] == "1"
     finally:
-        _stop(running)
+        stop_gateway(running)
 
 
 def test_gateway_werkzeug_server_option(tmp_path: Path, fake_serving: FakeTFServing) -> None:
-    running = _start(tmp_path, _environment(tmp_path, fake_serving), "--server", "werkzeug")
+    running = start_gateway(
+        tmp_path, gateway_environment(tmp_path, fake_serving), "--server", "werkzeug"
+    )
     try:
         assert requests.get(running.url + "/openapi.json", timeout=10).status_code == 200
         assert running.token("/token")
     finally:
-        _stop(running)
+        stop_gateway(running)
 
 
 def test_function_runs_alone_under_the_functions_framework_cli(
@@ -287,7 +213,7 @@ def test_function_runs_alone_under_the_functions_framework_cli(
             str(port),
         ],
         cwd=tmp_path,
-        env=_environment(tmp_path, fake_serving),
+        env=gateway_environment(tmp_path, fake_serving),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -309,13 +235,13 @@ def test_function_runs_alone_under_the_functions_framework_cli(
         assert unauthenticated.json()["error"] == "authentication_required"
         assert requests.put(alone.url + "/", timeout=10).status_code == 405
     finally:
-        _stop(alone)
+        stop_gateway(alone)
 
 
 def test_function_under_the_functions_framework_cli_without_secret_key_refuses_to_start(
     tmp_path: Path, fake_serving: FakeTFServing
 ) -> None:
-    env = _environment(tmp_path, fake_serving)
+    env = gateway_environment(tmp_path, fake_serving)
     del env["SECRET_KEY"]
     env["ENVIRONMENT"] = "production"
     result = subprocess.run(

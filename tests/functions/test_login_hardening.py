@@ -22,8 +22,8 @@ from functions.throttle import FAILURES_PREFIX, client_address, client_bucket
 from functions.users import User, update_users
 from storage import ObjectInfo, StorageUnavailable, Store
 from tests.functions.conftest import CHEAP_HASH, PASSWORDS, Stack, error_of
+from tests.functions.openapi_checks import check_response
 from tests.functions.stores import FaultyStore
-from tests.functions.test_openapi import check_response
 
 FORM = "application/x-www-form-urlencoded"
 

@@ -57,7 +57,7 @@ def test_client_predict_sends_the_contract_request_and_reads_the_answer(
     assert [p.class_name for p in predictions] == ["covid", "covid"]
     assert predictions[0].class_names == tuple(CLASS_NAMES)
     assert predictions[0].probabilities_by_class()["covid"] == pytest.approx(0.9)
-    assert predictions[0].model.as_dict() == {
+    assert predictions[0].model.to_json() == {
         "name": "cnn_vit",
         "version": 3,
         "run_id": "20261127T101500Z-ab12cd",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.settings import SettingsError
 from functions.settings import FunctionSettings
-from storage import SettingsError
 
 KEY = "k" * 32
 

@@ -35,7 +35,7 @@ def test_web_unexpected_exception_is_a_generic_json_500_logged_with_traceback(
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal", "message": "internal error"}
     captured = capsys.readouterr()
-    (problem,) = [line for line in _log_lines(captured.err) if line["level"] == "ERROR"]
+    (problem,) = [line for line in _log_lines(captured.err) if line["level"] == "error"]
     assert "bucket-name-and-secret-detail" in str(problem["traceback"])
     assert "bucket-name-and-secret-detail" not in response.get_data(as_text=True)
 
@@ -99,7 +99,7 @@ def test_web_misconfigured_function_fails_at_app_creation_naming_every_problem(
 ) -> None:
     import functions_framework
 
-    from storage import SettingsError
+    from common.settings import SettingsError
 
     reset_runtime()
     monkeypatch.chdir(tmp_path)  # no .env here

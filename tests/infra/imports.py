@@ -13,7 +13,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FIRST_PARTY = ("storage", "functions", "serving", "model_export", "training_job")
+# Every product package: a folder of the repository with an __init__.py, less the tooling.
+_NOT_PRODUCT = {"tests", "bench", "devstack"}
+FIRST_PARTY = tuple(
+    sorted(
+        folder.name
+        for folder in Path(__file__).resolve().parents[2].iterdir()
+        if (folder / "__init__.py").is_file() and folder.name not in _NOT_PRODUCT
+    )
+)
 
 
 @dataclass

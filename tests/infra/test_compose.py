@@ -137,9 +137,6 @@ def test_compose_tfserving_mounted_config_files_exist(services: dict[str, Any]) 
         for volume in service["volumes"]
         if volume.startswith(".")
     ]
-    if not (REPO / "infra" / "tfserving").is_dir():
-        pytest.skip("infra/tfserving/ is not there yet")
-
     assert host_files
     for relative in host_files:
         assert (COMPOSE_DIR / relative).resolve().is_file(), f"{relative} does not exist"

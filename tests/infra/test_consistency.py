@@ -78,8 +78,6 @@ def test_model_name_same_in_compose_k8s_and_settings_defaults(compose: dict[str,
 
 def test_model_name_same_in_tfserving_models_config_example() -> None:
     example = TFSERVING_DIR / "models.config"
-    if not example.is_file():
-        pytest.skip("infra/tfserving/models.config is not there yet")
     text = example.read_text(encoding="utf-8")
 
     assert set(re.findall(r"name\s*:\s*['\"]([^'\"]+)['\"]", text)) == {MODEL_NAME}

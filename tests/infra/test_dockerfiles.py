@@ -27,7 +27,12 @@ from tests.infra.imports import import_closure, module_path
 ENTRY_MODULES = {
     "functions": ["functions.main", "functions.gateway"],
     "sync": ["serving.sync"],
-    "training": ["training_job.__main__", "model_export.__main__"],
+    "training": [
+        "training_job.__main__",
+        "model_export.__main__",
+        "model_contract.__main__",
+        "synthetic.__main__",
+    ],
 }
 EXTRAS = {"functions": "functions", "sync": "sync", "training": "training"}
 COMMANDS = {
@@ -254,10 +259,9 @@ def test_dockerfile_training_base_matches_tensorflow_pin() -> None:
 
 
 def _entry_modules(deployable: str) -> list[str]:
-    present = [module for module in ENTRY_MODULES[deployable] if module_path(REPO, module)]
-    if not present:
-        pytest.skip(f"none of {ENTRY_MODULES[deployable]} exists yet")
-    return present
+    missing = [module for module in ENTRY_MODULES[deployable] if not module_path(REPO, module)]
+    assert not missing, f"entry modules without a source file: {missing}"
+    return ENTRY_MODULES[deployable]
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES)

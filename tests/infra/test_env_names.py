@@ -25,7 +25,6 @@ from tests.infra.helpers import (
     DEPLOYABLES,
     DOCKER_DIR,
     OVERLAYS,
-    REPO,
     Container,
     compose_containers,
     dockerfile_env_names,
@@ -34,18 +33,20 @@ from tests.infra.helpers import (
     render,
 )
 
-# Settings classes per deployable: (module, class). The training image also runs
-# `python -m model_export` (promote, rollback), so both CLIs' settings count there.
+# Settings classes per deployable: (module, class). The training image also runs the registry
+# CLI (`python -m model_contract` promote, rollback), so its settings count there too.
 SETTINGS: dict[str, list[tuple[str, str | None]]] = {
     "functions": [
         ("storage.config", "StorageSettings"),
         ("functions.settings", "FunctionSettings"),
     ],
     "sync": [("storage.config", "StorageSettings"), ("serving.sync", "SyncSettings")],
-    "training": [("model_export.settings", "ModelExportSettings")],
+    "training": [
+        ("model_contract.settings", "RegistrySettings"),
+        ("training_job.settings", "TrainingJobSettings"),
+        ("training_job.options", "TrainingOptions"),
+    ],
 }
-# The training job's settings module is being written; found by looking for `from_env`.
-TRAINING_PACKAGE = REPO / "training_job"
 
 # Names read by our interpreter and installer, set by our Dockerfiles.
 PYTHON_AND_PIP = {
@@ -143,33 +144,10 @@ def _classes_with_from_env(module_name: str) -> list[str]:
     ]
 
 
-def _training_settings_modules() -> list[str]:
-    """Modules of training_job/ that define a class with `from_env` (found without importing)."""
-    found = []
-    for path in sorted(TRAINING_PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        if any(
-            isinstance(node, ast.ClassDef)
-            and any(
-                isinstance(item, ast.FunctionDef) and item.name == "from_env" for item in node.body
-            )
-            for node in tree.body
-        ):
-            found.append(".".join(path.relative_to(REPO).with_suffix("").parts))
-    return found
-
-
 def allowlist(deployable: str) -> set[str]:
-    """The names a container of `deployable` may be given; skips while its settings are missing."""
-    sources = list(SETTINGS[deployable])
-    if deployable == "training":
-        # Until training_job's settings exist, the training image is held to model_export's
-        # names alone (storage and MODEL_NAME), which is stricter, never looser.
-        sources += [(module, None) for module in _training_settings_modules()]
+    """The names a container of `deployable` may be given: those its settings read."""
     names = set(PYTHON_AND_PIP | AWS_CREDENTIALS | TOOL_NAMES[deployable])
-    for module_name, class_name in sources:
-        if importlib.util.find_spec(module_name) is None:
-            pytest.skip(f"{module_name} does not exist yet")
+    for module_name, class_name in SETTINGS[deployable]:
         module = importlib.import_module(module_name)
         for name in [class_name] if class_name else _classes_with_from_env(module_name):
             names |= names_read(getattr(module, name))

@@ -1,5 +1,5 @@
-"""`python -m model_export export` then `publish`: a saved .keras model to a published version,
-the run id and preset taken from the export's model info."""
+"""`python -m model_export export` then `python -m model_contract publish`: a saved .keras model
+to a published version, the run id and preset taken from the export's model info."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from model_export.artifact import read_model_info
+from model_contract.artifact import read_model_info
+from model_contract.cli import main as registry_main
+from model_contract.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from model_export.cli import main
-from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from storage import LocalStore, keys
-from tests.model_export.helpers import Trained
+from tests.trained_models import Trained
 
 
 def test_cli_export_then_publish_uses_the_exports_run_and_preset(
@@ -36,7 +37,7 @@ def test_cli_export_then_publish_uses_the_exports_run_and_preset(
         ],
         environ,
     )
-    published = main(["publish", str(export_dir), "--promote", "canary"], environ)
+    published = registry_main(["publish", str(export_dir), "--promote", "canary"], environ)
 
     assert (exported, published) == (0, 0)
     info = read_model_info(export_dir)

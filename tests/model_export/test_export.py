@@ -13,15 +13,15 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from model_export.artifact import MODEL_INFO_PATH, WARMUP_PATH, read_model_info
+from cnn_vit.config import CLASS_NAMES, get_preset
+from cnn_vit.gradcam import blend_overlay, upsample_heatmap
+from cnn_vit.model import build_model
+from cnn_vit.preprocessing import equalized_batch, preprocess_batch
+from model_contract.artifact import MODEL_INFO_PATH, WARMUP_PATH, read_model_info
+from model_contract.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from model_export.export import MAX_OVERLAY_SIZE, default_overlay_size, export_saved_model
-from model_export.gradcam import blend_overlay, upsample_heatmap
-from model_export.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from model_export.warmup import read_warmup_records
-from tests.model_export.helpers import GRADCAM_LAYER, MODEL_NAME, RUN_ID, HeldOutFilm, Trained
-from training_job.config import CLASS_NAMES, get_preset
-from training_job.model import build_model
-from training_job.preprocessing import equalized_batch, preprocess_batch
+from tests.trained_models import GRADCAM_LAYER, MODEL_NAME, RUN_ID, HeldOutFilm, Trained
 
 SIZE = 64  # the small preset's input size
 OVERLAY_SIZE = 256  # its default overlay size: max(SIZE, 256)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from model_export.artifact import read_model_info
-from model_export.registry import ModelRegistry
+from cnn_vit.config import CLASS_NAMES
+from model_contract.artifact import read_model_info
+from model_contract.registry import ModelRegistry
 from storage import Store
-from tests.model_export.helpers import MODEL_NAME, RUN_ID, HeldOutFilm, Trained
-from training_job.config import CLASS_NAMES
+from tests.trained_models import MODEL_NAME, RUN_ID, HeldOutFilm, Trained
 
 
 def test_published_version_downloaded_from_storage_predicts_and_explains_each_class(

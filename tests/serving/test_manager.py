@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from serving.model_server.manager import ModelConfig, ModelManager, VersionPolicy
+from serving.model_server.manager import ModelManager, ServedModelConfig, VersionPolicy
 
 
 class _FakeVersion:
@@ -31,7 +31,7 @@ def test_manager_version_folders_are_plain_ascii_digits(tmp_path: Path, folder: 
     manager = ModelManager(loader)
     try:
         manager.apply_config(
-            [ModelConfig("m", tmp_path, VersionPolicy(kind="all"))], wait_timeout=30
+            [ServedModelConfig("m", tmp_path, VersionPolicy(kind="all"))], wait_timeout=30
         )
         # Every aspired version has a status as soon as the base path was listed.
         assert [status.version for status in manager.statuses("m")] == [2, 1]

@@ -33,9 +33,9 @@ def png_bytes(size: int = 80, seed: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def real_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from cnn_vit.config import get_preset
+    from cnn_vit.model import build_model
     from model_export.export import export_saved_model
-    from training_job.config import get_preset
-    from training_job.model import build_model
 
     config = get_preset("small")
     folder = tmp_path_factory.mktemp("real")

@@ -1,21 +1,11 @@
-"""Storage settings and the settings plumbing every deployable shares."""
+"""Storage settings: where the hierarchy lives, S3 options, every bad value reported at once."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from storage import (
-    EnvReader,
-    LocalStore,
-    S3Store,
-    SettingsError,
-    StorageSettings,
-    open_store,
-    read_model_name,
-)
-from storage.config import load_environment, parse_dotenv
+from common.settings import SettingsError
+from storage import LocalStore, S3Store, StorageSettings, open_store
 
 
 def test_storage_settings_defaults_to_local_store() -> None:
@@ -75,47 +65,6 @@ def test_storage_settings_reports_every_bad_value_at_once() -> None:
         assert name in text
 
 
-def test_env_reader_types_and_records_names() -> None:
-    env = EnvReader({"A": "3", "B": "yes", "C": "x", "D": "2.5", "OLD": "v", "E": "  "}, "demo")
-    assert env.integer("A", 0) == 3
-    assert env.boolean("B", False) is True
-    assert env.choice("C", "y", ("x", "y")) == "x"
-    assert env.number("D", 0.0) == 2.5
-    assert env.string("NEW", "default", "OLD") == "v"
-    assert env.string("E", "blank means unset") == "blank means unset"
-    env.check()
-    assert {"A", "B", "C", "D", "NEW", "OLD", "E"} <= env.names_read
-
-
-def test_env_reader_bad_boolean_and_bounds_are_problems() -> None:
-    env = EnvReader({"FLAG": "maybe", "N": "99", "CH": "z"}, "demo")
-    env.boolean("FLAG", False)
-    env.integer("N", 1, maximum=10)
-    env.choice("CH", "a", ("a", "b"))
-    with pytest.raises(SettingsError) as caught:
-        env.check()
-    assert len(caught.value.problems) == 3
-
-
-def test_dotenv_parsing_and_precedence(tmp_path: Path) -> None:
-    dotenv = tmp_path / ".env"
-    dotenv.write_text(
-        "# comment\nexport STORAGE_URL=./from-dotenv\nSECRET_KEY='quoted # not a comment'\n"
-        'MULTI="a\\nb"\nPLAIN=value # trailing comment\nbroken line\n'
-    )
-    values = parse_dotenv(dotenv.read_text())
-    assert values == {
-        "STORAGE_URL": "./from-dotenv",
-        "SECRET_KEY": "quoted # not a comment",
-        "MULTI": "a\nb",
-        "PLAIN": "value",
-    }
-    merged = load_environment({"STORAGE_URL": "/real"}, dotenv)
-    assert merged["STORAGE_URL"] == "/real"
-    assert merged["PLAIN"] == "value"
-    assert load_environment({}, tmp_path / "missing.env") == {}
-
-
 @pytest.mark.parametrize(
     ("url", "kind"),
     [("./store", LocalStore), ("file:///tmp/x", LocalStore), ("s3://b/p", S3Store)],
@@ -127,28 +76,3 @@ def test_open_store_picks_backend_from_url(url: str, kind: type) -> None:
 def test_open_store_refuses_unknown_scheme() -> None:
     with pytest.raises(ValueError, match="storage URL"):
         open_store("gs://bucket")
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({}, "cnn_vit"),
-        ({"MODEL_NAME": "other"}, "other"),
-        ({"PROD_MODEL_NAME": "legacy"}, "legacy"),
-        ({"MODEL_NAME": "new", "PROD_MODEL_NAME": "legacy"}, "new"),
-    ],
-)
-def test_read_model_name_default_name_and_original_alias(
-    environ: dict[str, str], expected: str
-) -> None:
-    env = EnvReader(environ, "x")
-    assert read_model_name(env) == expected
-    assert env.problems == []
-
-
-def test_read_model_name_invalid_is_a_problem_of_the_reader() -> None:
-    env = EnvReader({"PROD_MODEL_NAME": "../escape"}, "x")
-    assert read_model_name(env) == "cnn_vit"
-    with pytest.raises(SettingsError) as caught:
-        env.check()
-    assert "MODEL_NAME" in caught.value.problems[0]

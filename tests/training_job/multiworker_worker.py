@@ -17,11 +17,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnn_vit.model import build_model
+from synthetic.xrays import encode_png, generate_xray
 from tests.training_job.tiny import TINY_CONFIG
-from training_job.model import build_model
+from training_job.options import TrainingOptions
+from training_job.pipeline import make_dataset
 from training_job.strategy import create_strategy, plan_strategy
-from training_job.synthetic import encode_png, generate_xray
-from training_job.train import TrainingConfig, make_dataset, train_model
+from training_job.training_loop import train_model
 
 
 def main(output: Path) -> None:
@@ -36,7 +38,7 @@ def main(output: Path) -> None:
         film = generate_xray(classes[index % 3], index, size_range=(40, 48))
         items.append(encode_png(film.image))
         labels.append(index % 3)
-    training = TrainingConfig(batch_size=8, epochs=2, patience=5)
+    training = TrainingOptions(batch_size=8, epochs=2, patience=5)
     train = make_dataset(items, labels, TINY_CONFIG.image_size, 8, training=True, seed=0)
     validation = make_dataset(items[:12], labels[:12], TINY_CONFIG.image_size, 8, training=False)
     with strategy.scope():

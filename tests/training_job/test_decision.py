@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from training_job.decision import PromotionPolicy, decide
-from training_job.evaluate import ClassificationReport, classification_report
+from training_job.metrics import ClassificationReport, classification_report
 
 CLASSES = ("normal", "covid", "no-covid")
 

@@ -19,20 +19,22 @@ from typing import Any
 import pytest
 import tensorflow as tf
 
-from model_export.registry import ModelRegistry
+from cnn_vit.config import get_preset
+from model_contract.registry import ModelRegistry
 from storage import LocalStore, StorageAreas, StorageSettings, Store, keys, open_areas
-from tests.conftest import new_bucket
-from tests.model_export.helpers import InterceptingStore, write_fake_saved_model
-from training_job.config import get_preset
-from training_job.data import DatasetError
-from training_job.job import JobOptions, JobResult, run_job
-from training_job.settings import TrainingJobSettings
-from training_job.synthetic import (
+from synthetic.xrays import (
     COVID_QU_EX_CLASS_FOLDERS,
     encode_png,
     generate_dataset,
     write_covid_qu_ex_to_store,
 )
+from tests.conftest import new_bucket
+from tests.model_contract.helpers import write_fake_saved_model
+from tests.stores import InterceptingStore
+from training_job.discovery import DatasetError
+from training_job.job import JobResult, run_job
+from training_job.options import TrainingOptions
+from training_job.settings import TrainingJobSettings
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +68,7 @@ class Run:
 def _run(settings: TrainingJobSettings, areas: StorageAreas | None = None, **options: Any) -> Run:
     stream = io.StringIO()
     defaults: dict[str, Any] = {"model_config": MINI, "batch_size": 16, "min_macro_f1": 0.0}
-    job_options = JobOptions(**(defaults | options))
+    job_options = TrainingOptions(**(defaults | options))
     result = run_job(settings, job_options, stream=stream, areas=areas)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     return Run(result, events)
@@ -404,7 +406,7 @@ def test_run_job_empty_database_fails_and_records_why(tmp_path: Path) -> None:
     stream = io.StringIO()
 
     with pytest.raises(DatasetError):
-        run_job(settings, JobOptions(run_id="run-1"), stream=stream)
+        run_job(settings, TrainingOptions(run_id="run-1"), stream=stream)
 
     decision = _read_json(store, keys.learning_file("run-1", "decision.json"))
     assert decision["verdict"] == "failed"

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from model_export.registry import Registry, VersionEntry
+from model_contract.documents import RegistryDocument, VersionEntry
 from storage import LocalStore, StorageSettings, Store, keys
+from synthetic.xrays import write_covid_qu_ex_to_store
 from training_job.cli import main
-from training_job.data import discover_dataset
+from training_job.discovery import discover_dataset
 from training_job.job import run_job
 from training_job.settings import TrainingJobSettings
-from training_job.synthetic import write_covid_qu_ex_to_store
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def _store_with_stable_model_trained_on_its_data(folder: Path, db: Path | None =
         dataset_fingerprint=discover_dataset(database).fingerprint,
         preset="small",
     )
-    registry = Registry(name="cnn_vit", stable=1, versions={1: entry})
+    registry = RegistryDocument(name="cnn_vit", stable=1, versions={1: entry})
     store.put_json(keys.model_registry("cnn_vit"), registry.to_json())
     return store
 

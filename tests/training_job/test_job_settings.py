@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import SettingsError
+from common.settings import SettingsError
 from training_job.settings import TrainingJobSettings
 
 
@@ -14,7 +14,6 @@ def test_training_job_settings_defaults() -> None:
     settings = TrainingJobSettings.from_env({"HOME": "/home/app"})
 
     assert settings.model_name == "cnn_vit"
-    assert settings.preset == "small"
     assert settings.storage.url == "./store"
     assert settings.cache_dir == Path("/home/app/.cache/xray-training")
     assert settings.tf_config is None
@@ -26,7 +25,6 @@ def test_training_job_settings_original_names_and_overrides() -> None:
             "STORAGE_PATH": "s3://bucket/root",
             "DB_STORAGE_PATH": "s3://other/db",
             "PROD_MODEL_NAME": "xray_model",
-            "TRAINING_PRESET": "seed",
             "TRAINING_CACHE_DIR": "/cache",
             "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}',
         }
@@ -35,7 +33,6 @@ def test_training_job_settings_original_names_and_overrides() -> None:
     assert settings.storage.url == "s3://bucket/root"
     assert settings.storage.db_url == "s3://other/db"
     assert settings.model_name == "xray_model"
-    assert settings.preset == "seed"
     assert settings.cache_dir == Path("/cache")
     assert settings.tf_config is not None
 
@@ -45,15 +42,14 @@ def test_training_job_settings_every_problem_reported_at_once() -> None:
         TrainingJobSettings.from_env(
             {
                 "MODEL_NAME": "../escape",
-                "TRAINING_PRESET": "huge",
                 "TF_CONFIG": "{broken",
                 "S3_MAX_ATTEMPTS": "zero",
             }
         )
 
     problems = " ".join(caught.value.problems)
-    assert len(caught.value.problems) == 4
-    for name in ("MODEL_NAME", "TRAINING_PRESET", "TF_CONFIG", "S3_MAX_ATTEMPTS"):
+    assert len(caught.value.problems) == 3
+    for name in ("MODEL_NAME", "TF_CONFIG", "S3_MAX_ATTEMPTS"):
         assert name in problems
 
 

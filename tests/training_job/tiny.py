@@ -4,7 +4,8 @@ PYTHONPATH, so it imports nothing from the test fixtures."""
 
 from __future__ import annotations
 
-from training_job.config import ModelConfig, get_preset
+from cnn_vit.config import CLASS_NAMES, ModelConfig, get_preset
+from synthetic.xrays import encode_png, generate_xray
 
 # The small preset shrunk further: 16 px, one transformer block.
 TINY_CONFIG: ModelConfig = get_preset("small").replace(
@@ -19,3 +20,12 @@ TINY_CONFIG: ModelConfig = get_preset("small").replace(
     mlp_head_units=(16,),
     gradcam_layer="encoder_conv_2",
 )
+
+
+def films(count: int, seed: int = 0) -> tuple[list[bytes], list[int]]:
+    items, labels = [], []
+    for index in range(count):
+        film = generate_xray(CLASS_NAMES[index % 3], seed * 1000 + index, size_range=(40, 56))
+        items.append(encode_png(film.image))
+        labels.append(index % 3)
+    return items, labels

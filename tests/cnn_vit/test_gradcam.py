@@ -1,0 +1,155 @@
+"""Grad-CAM: the pure heatmap function, its colouring and overlay helpers, and, on a model
+trained on synthetic X-rays, that the heat falls on the region carrying the class pattern."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_vit.config import CLASS_NAMES
+from cnn_vit.gradcam import (
+    blend_overlay,
+    colorize_heatmap,
+    encode_png_batch,
+    gradcam_heatmap,
+    normalize_per_image,
+    smooth_maps,
+    upsample_heatmap,
+)
+from cnn_vit.preprocessing import preprocess_batch
+from tests.trained_models import HeldOutFilm, Trained
+
+# The hot region is where a reader's eye goes: heat at least half the image's maximum.
+HOT = 0.5
+# The pattern mask, dilated by this many pixels (at 64 px): a 32 x 32 map upsampled bilinearly
+# blurs a cell's heat over its neighbours, and the hazy opacities fade out beyond the mask.
+TOLERANCE_PX = 3
+FILMS_PER_CLASS = 16
+
+
+def _dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    padded = np.pad(mask, pixels)
+    grown = np.zeros_like(mask)
+    size = mask.shape[0]
+    for dy in range(2 * pixels + 1):
+        for dx in range(2 * pixels + 1):
+            grown |= padded[dy : dy + size, dx : dx + size]
+    return grown
+
+
+def _localisation(heatmaps: np.ndarray, films: list[HeldOutFilm]) -> tuple[float, float]:
+    """(mean share of the hot region on the pattern, share of films whose peak is on it)."""
+    hot_shares, peaks = [], []
+    for heatmap, film in zip(heatmaps, films, strict=True):
+        region = _dilate(film.mask, TOLERANCE_PX)
+        hot = heatmap >= HOT
+        hot_shares.append((hot & region).sum() / max(hot.sum(), 1))
+        peaks.append(bool(region.ravel()[heatmap.argmax()]))
+    return float(np.mean(hot_shares)), float(np.mean(peaks))
+
+
+def test_gradcam_heatmap_is_per_image_normalised_at_layer_resolution(
+    trained: Trained, test_films: list[HeldOutFilm]
+) -> None:
+    images = preprocess_batch(tf.constant([f.png for f in test_films[:4]]), 64)
+    heatmap = gradcam_heatmap(trained.model, images, "encoder_conv_2").numpy()
+
+    assert heatmap.shape == (4, 32, 32)
+    assert heatmap.min() >= 0.0
+    np.testing.assert_allclose(heatmap.max(axis=(1, 2)), 1.0, atol=1e-6)
+
+
+def test_gradcam_heatmap_explains_the_requested_class(
+    trained: Trained, test_films: list[HeldOutFilm]
+) -> None:
+    images = preprocess_batch(tf.constant([test_films[-1].png]), 64)
+    maps = [gradcam_heatmap(trained.model, images, "encoder_conv_2", c).numpy() for c in (0, 2)]
+    assert not np.allclose(maps[0], maps[1])
+
+
+def test_gradcam_heatmap_unknown_layer_raises(trained: Trained) -> None:
+    with pytest.raises(ValueError, match="no layer"):
+        gradcam_heatmap(trained.model, tf.zeros([1, 64, 64, 1]), "no_such_layer")
+
+
+def test_normalize_per_image_leaves_all_zero_maps_zero() -> None:
+    maps = tf.constant([np.zeros((2, 2)), [[0.0, 2.0], [1.0, 0.5]]], tf.float32)
+    normalized = normalize_per_image(maps).numpy()
+    np.testing.assert_array_equal(normalized[0], 0.0)
+    np.testing.assert_allclose(normalized[1], [[0.0, 1.0], [0.5, 0.25]])
+
+
+def test_colorize_heatmap_runs_from_blue_to_red() -> None:
+    colours = colorize_heatmap(tf.constant([0.0, 0.5, 1.0])).numpy()
+    cold, middle, hot = colours.astype(int)
+    assert cold[2] > cold[0]  # blue over red
+    assert hot[0] > hot[2]  # red over blue
+    assert middle[1] == 255  # green at the middle
+    assert colours.dtype == np.uint8
+
+
+def test_blend_overlay_without_heat_shows_the_film_unchanged() -> None:
+    film = tf.constant(np.arange(16, dtype=np.uint8).reshape(1, 4, 4) * 15)
+    overlay = blend_overlay(film, tf.zeros([1, 4, 4])).numpy()
+    np.testing.assert_array_equal(overlay, np.repeat(film.numpy()[..., None], 3, axis=-1))
+    hot = blend_overlay(film, tf.ones([1, 4, 4])).numpy()
+    assert (hot[..., 0] >= hot[..., 2]).all()
+
+
+def test_encode_png_batch_round_trips_and_upsample_keeps_range() -> None:
+    heat = upsample_heatmap(tf.constant([[[0.0, 1.0], [1.0, 0.0]]]), 8)
+    assert heat.shape == (1, 8, 8)
+    assert 0.0 <= float(tf.reduce_min(heat)) <= float(tf.reduce_max(heat)) <= 1.0
+    images = colorize_heatmap(heat)
+    pngs = encode_png_batch(images).numpy()
+    np.testing.assert_array_equal(tf.io.decode_png(pngs[0]).numpy(), images[0].numpy())
+
+
+@pytest.mark.parametrize("class_name", ["covid", "no-covid"])
+def test_gradcam_heat_falls_mostly_on_the_class_pattern(
+    float32_loaded: Any, test_films: list[HeldOutFilm], class_name: str
+) -> None:
+    class_index = CLASS_NAMES.index(class_name)
+    films = [film for film in test_films if film.class_index == class_index][:FILMS_PER_CLASS]
+    answer = float32_loaded.signatures["gradcam"](
+        image_bytes=tf.constant([film.png for film in films]),
+        target_class=tf.fill([len(films)], class_index),
+    )
+
+    hot_on_pattern, peak_on_pattern = _localisation(answer["heatmap"].numpy(), films)
+    chance = float(np.mean([_dilate(film.mask, TOLERANCE_PX).mean() for film in films]))
+
+    assert hot_on_pattern > 0.5, (hot_on_pattern, peak_on_pattern, chance)
+    assert peak_on_pattern > max(0.5, 1.5 * chance), (hot_on_pattern, peak_on_pattern, chance)
+
+
+def test_gradcam_elementwise_weighting_localises_better_than_channel_mean(
+    trained: Trained, test_films: list[HeldOutFilm]
+) -> None:
+    # Why the export weighs element-wise (HiResCAM): on the CNN-ViT's position-specific head,
+    # the original Grad-CAM's channel-mean weights point away from the pattern.
+    films = [f for f in test_films if f.class_index != 0][::4]
+    images = preprocess_batch(tf.constant([film.png for film in films]), 64)
+    targets = tf.constant([film.class_index for film in films])
+    peaks = {}
+    for weighting in ("elementwise", "channel_mean"):
+        heatmap = gradcam_heatmap(
+            trained.model, images, "encoder_conv_2", targets, weighting=weighting
+        )
+        peaks[weighting] = _localisation(upsample_heatmap(heatmap, 64).numpy(), films)[1]
+    assert peaks["elementwise"] > peaks["channel_mean"] + 0.2, peaks
+
+
+def test_smooth_maps_keeps_constant_maps_and_spreads_a_point() -> None:
+    constant = tf.fill([1, 6, 6], 0.5)
+    np.testing.assert_allclose(smooth_maps(constant, 1.0).numpy(), 0.5, atol=1e-6)
+    point = np.zeros((1, 9, 9), np.float32)
+    point[0, 4, 4] = 1.0
+    spread = smooth_maps(tf.constant(point), 1.0).numpy()[0]
+    assert spread[4, 4] < 1.0
+    assert spread[4, 5] > 0.0
+    assert spread.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_array_equal(smooth_maps(tf.constant(point), 0.0).numpy(), point)
