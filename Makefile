@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The stamp names a hash of pyproject.toml: edit the dependencies and the
 # next command reinstalls; leave them alone and the environment is reused.
-# The editable install is a path entry for the project root (`compat`), not an import hook:
-# every package of the checkout (a new one too) is importable from any folder, and a data
-# folder named like a package (`storage/`) cannot shadow the real one.
+# Beside the editable install, a path entry for the project root (a .pth file), not only an
+# import hook: every package of the checkout (a new one too) is importable from any folder,
+# and a data folder named like a package (`storage/`) cannot shadow the real one (a regular
+# package anywhere on sys.path wins over a namespace folder; an import hook comes too late).
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 PYTEST_ARGS ?=
@@ -31,8 +32,8 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@echo "installing dependencies into $(VENV) (first time: about two minutes)"
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[functions,training,dev]' \
-		--config-settings editable_mode=compat
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[functions,training,dev]'
+	@$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "xray_project_root.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
