@@ -153,23 +153,27 @@ def demo_model() -> tuple[Any, dict[str, Any]]:
 
     Trained once per session, and kept in `.cache/test-models/` keyed by a digest of the code
     that shapes it, so a rerun on an unchanged checkout loads it instead of training again (a
-    clean clone, as in CI, always trains).
+    clean clone, as in CI, always trains). With several test workers, one trains while the
+    others wait on the folder's lock, then load its file.
     """
+    import fcntl
     import json
 
     from cnn_vit.model import load_model
     from synthetic.demo_model import train_demo_model
 
     folder = MODEL_CACHE / f"small-seed0-{_model_sources_digest()}"
-    model_path, metrics_path = folder / "model.keras", folder / "metrics.json"
-    if model_path.is_file() and metrics_path.is_file():
-        return load_model(model_path), json.loads(metrics_path.read_text())
-    model, metrics = train_demo_model("small", seed=0)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "model.partial.keras"
-    model.save(partial)
-    partial.replace(model_path)
-    metrics_path.write_text(json.dumps(metrics, default=_jsonable))
+    model_path, metrics_path = folder / "model.keras", folder / "metrics.json"
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if model_path.is_file() and metrics_path.is_file():
+            return load_model(model_path), json.loads(metrics_path.read_text())
+        model, metrics = train_demo_model("small", seed=0)
+        partial = folder / "model.partial.keras"
+        model.save(partial)
+        metrics_path.write_text(json.dumps(metrics, default=_jsonable))
+        partial.replace(model_path)
     return model, json.loads(metrics_path.read_text())
 
 
