@@ -32,26 +32,88 @@ class SettingsError(ValueError):
         super().__init__(f"invalid {deployable} settings:\n{lines}")
 
 
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+# The `.env` grammar python-dotenv reads (the original system's loader), so its files read the
+# same here: `[export] KEY = value` with spaces around `=`; values unquoted (to the end of the
+# line, an inline `#` comment after white space dropped), 'single-quoted' (escapes \\ and \')
+# or "double-quoted" (backslash escapes; may span lines); `#` comment lines; blank lines.
+_KEY = re.compile(r"[ \t]*(?:export[ \t]+)?(?:'([^']+)'|([^=#\s]+))[ \t]*")
+_SINGLE_QUOTED = re.compile(r"'((?:\\'|[^'])*)'")
+_DOUBLE_QUOTED = re.compile(r'"((?:\\"|[^"])*)"')
+_SINGLE_ESCAPES = re.compile(r"\\[\\']")
+_DOUBLE_ESCAPES = re.compile(r"\\[\\'\"abfnrtv]")
+_ESCAPED = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_LINE_END = re.compile(r"[ \t]*(?:#[^\r\n]*)?(?:\r\n|\n|\r|$)")
+_REST_OF_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
+# POSIX-style references: ${NAME} or ${NAME:-default}.
+_REFERENCE = re.compile(r"\$\{([^}:]*)(?::-([^}]*))?\}")
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """`KEY=value` lines; `#` comments; single or double quotes; `export` prefix allowed."""
+def _unescape(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(lambda match: _ESCAPED.get(match.group(0)[1], match.group(0)[1]), text)
+
+
+def _dotenv_value(text: str, position: int, after_spaces: bool) -> tuple[str, int]:
+    """The value starting at `position`, and where it ends."""
+    for pattern, escapes in ((_SINGLE_QUOTED, _SINGLE_ESCAPES), (_DOUBLE_QUOTED, _DOUBLE_ESCAPES)):
+        match = pattern.match(text, position)
+        if match:
+            return _unescape(escapes, match.group(1)), match.end()
+    end = len(text)
+    for newline in "\r\n":
+        found = text.find(newline, position)
+        if found != -1:
+            end = min(end, found)
+    raw = text[position:end]
+    if after_spaces and raw.startswith("#"):
+        return "", end  # `KEY=  # comment`: an empty value
+    return re.sub(r"\s+#.*", "", raw).rstrip(), end
+
+
+def _expand(value: str, known: Mapping[str, str]) -> str:
+    def resolve(match: re.Match[str]) -> str:
+        found = known.get(match.group(1))
+        return (match.group(2) or "") if found is None else found
+
+    return _REFERENCE.sub(resolve, value)
+
+
+def parse_dotenv(text: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of a `.env` text, read as python-dotenv reads it.
+
+    `${NAME}` and `${NAME:-default}` expand to the real environment's value (`environ`) if it has
+    one, else to an earlier line's, else to the default (or nothing): the real environment wins,
+    as it does over the file's own values. Lines that do not parse are skipped.
+    """
+    real = environ or {}
     values: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
+    position = 0
+    text = text.removeprefix("\ufeff")
+    while position < len(text):
+        blank = re.compile(r"\s*").match(text, position)
+        position = blank.end() if blank else position
+        if position >= len(text):
+            break
+        key = _KEY.match(text, position)
+        if text[position] == "#" or key is None:
+            rest = _REST_OF_LINE.match(text, position)
+            position = rest.end() if rest and rest.end() > position else position + 1
             continue
-        match = _DOTENV_LINE.match(line)
-        if not match:
+        name = key.group(1) or key.group(2)
+        position = key.end()
+        if not text.startswith("=", position):
+            rest = _REST_OF_LINE.match(text, position)
+            position = rest.end() if rest and rest.end() > position else position + 1
             continue
-        name, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-            if line.split("=", 1)[1].strip()[0] == '"':
-                value = value.replace("\\n", "\n").replace('\\"', '"')
-        else:
-            value = re.sub(r"\s+#.*$", "", value)
-        values[name] = value
+        spaces = re.compile(r"=[ \t]*").match(text, position)
+        assert spaces is not None
+        value, position = _dotenv_value(text, spaces.end(), len(spaces.group(0)) > 1)
+        end = _LINE_END.match(text, position)
+        if end is None:  # text after a closing quote: not a binding python-dotenv reads
+            rest = _REST_OF_LINE.match(text, position)
+            position = rest.end() if rest and rest.end() > position else position + 1
+            continue
+        position = end.end()
+        values[name] = _expand(value, {**values, **real})
     return values
 
 
@@ -62,12 +124,13 @@ def load_environment(
 
     Called once at a deployable's edge (its `main`); everything below receives the mapping.
     """
+    real = os.environ if environ is None else environ
     merged: dict[str, str] = {}
     if dotenv is not None:
         path = Path(dotenv)
         if path.is_file():
-            merged.update(parse_dotenv(path.read_text(encoding="utf-8")))
-    merged.update(os.environ if environ is None else environ)
+            merged.update(parse_dotenv(path.read_text(encoding="utf-8"), real))
+    merged.update(real)
     return merged
 
 

@@ -19,7 +19,9 @@ from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
 from storage import StorageSettings
 
 __all__ = [
+    "ADVISED_TOKEN_MINUTES",
     "ENVIRONMENTS",
+    "MAX_TOKEN_MINUTES",
     "MIN_SECRET_KEY_BYTES",
     "FunctionSettings",
     "LoginThrottleSettings",
@@ -32,6 +34,11 @@ logger = logging.getLogger(__name__)
 ENVIRONMENTS = ("production", "local")
 # RFC 7518 §3.2: an HS256 key is at least as long as the hash output.
 MIN_SECRET_KEY_BYTES = 32
+# Token lifetime: the default and the advised ceiling (RFC 6750 §5.3), and the hard ceiling.
+ADVISED_TOKEN_MINUTES = 60
+MAX_TOKEN_MINUTES = 24 * 60
+# How to make a key good enough, in every message that refuses one.
+_MAKE_A_KEY = 'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
 # Cloud Run's request body limit (2nd gen) is 32 MiB; a larger cap could never be reached.
 _UPLOAD_CEILING = 32 * 1024 * 1024
 # Pillow refuses images above 2 x MAX_IMAGE_PIXELS itself and only warns below: a cap above
@@ -154,13 +161,14 @@ class FunctionSettings:
             secret_key=secret_key,
             secret_key_generated=generated,
             algorithm="HS256",
-            # RFC 6750 §5.3: bearer tokens live one hour or less.
+            # RFC 6750 §5.3 advises an hour or less (the default); the original system's
+            # template says 120, so up to a day is honoured, with a warning past the hour.
             access_token_expire_minutes=env.integer(
                 "ACCESS_TOKEN_EXPIRE_MINUTES",
                 60,
                 "ACESS_TOKEN_EXPIRE_MINUTE",
                 minimum=1,
-                maximum=60,
+                maximum=MAX_TOKEN_MINUTES,
             ),
             jwt_issuer=env.string("JWT_ISSUER", "xray-serverless"),
             jwt_audience=env.string("JWT_AUDIENCE", "xray-api"),
@@ -184,6 +192,15 @@ class FunctionSettings:
         if (settings.api_user_email is None) != (settings.api_user_password is None):
             env.problem("API_USER_EMAIL and API_USER_PASSWORD must be set together")
         env.check()
+        if settings.access_token_expire_minutes > ADVISED_TOKEN_MINUTES:
+            log_event(
+                logger,
+                "token_lifetime_long",
+                logging.WARNING,
+                f"tokens live {settings.access_token_expire_minutes} minutes: a stolen token "
+                f"stays good that long (RFC 6750 advises {ADVISED_TOKEN_MINUTES} or less)",
+                minutes=settings.access_token_expire_minutes,
+            )
         if generated:
             log_event(
                 logger,
@@ -202,7 +219,10 @@ def _read_secret_key(env: EnvReader, environment: str) -> tuple[str, bool]:
     if secret is None:
         if environment == "local":
             return secrets.token_urlsafe(48), True
-        env.problem("SECRET_KEY is required (at least 32 random bytes) outside ENVIRONMENT=local")
+        env.problem(
+            "SECRET_KEY is required (at least 32 random bytes) outside ENVIRONMENT=local; "
+            + _MAKE_A_KEY
+        )
         return "", False
     if len(secret.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
         if environment == "local":
@@ -214,7 +234,10 @@ def _read_secret_key(env: EnvReader, environment: str) -> tuple[str, bool]:
                 "(accepted for local use only)",
             )
         else:
-            env.problem(f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes")
+            env.problem(
+                f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes (a guessable key "
+                f"lets anyone sign tokens); {_MAKE_A_KEY}"
+            )
     return secret, False
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 
 from common.settings import SettingsError
@@ -69,7 +72,7 @@ def test_settings_every_problem_is_reported_at_once() -> None:
             {
                 "SECRET_KEY": "tiny-secret",
                 "ALGORITHM": "RS256",
-                "ACCESS_TOKEN_EXPIRE_MINUTES": "600",
+                "ACCESS_TOKEN_EXPIRE_MINUTES": "1441",
                 "MAX_UPLOAD_BYTES": "lots",
                 "MAX_PIXELS": "500000000",
                 "TF_SERVING_URL": "grpc://model:8500",
@@ -165,3 +168,48 @@ def test_settings_login_throttle_bad_values_are_refused(name: str, value: str) -
     with pytest.raises(SettingsError) as caught:
         FunctionSettings.from_env({"SECRET_KEY": KEY, name: value})
     assert any(name in problem for problem in caught.value.problems)
+
+
+class _Events(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(getattr(record, "event", ""))
+
+
+def test_settings_original_env_template_starts_with_its_two_hour_tokens(tmp_path: Path) -> None:
+    from common.settings import load_environment
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        'SECRET_KEY = "' + "k" * 40 + '"\n'
+        'ALGORITHM = "HS256"\n'
+        "ACESS_TOKEN_EXPIRE_MINUTE = 120\n"
+        "API_PORT = 8000\n"
+        f'STORAGE_PATH = "{tmp_path}/storage/"\n'
+        'PROD_MODEL_NAME = "mlops_cnn_vit_model_weights"\n'
+        'DB_AUTH_STORAGE_PATH = "${STORAGE_PATH}/input/db_auth"\n'
+        'API_USER_EMAIL = "admin"\n'
+        'API_USER_PASSWORD = "a-long-enough-password"\n'
+    )
+    events = _Events()
+    logging.getLogger("functions.settings").addHandler(events)
+    try:
+        settings = FunctionSettings.from_env(load_environment({}, dotenv))
+    finally:
+        logging.getLogger("functions.settings").removeHandler(events)
+
+    assert settings.access_token_expire_minutes == 120
+    assert settings.api_port == 8000
+    assert settings.serving.model_name == "mlops_cnn_vit_model_weights"
+    assert settings.storage.db_auth_url == f"{tmp_path}/storage//input/db_auth"
+    assert "token_lifetime_long" in events.events
+
+
+def test_settings_weak_secret_key_says_how_to_make_a_good_one() -> None:
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({"SECRET_KEY": "xxxxxx"})
+    (problem,) = [text for text in caught.value.problems if "SECRET_KEY" in text]
+    assert "secrets.token_urlsafe" in problem
