@@ -20,6 +20,8 @@ from functions.users import User, UserDirectory
 
 __all__ = [
     "MAX_USERNAME_CHARS",
+    "AccountDisabledGrant",
+    "AccountDisabledToken",
     "Authenticator",
     "PasswordGrant",
     "Principal",
@@ -32,6 +34,20 @@ _MAX_TOKEN_CHARS = 4096
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 _BAD_CREDENTIALS = "invalid username or password"
+
+
+class AccountDisabledGrant(OAuthError):
+    """The right password of a disabled account (said only to someone who knows it)."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_grant", "the account is disabled")
+
+
+class AccountDisabledToken(BearerChallenge):
+    """A valid token of an account disabled since it was issued."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid_token", "the account is disabled")
 
 
 @dataclass(frozen=True)
@@ -145,7 +161,7 @@ class Authenticator:
             raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
         if user.disabled:
             # Said only to someone who knows the password.
-            raise OAuthError("invalid_grant", "the account is disabled")
+            raise AccountDisabledGrant()
         return self._tokens.issue(user), user
 
     def authenticate(self, authorization: Sequence[str], token_in_query: bool) -> Principal:
@@ -164,7 +180,7 @@ class Authenticator:
         if user is None:
             raise BearerChallenge("invalid_token", "the token's user no longer exists")
         if user.disabled:
-            raise BearerChallenge("invalid_token", "the account is disabled")
+            raise AccountDisabledToken()
         return Principal(user=user, claims=claims)
 
     def require_admin_or_self(self, principal: Principal, user_id: str) -> None:

@@ -107,7 +107,8 @@ def _bodies() -> dict[str, bytes]:
 
 
 class DocsApp:
-    """WSGI app for `/openapi.yaml`, `/openapi.json`, `/docs` and the Swagger UI assets."""
+    """WSGI app for `/openapi.yaml`, `/openapi.json`, `/docs` (and `/redoc`, which leads
+    there) and the Swagger UI assets."""
 
     def __init__(self) -> None:
         import swagger_ui_bundle
@@ -120,7 +121,8 @@ class DocsApp:
             "/docs/": self._page,
             "/docs/init.js": self._init,
             "/docs/openapi-ui.json": self._ui_json,
-            "/": self._index,
+            # The original (FastAPI) also served ReDoc; one documentation page is kept.
+            "/redoc": self._redoc,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -158,9 +160,10 @@ class DocsApp:
     def _init(self) -> Response:
         return _ok(_INIT_SCRIPT.encode("utf-8"), "application/javascript")
 
-    def _index(self) -> Response:
-        body = {"docs": "/docs", "openapi": "/openapi.yaml"}
-        return _ok(json.dumps(body).encode("utf-8"), "application/json")
+    def _redoc(self) -> Response:
+        response = Response(status=307, headers={"Location": "/docs"})
+        response.headers.update(_SECURITY_HEADERS)
+        return response
 
     def _asset(self, name: str) -> Response:
         path = self._assets / name

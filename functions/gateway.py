@@ -6,7 +6,8 @@
 New routes `/auth`, `/predict`, `/gradcam`, `/history` (werkzeug's DispatcherMiddleware; a bare
 prefix such as `POST /predict` is served in place, not redirected, since clients do not repeat a
 POST after a redirect), the original system's `/token`, `/user/me`, `/x-ray`, `/grad_cam`,
-`/user/results`, and `/openapi.yaml`, `/openapi.json`, `/docs`. Served by gunicorn's threaded
+`/user/results` and `/` (the `legacy_api` function: the original's answers), and `/openapi.yaml`,
+`/openapi.json`, `/docs` (`/redoc` leads there). Served by gunicorn's threaded
 worker (keep-alive connections, one process, `--threads` concurrent requests), or by werkzeug's
 threaded server with `--server werkzeug`. The settings are checked before serving: a bad or
 missing SECRET_KEY outside ENVIRONMENT=local stops the start.
@@ -29,37 +30,29 @@ from functions.docs import DocsApp
 from functions.runtime import Runtime, install_runtime
 from functions.settings import FunctionSettings
 
-__all__ = ["FUNCTIONS", "LEGACY_ROUTES", "build_gateway", "main"]
+__all__ = ["FUNCTIONS", "LEGACY_FUNCTION", "LEGACY_ROUTES", "build_gateway", "main"]
 
 MAIN_SOURCE = str(Path(__file__).with_name("main.py"))
 FUNCTIONS = ("auth", "predict", "gradcam", "history")
-# The original system's paths: (function, path inside the function).
-LEGACY_ROUTES = {
-    "/token": ("auth", "/token"),
-    "/user/me": ("auth", "/me"),
-    "/x-ray": ("predict", "/"),
-    "/grad_cam": ("gradcam", "/"),
-    "/user/results": ("history", "/"),
-}
+# The original system's API, served by its own function at the original paths.
+LEGACY_FUNCTION = "legacy_api"
+LEGACY_ROUTES = ("/", "/token", "/user/me", "/x-ray", "/grad_cam", "/user/results")
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 class _Gateway:
-    def __init__(self, apps: dict[str, WsgiApp], fallback: WsgiApp) -> None:
+    def __init__(self, apps: dict[str, WsgiApp], legacy: WsgiApp, fallback: WsgiApp) -> None:
         self._apps = apps
+        self._legacy = legacy
         self._dispatcher = DispatcherMiddleware(
             fallback, {f"/{name}": app for name, app in apps.items()}
         )
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
-        legacy = LEGACY_ROUTES.get(path)
-        if legacy is not None:
-            name, inner_path = legacy
-            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + path
-            environ["PATH_INFO"] = inner_path
-            return self._apps[name](environ, start_response)
+        if path in LEGACY_ROUTES:
+            return self._legacy(environ, start_response)
         if path.lstrip("/") in self._apps:
             # `/predict` -> the function's `/`, in place (no redirect to `/predict/`).
             environ["PATH_INFO"] = path + "/"
@@ -69,7 +62,8 @@ class _Gateway:
 def build_gateway(source: str = MAIN_SOURCE) -> WsgiApp:
     """One WSGI app serving every function (each a real `create_app`) and the docs."""
     apps = {name: functions_framework.create_app(name, source) for name in FUNCTIONS}
-    return _Gateway(apps, DocsApp())
+    legacy = functions_framework.create_app(LEGACY_FUNCTION, source)
+    return _Gateway(apps, legacy, DocsApp())
 
 
 def _self_signed(folder: Path) -> tuple[str, str]:

@@ -143,6 +143,28 @@ class HistoryService:
             next_token = self._sign(query, start, stop, last_id)
         return HistoryPage(query.user_id, start, stop, records, next_token)
 
+    def all_records(
+        self, user_id: str, start: datetime | None, stop: datetime | None
+    ) -> list[dict[str, Any]] | None:
+        """Every record of `user_id` with `start <= time <= stop` (None: unbounded), oldest
+        first; None when the user has no record at all (the original `/user/results` tells
+        the two apart)."""
+        window = keys.inference_window(
+            user_id, start or _EARLIEST, stop or datetime.max.replace(tzinfo=UTC)
+        )
+        found: list[str] = []
+        any_record = False
+        empty_window = start is not None and stop is not None and start > stop
+        for info in self._store.list(window.prefix):
+            if not info.key.endswith(".json"):
+                continue
+            any_record = True
+            if not empty_window and window.start_after < info.key < window.end_before:
+                found.append(info.key)
+        if not any_record:
+            return None
+        return list(reversed(self._fetch(found)))
+
     def _window(self, query: HistoryQuery) -> tuple[datetime, datetime, str | None]:
         if query.page_token is not None:
             start, stop, after_id = self._verify(query)

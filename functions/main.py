@@ -1,4 +1,5 @@
-"""The four HTTP functions `auth`, `predict`, `gradcam` and `history` (functions-framework targets).
+"""The HTTP functions `auth`, `predict`, `gradcam`, `history` and `legacy_api` (functions-framework
+targets).
 
 Each runs alone (`functions-framework --source functions/main.py --target predict`) or with the
 others in the local gateway (`python -m functions.gateway`). Handlers are thin: parse the
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover - only outside an installed checkout
 import flask
 import functions_framework
 
-from functions import web
+from functions import legacy, web
 from functions.auth import Principal, parse_password_grant
 from functions.errors import InvalidParameter, OAuthError
 from functions.history import HistoryQuery, parse_time
@@ -31,7 +32,7 @@ from functions.runtime import Runtime, get_runtime
 from functions.throttle import client_address
 from storage import keys
 
-__all__ = ["auth", "gradcam", "history", "predict"]
+__all__ = ["auth", "gradcam", "history", "legacy_api", "predict"]
 
 if flask.has_app_context():
     # Loaded by functions-framework's create_app. Build the process's runtime now (settings
@@ -295,3 +296,102 @@ _HISTORY = web.Router(
 def history(request: flask.Request) -> flask.Response:
     """`GET /` (records in a window, paginated), `GET /<id>` and `GET /<id>/gradcam`."""
     return _HISTORY(request)
+
+
+# -- legacy: the original system's routes ------------------------------------------------------
+
+
+def _legacy_index(request: flask.Request) -> flask.Response:
+    return web.json_response(legacy.AVAILABLE)
+
+
+def _legacy_token(request: flask.Request) -> flask.Response:
+    if any(name in request.args for name in ("username", "password")):
+        raise InvalidParameter("credentials belong in the request body, not the URL")
+    form = legacy.form_fields(request) if request.mimetype in legacy.FORM_TYPES else {}
+    grant = legacy.legacy_grant(form)
+    runtime = get_runtime()
+    client = client_address(
+        request.remote_addr,
+        request.headers.get("X-Forwarded-For"),
+        runtime.settings.login_throttle.trusted_proxy_hops,
+    )
+    issued, user = runtime.authenticator.login(grant, client)
+    web.note(user_id=user.id)
+    return web.json_response({"access_token": issued.access_token, "token_type": "Bearer"})
+
+
+def _legacy_me(request: flask.Request) -> flask.Response:
+    principal = _authenticate(request, get_runtime())
+    return web.json_response(legacy.legacy_profile(principal.user.profile()))
+
+
+def _legacy_image(request: flask.Request, runtime: Runtime) -> ValidatedImage:
+    """The original's upload: multipart field `file`, declared exactly `image/png`."""
+    if request.mimetype != "multipart/form-data" or "file" not in request.files:
+        raise legacy.LegacyValidationError("body", "file", "missing", "Field required")
+    settings = runtime.settings
+    upload = web.read_upload(request, settings.max_upload_bytes)
+    if upload.declared_type != "image/png":
+        raise InvalidParameter("Invalid image type", code="invalid_image_type")
+    return validate_image(
+        upload.data,
+        "image/png",
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+    )
+
+
+def _legacy_xray(request: flask.Request) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    image = _legacy_image(request, runtime)
+    record = runtime.inference.predict(principal.user_id, image, started=flask.g.started)
+    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    return web.json_response(legacy.legacy_prediction(record))
+
+
+def _legacy_grad_cam(request: flask.Request) -> flask.Response:
+    # Always the PNG, whatever Accept says (the original's client sends application/json).
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    image = _legacy_image(request, runtime)
+    outcome = runtime.inference.gradcam(
+        principal.user_id, image, None, started=flask.g.started, with_heatmap=False
+    )
+    record = outcome.record
+    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    return web.png_response(outcome.result.overlay_png, {"X-Inference-Id": record["id"]})
+
+
+def _legacy_results(request: flask.Request) -> flask.Response:
+    runtime = get_runtime()
+    principal = _authenticate(request, runtime)
+    start = legacy.legacy_time(request.args.get("start_time"), "start_time")
+    stop = legacy.legacy_time(request.args.get("stop_time"), "stop_time")
+    records = runtime.history.all_records(principal.user_id, start, stop)
+    return web.json_response(legacy.legacy_results_body(records))
+
+
+_LEGACY = web.Router(
+    "legacy",
+    [
+        web.Route("/", ("GET",), _legacy_index, "/"),
+        web.Route("/token", ("POST",), _legacy_token, "/token"),
+        web.Route("/user/me", ("GET",), _legacy_me, "/user/me"),
+        web.Route("/x-ray", ("POST",), _legacy_xray, "/x-ray", upload_limit=_upload_limit),
+        web.Route(
+            "/grad_cam", ("POST",), _legacy_grad_cam, "/grad_cam", upload_limit=_upload_limit
+        ),
+        web.Route("/user/results", ("GET",), _legacy_results, "/user/results"),
+    ],
+    retry_after=_retry_after,
+    render_error=legacy.legacy_error,
+)
+
+
+@functions_framework.http
+def legacy_api(request: flask.Request) -> flask.Response:
+    """The original system's API (`/`, `/token`, `/user/me`, `/x-ray`, `/grad_cam`,
+    `/user/results`), answering exactly as the original did (functions.legacy)."""
+    return _LEGACY(request)

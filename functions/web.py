@@ -63,6 +63,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SECURITY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
+ErrorRenderer = Callable[[ApiError], tuple[int, Any, Mapping[str, str]]]
+
+
 @dataclass(frozen=True)
 class Route:
     rule: str  # werkzeug rule, relative to the function: "/", "/token", "/<inference_id>"
@@ -70,6 +73,8 @@ class Route:
     view: Callable[..., flask.Response]
     name: str  # what the access log calls it
     oauth_errors: bool = False  # the token endpoint speaks RFC 6749's error shape
+    # Another error shape altogether (the original system's routes): (status, body, headers).
+    render_error: ErrorRenderer | None = None
     upload_limit: Callable[[], int] | None = None  # the body cap of an upload route
 
 
@@ -86,8 +91,11 @@ class Router:
         function_name: str,
         routes: Sequence[Route],
         retry_after: Callable[[], int] = lambda: 5,
+        render_error: ErrorRenderer | None = None,
     ) -> None:
         self.function_name = function_name
+        # The error shape of every answer of this function (unknown paths too), if not ours.
+        self._render_error = render_error
         self._retry_after = retry_after  # RETRY_AFTER_SECONDS, read when an answer needs it
         self._routes = list(routes)
         self._map = Map(
@@ -101,12 +109,13 @@ class Router:
 
     def __call__(self, request: flask.Request) -> flask.Response:
         flask.g.function = self.function_name
+        if self._render_error is not None:
+            flask.g.render_error = self._render_error
         request.max_content_length = DEFAULT_BODY_LIMIT
         try:
             route, values = self._match(request)
             flask.g.route = route.name
-            if route.oauth_errors:
-                flask.g.error_style = "oauth"
+            _set_error_style(route)
             if route.upload_limit is not None:
                 request.max_content_length = route.upload_limit() + _MULTIPART_OVERHEAD
             if (request.content_length or 0) > request.max_content_length:
@@ -153,8 +162,7 @@ class Router:
                 endpoint, _ = adapter.match(request.path or "/", method=allowed[0])
                 route = self._routes[int(endpoint)]
                 flask.g.route = route.name
-                if route.oauth_errors:
-                    flask.g.error_style = "oauth"
+                _set_error_style(route)
             raise MethodNotAllowed(allowed) from None
         return self._routes[int(str(endpoint))], values
 
@@ -196,8 +204,19 @@ def _guarded(response: flask.Response) -> flask.Response:
     return response
 
 
+def _set_error_style(route: Route) -> None:
+    if route.oauth_errors:
+        flask.g.error_style = "oauth"
+    if route.render_error is not None:
+        flask.g.render_error = route.render_error
+
+
 def error_response(error: ApiError) -> flask.Response:
     flask.g.error_code = error.code
+    render = flask.g.get("render_error")
+    if render is not None:
+        status, body, headers = render(error)
+        return json_response(body, status, headers)
     if flask.g.get("error_style") == "oauth" and not isinstance(error, OAuthError):
         error = _as_oauth(error)
     headers = dict(error.headers)
