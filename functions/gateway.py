@@ -6,7 +6,7 @@
 New routes `/auth`, `/predict`, `/gradcam`, `/history` (werkzeug's DispatcherMiddleware; a bare
 prefix such as `POST /predict` is served in place, not redirected, since clients do not repeat a
 POST after a redirect), the original system's `/token`, `/user/me`, `/x-ray`, `/grad_cam`,
-`/user/results` and `/` (the `legacy_api` function: the original's answers), and `/openapi.yaml`,
+`/user/results` and `/` (the `legacy` function: the original's answers), and `/openapi.yaml`,
 `/openapi.json`, `/docs` (`/redoc` leads there). Served by gunicorn's threaded
 worker (keep-alive connections, one process, `--threads` concurrent requests), or by werkzeug's
 threaded server with `--server werkzeug`. The settings are checked before serving: a bad or
@@ -35,7 +35,7 @@ __all__ = ["FUNCTIONS", "LEGACY_FUNCTION", "LEGACY_ROUTES", "build_gateway", "ma
 MAIN_SOURCE = str(Path(__file__).with_name("main.py"))
 FUNCTIONS = ("auth", "predict", "gradcam", "history")
 # The original system's API, served by its own function at the original paths.
-LEGACY_FUNCTION = "legacy_api"
+LEGACY_FUNCTION = "legacy"
 LEGACY_ROUTES = ("/", "/token", "/user/me", "/x-ray", "/grad_cam", "/user/results")
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]

@@ -26,7 +26,7 @@ from typing import Any
 
 from common.logs import log_event
 from functions.errors import InvalidParameter, NotFound
-from functions.inference import iso_time
+from functions.records import iso_time
 from storage import ObjectNotFound, Store, keys
 
 __all__ = ["HistoryPage", "HistoryQuery", "HistoryService", "parse_time"]

@@ -23,19 +23,13 @@ from typing import Any
 from common.logs import log_event
 from functions.errors import InvalidParameter
 from functions.images import ValidatedImage
+from functions.records import RECORD_SCHEMA, iso_time
 from functions.serving_client import GradcamAnswer, Prediction, ServingClient
 from storage import PreconditionFailed, StorageError, Store, keys
 
-__all__ = ["RECORD_SCHEMA", "GradcamOutcome", "InferenceService", "iso_time"]
+__all__ = ["GradcamOutcome", "InferenceService"]
 
 logger = logging.getLogger(__name__)
-
-RECORD_SCHEMA = 1
-
-
-def iso_time(moment: datetime) -> str:
-    """UTC, microseconds, `Z` suffix: the one time format of records and answers."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utc_now() -> datetime:

@@ -1,4 +1,4 @@
-"""The HTTP functions `auth`, `predict`, `gradcam`, `history` and `legacy_api` (functions-framework
+"""The HTTP functions `auth`, `predict`, `gradcam`, `history` and `legacy` (functions-framework
 targets).
 
 Each runs alone (`functions-framework --source functions/main.py --target predict`) or with the
@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - only outside an installed checkout
 import flask
 import functions_framework
 
-from functions import legacy, web
+from functions import legacy as original
+from functions import web
 from functions.auth import Principal, parse_password_grant
 from functions.errors import InvalidParameter, OAuthError
 from functions.history import HistoryQuery, parse_time
@@ -32,7 +33,7 @@ from functions.runtime import Runtime, get_runtime
 from functions.throttle import client_address
 from storage import keys
 
-__all__ = ["auth", "gradcam", "history", "legacy_api", "predict"]
+__all__ = ["auth", "gradcam", "history", "legacy", "predict"]
 
 if flask.has_app_context():
     # Loaded by functions-framework's create_app. Build the process's runtime now (settings
@@ -302,14 +303,14 @@ def history(request: flask.Request) -> flask.Response:
 
 
 def _legacy_index(request: flask.Request) -> flask.Response:
-    return web.json_response(legacy.AVAILABLE)
+    return web.json_response(original.AVAILABLE)
 
 
 def _legacy_token(request: flask.Request) -> flask.Response:
     if any(name in request.args for name in ("username", "password")):
         raise InvalidParameter("credentials belong in the request body, not the URL")
-    form = legacy.form_fields(request) if request.mimetype in legacy.FORM_TYPES else {}
-    grant = legacy.legacy_grant(form)
+    form = original.form_fields(request) if request.mimetype in original.FORM_TYPES else {}
+    grant = original.legacy_grant(form)
     runtime = get_runtime()
     client = client_address(
         request.remote_addr,
@@ -323,13 +324,13 @@ def _legacy_token(request: flask.Request) -> flask.Response:
 
 def _legacy_me(request: flask.Request) -> flask.Response:
     principal = _authenticate(request, get_runtime())
-    return web.json_response(legacy.legacy_profile(principal.user.profile()))
+    return web.json_response(original.legacy_profile(principal.user.profile()))
 
 
 def _legacy_image(request: flask.Request, runtime: Runtime) -> ValidatedImage:
     """The original's upload: multipart field `file`, declared exactly `image/png`."""
     if request.mimetype != "multipart/form-data" or "file" not in request.files:
-        raise legacy.LegacyValidationError("body", "file", "missing", "Field required")
+        raise original.LegacyValidationError("body", "file", "missing", "Field required")
     settings = runtime.settings
     upload = web.read_upload(request, settings.max_upload_bytes)
     if upload.declared_type != "image/png":
@@ -348,7 +349,7 @@ def _legacy_xray(request: flask.Request) -> flask.Response:
     image = _legacy_image(request, runtime)
     record = runtime.inference.predict(principal.user_id, image, started=flask.g.started)
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
-    return web.json_response(legacy.legacy_prediction(record))
+    return web.json_response(original.legacy_prediction(record))
 
 
 def _legacy_grad_cam(request: flask.Request) -> flask.Response:
@@ -367,10 +368,10 @@ def _legacy_grad_cam(request: flask.Request) -> flask.Response:
 def _legacy_results(request: flask.Request) -> flask.Response:
     runtime = get_runtime()
     principal = _authenticate(request, runtime)
-    start = legacy.legacy_time(request.args.get("start_time"), "start_time")
-    stop = legacy.legacy_time(request.args.get("stop_time"), "stop_time")
+    start = original.legacy_time(request.args.get("start_time"), "start_time")
+    stop = original.legacy_time(request.args.get("stop_time"), "stop_time")
     records = runtime.history.all_records(principal.user_id, start, stop)
-    return web.json_response(legacy.legacy_results_body(records))
+    return web.json_response(original.legacy_results_body(records))
 
 
 _LEGACY = web.Router(
@@ -386,12 +387,12 @@ _LEGACY = web.Router(
         web.Route("/user/results", ("GET",), _legacy_results, "/user/results"),
     ],
     retry_after=_retry_after,
-    render_error=legacy.legacy_error,
+    render_error=original.legacy_error,
 )
 
 
 @functions_framework.http
-def legacy_api(request: flask.Request) -> flask.Response:
+def legacy(request: flask.Request) -> flask.Response:
     """The original system's API (`/`, `/token`, `/user/me`, `/x-ray`, `/grad_cam`,
     `/user/results`), answering exactly as the original did (functions.legacy)."""
     return _LEGACY(request)

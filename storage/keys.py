@@ -16,6 +16,13 @@ Layout (kept from the original system so existing stores keep working)::
     output/learning/<run_id>/...             a training run's outputs
     output/inference/<user>/<day>/<time>-<id>.json   one record per inference, newest first
     output/grad_cam/<user>/<date>/<id>.png   Grad-CAM overlays returned to users
+
+The original system's own files, which the migration reads (and the keys it keeps them under)::
+
+    input/model/<name>.hdf5                  Keras 2 weights of the original model
+    output/inference/history.csv             the original's one shared history file
+    output/learning/grad_cam/<uuid>.png      its Grad-CAM images (also output/grad_cam/*.png)
+    output/grad_cam/_legacy/<file>.png       those images, kept in a migrated store
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ __all__ = [
     "GRAD_CAM_AREA",
     "INFERENCE_AREA",
     "LEARNING_AREA",
+    "LEGACY_GRADCAM_AREAS",
+    "LEGACY_HISTORY_FILE",
     "LOGIN_FAILURES_AREA",
     "MODEL_AREA",
     "USERS_FILE",
@@ -49,6 +58,8 @@ __all__ = [
     "learning_candidate_prefix",
     "learning_file",
     "learning_run_prefix",
+    "legacy_gradcam_copy",
+    "legacy_weights_file",
     "login_failure",
     "login_failure_time",
     "login_failures_prefix",
@@ -180,6 +191,11 @@ def model_version_from_key(name: str, key: str) -> int | None:
     return int(head) if head.isascii() and head.isdigit() and "/" in key[len(base) :] else None
 
 
+def legacy_weights_file(name: str) -> str:
+    """The original system's weights of model `name` (`<PROD_MODEL_NAME>.hdf5`)."""
+    return f"{MODEL_AREA}{check_model_name(name)}.hdf5"
+
+
 # -- output/learning/ -------------------------------------------------------------------------
 
 
@@ -284,3 +300,17 @@ def inference_window(user_id: str, start: datetime, stop: datetime) -> Inference
 def gradcam_image(user_id: str, inference_id: str) -> str:
     moment = inference_id_time(inference_id)
     return f"{GRAD_CAM_AREA}{check_user_id(user_id)}/{moment:%Y-%m-%d}/{inference_id}.png"
+
+
+# -- the original system's files (read by the migration) -----------------------------------------
+
+LEGACY_HISTORY_FILE = INFERENCE_AREA + "history.csv"
+# Where the original wrote Grad-CAM images: its code (learning/grad_cam/), its README (grad_cam/).
+LEGACY_GRADCAM_AREAS: tuple[str, ...] = (LEARNING_AREA + "grad_cam/", GRAD_CAM_AREA)
+# Kept under a folder no user id can name (user ids start with a letter or digit).
+_LEGACY_GRADCAM_COPIES = GRAD_CAM_AREA + "_legacy/"
+
+
+def legacy_gradcam_copy(file_name: str) -> str:
+    """Where a migrated store keeps one of the original's Grad-CAM images."""
+    return _LEGACY_GRADCAM_COPIES + _check_name(file_name, "Grad-CAM file name")

@@ -7,6 +7,7 @@
 #   docker build -f infra/docker/training.Dockerfile -t xray-training .
 #   docker run --gpus all --env-file .env xray-training python -m training_job --preset seed
 #   docker run --env-file .env xray-training python -m model_contract rollback
+#   docker run --env-file .env xray-training python -m migration s3://original-bucket/storage
 #
 # The job exits non-zero on failure and zero when it kept or promoted a model.
 
@@ -49,6 +50,9 @@ COPY cnn_vit/ cnn_vit/
 COPY model_export/ model_export/
 COPY training_job/ training_job/
 COPY synthetic/ synthetic/
+# The migration from the original system (its records are the functions' format).
+COPY functions/ functions/
+COPY migration/ migration/
 USER 10001:10001
 # A batch job: its health is its exit code.
 HEALTHCHECK NONE

@@ -12,6 +12,7 @@ answer again.
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import subprocess
@@ -274,25 +275,54 @@ def test_stack_history_window_and_pagination(stack: Stack) -> None:
     assert other.status_code == 404  # the admin's own history has no such record
 
 
-def test_stack_original_routes_still_work(stack: Stack) -> None:
-    token = stack.token(*ALICE, path="/token")
-    auth = {"Authorization": f"Bearer {token}"}
-    me = requests.get(stack.base + "/user/me", headers=auth, timeout=10)
-    assert me.status_code == 200
-    assert me.json()["email"] == ALICE[0]
-    answer = _predict(stack, token, stack.samples["no-covid"], path="/x-ray")
-    assert answer["model"]["name"] == MODEL_NAME
-    overlay = requests.post(
-        stack.base + "/grad_cam",
-        headers=auth,
-        files={"file": ("x.png", stack.samples["no-covid"], "image/png")},
-        timeout=60,
+def test_stack_original_systems_own_api_tests_pass(stack: Stack) -> None:
+    """The original's API tests (reference section 1), the exact requests it sent, over HTTP."""
+    client = requests.Session()
+    login = client.post(
+        stack.base + "/token",
+        data={
+            "grant_type": "",
+            "username": ADMIN[0],
+            "password": ADMIN[1],
+            "scope": "",
+            "client_id": "",
+            "client_secret": "",
+        },
+        headers={"accept": "application/json"},
+        timeout=30,
     )
-    assert overlay.status_code == 200
-    assert overlay.content.startswith(b"\x89PNG")
-    results = requests.get(stack.base + "/user/results", headers=auth, timeout=30)
-    assert results.status_code == 200
-    assert results.json()["records"]
+    assert login.status_code == 200, login.text
+    headers = {
+        "accept": "application/json",
+        "Authorization": f"{login.json()['token_type']} {login.json()['access_token']}",
+    }
+    wrong = client.post(
+        stack.base + "/token",
+        data={"grant_type": "", "username": "nobody", "password": "x", "scope": ""},
+        headers={"accept": "application/json"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401
+
+    me = client.get(stack.base + "/user/me", headers=headers, timeout=10).json()
+    del me["id"]
+    assert me == {"email": ADMIN[0], "role": "admin", "disabled": False}
+    root = client.get(stack.base + "/", headers=headers, timeout=10)
+    assert root.status_code == 200
+    assert root.json() == "The API is available."
+
+    upload = {"file": ("x.png", stack.samples["no-covid"], "image/png")}
+    xray = client.post(stack.base + "/x-ray", files=upload, headers=headers, timeout=60)
+    assert xray.status_code == 200, xray.text
+    assert set(xray.json()) == {"covid", "no-covid", "normal"}
+    grad_cam = client.post(stack.base + "/grad_cam", files=upload, headers=headers, timeout=60)
+    assert grad_cam.status_code == 200
+    assert Image.open(io.BytesIO(grad_cam.content)).size == (256, 256)
+
+    results = client.get(stack.base + "/user/results", headers=headers, timeout=30).json()
+    entries = json.loads(results)
+    assert len(entries) == 2
+    assert set(entries[0]) == {"datetime", "covid", "no-covid", "normal"}
 
 
 def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(

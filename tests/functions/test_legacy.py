@@ -29,7 +29,7 @@ RESULTS_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
 
 
 def _legacy(stack: Stack) -> Any:
-    return stack.client("legacy_api")
+    return stack.client("legacy")
 
 
 def _upload(content_type: str = "image/png") -> dict[str, Any]:

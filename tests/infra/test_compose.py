@@ -27,7 +27,7 @@ from tests.infra.helpers import (
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "compose-focused.schema.json").read_text())
 ENV_EXAMPLE = COMPOSE_DIR / "env.example"
-FUNCTIONS = ("auth", "predict", "gradcam", "history")
+FUNCTIONS = ("auth", "predict", "gradcam", "history", "legacy")
 # `${NAME}`, `${NAME:-default}`, `${NAME:?message}` (and `$$` escapes, which are not references).
 _REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?+])([^}]*))?\}")
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|ROOT_USER")

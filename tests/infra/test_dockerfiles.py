@@ -32,6 +32,7 @@ ENTRY_MODULES = {
         "model_export.__main__",
         "model_contract.__main__",
         "synthetic.__main__",
+        "migration.__main__",
     ],
 }
 EXTRAS = {"functions": "functions", "sync": "sync", "training": "training"}
@@ -223,7 +224,7 @@ def test_dockerfile_functions_healthcheck_and_port_match_manifests() -> None:
     compose_ports = {
         service["ports"][0].rsplit(":", 1)[1]
         for name, service in compose.items()
-        if name in {"auth", "predict", "gradcam", "history", "gateway"}
+        if name in {"auth", "predict", "gradcam", "history", "legacy", "gateway"}
     }
     knative = (REPO / "infra/k8s/base/functions.yaml").read_text(encoding="utf-8")
 

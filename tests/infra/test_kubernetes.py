@@ -33,8 +33,8 @@ from tests.infra.helpers import (
 # The oldest Kubernetes these manifests claim (CronJob timeZone, autoscaling/v2, restricted
 # pod security are all GA there) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29", ".".join(kubernetes_validate.latest_version().split(".")[:2]))
-FUNCTIONS = ("auth", "predict", "gradcam", "history")
-MODEL_CLIENTS = {"predict", "gradcam"}  # the functions that call TF Serving
+FUNCTIONS = ("auth", "predict", "gradcam", "history", "legacy")
+MODEL_CLIENTS = {"predict", "gradcam", "legacy"}  # the functions that call TF Serving
 SECRET_EXAMPLE = K8S / "base" / "secret.example.yaml"
 # Fields a Knative RevisionSpec adds to a Kubernetes PodSpec.
 KNATIVE_REVISION_FIELDS = {

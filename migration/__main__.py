@@ -1,0 +1,5 @@
+"""`python -m migration SOURCE [--dry-run] [--promote]`."""
+
+from migration.cli import main
+
+raise SystemExit(main())
