@@ -75,6 +75,19 @@ def model_available(
     )
 
 
+def label_assigned(
+    rest_url: str, model_name: str, label: str = "stable", timeout: float = 2.0
+) -> bool:
+    """The label resolves to a loaded version (its metadata answers 200): the model sync adds a
+    label only once its version is AVAILABLE, as TF Serving requires."""
+    url = f"{rest_url}/v1/models/{model_name}/labels/{label}/metadata"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,

@@ -27,6 +27,7 @@ from devstack.processes import (
     StackError,
     free_port,
     http_ok,
+    label_assigned,
     model_available,
     port_is_free,
     python_module,
@@ -375,6 +376,12 @@ def start_serving(options: StackOptions, env: Mapping[str, str], group: ProcessG
         lambda: model_available(env["TF_SERVING_URL"], env["MODEL_NAME"]),
         timeout=180,
         what="the model server",
+        alive=server.alive,
+    )
+    wait_until(
+        lambda: label_assigned(env["TF_SERVING_URL"], env["MODEL_NAME"]),
+        timeout=60,
+        what="the stable label (the model sync adds it once the version answers)",
         alive=server.alive,
     )
     wait_until(

@@ -7,8 +7,9 @@ service) copies each served version (registry `stable` and `canary`) from
 every file against the version's manifest, renames it into place, and writes `models.config`
 (a `specific` version policy, `stable`/`canary` labels) atomically.
 
-TF Serving refuses a label on a version that is not loaded yet, so a label moves in steps: first
-a config that serves the old and the new version with the label still on the old one; then, once
+TF Serving refuses a label on a version that is not loaded yet (at start too), so a model's first
+config carries no label, and a label moves in steps: first a config that serves the old and the
+new version with the label still on the old one; then, once
 the server reports the new version AVAILABLE (or, without `TF_SERVING_URL`, one cycle later), the
 label moves; one cycle after that, the old version leaves the config. Its folder is deleted after
 `SYNC_GRACE_SECONDS`. Usage: `python -m serving.sync --once | --watch`.
@@ -229,12 +230,14 @@ class ModelSync:
         except InvalidDocument as exc:
             raise SyncError(f"registry of model {self._name!r}: {exc}") from exc
 
-    def run_cycle(self, *, initial: bool | None = None) -> CycleReport:
+    def run_cycle(self) -> CycleReport:
         """Download what is missing, rewrite models.config when it changes, retire old folders.
 
-        `initial=True` points labels straight at their targets (a server that starts with this
-        config waits for every version to load); by default a cycle is initial only when the
-        config file holds no entry for this model yet.
+        A label goes into the config only once its version can answer (TF Serving refuses a
+        configuration whose label names a version that is not AVAILABLE, at start too:
+        ServerCore::ReloadConfig checks the labels before it loads anything). So the first
+        config of a model carries its versions and no label; the labels follow once the server
+        reports the versions AVAILABLE (or, without TF_SERVING_URL, one cycle later).
         """
         registry = self.read_registry()
         report = CycleReport(registry=registry)
@@ -252,7 +255,6 @@ class ModelSync:
             on_disk,
             previous_versions=set(previous.versions) if previous else set(),
             previous_labels=previous_labels,
-            initial=previous is None if initial is None else initial,
         )
         # A version leaves the config only once no label pointed at it in the config the server
         # already has, so a request on a label never lands on a version being unloaded.
@@ -325,15 +327,12 @@ class ModelSync:
         *,
         previous_versions: set[int],
         previous_labels: Mapping[str, int],
-        initial: bool,
     ) -> dict[str, int]:
         """Each label at its target once the target can answer, else where it was."""
 
         def available(version: int) -> bool:
             if version not in on_disk:
                 return False
-            if initial:
-                return True
             if self._probe is not None:
                 return self._probe.is_available(self._name, version)
             # Without a server to ask: a version listed in the config we wrote last cycle has

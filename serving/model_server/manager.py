@@ -131,19 +131,28 @@ class ModelManager:
     # -- configuration -----------------------------------------------------------------------
 
     def apply_config(
-        self, configs: Iterable[ServedModelConfig], *, wait_timeout: float | None = None
+        self,
+        configs: Iterable[ServedModelConfig],
+        *,
+        wait_timeout: float | None = None,
+        allow_labels_for_unavailable: bool = False,
     ) -> None:
         """Replace the set of models (those left out are unloaded), then set labels.
 
-        Like TF Serving's ReloadConfig, this waits for newly added models to have a version
-        AVAILABLE (or to fail) before applying labels; a label on a version that is not
-        AVAILABLE raises FAILED_PRECONDITION and leaves that model's labels as they were.
+        As TF Serving's ServerCore::ReloadConfig does, the labels are checked first, against
+        the versions AVAILABLE now, before any model is added or removed: a label on a version
+        that is not AVAILABLE raises FAILED_PRECONDITION and nothing changes (at start, when
+        nothing is loaded yet, any label is refused) - unless `allow_labels_for_unavailable`
+        (`--allow_version_labels_for_unavailable_models`), which lets a label that is new, or
+        that keeps its version, point at a version not loaded yet. Then newly added models are
+        waited for (AVAILABLE or failed) and the labels take effect.
         """
         configs = list(configs)
         names = [config.name for config in configs]
         if len(set(names)) != len(names):
             raise ServingError.invalid_argument("Illegal to list model more than once in config")
         with self._lock:
+            self._check_labels(configs, allow_labels_for_unavailable)
             new_models = []
             for config in configs:
                 model = self._models.get(config.name)
@@ -156,6 +165,7 @@ class ModelManager:
             for name in list(self._models):
                 if name not in names:
                     self._remove_model(name)
+            self._set_labels(configs)
         self.poll_once()
         failures = self.wait_until_available(new_models, timeout=wait_timeout)
         if failures:
@@ -164,31 +174,31 @@ class ModelManager:
                 f"{len(failures)} model(s) did not become available: "
                 + ", ".join(sorted(failures)),
             )
-        self._apply_labels(configs)
 
-    def _apply_labels(self, configs: list[ServedModelConfig]) -> None:
-        problems = []
-        with self._lock:
-            for config in configs:
-                model = self._models[config.name]
-                wanted = dict(config.labels)
-                bad = [
-                    (label, version)
-                    for label, version in sorted(wanted.items())
-                    if version not in model.routes.available
-                ]
-                if bad:
-                    _label, version = bad[0]
-                    problems.append(
+    def _check_labels(self, configs: list[ServedModelConfig], allow_unavailable: bool) -> None:
+        """ServerCore::UpdateModelVersionLabelMap: the first label on a version that is not
+        AVAILABLE fails the whole configuration."""
+        for config in configs:
+            model = self._models.get(config.name)
+            available = model.routes.available if model is not None else {}
+            current = (model.routes.labels or {}) if model is not None else {}
+            for label, version in config.labels.items():
+                keeps_or_adds = label not in current or current[label] == version
+                if allow_unavailable and keeps_or_adds:
+                    continue
+                if version not in available:
+                    raise ServingError.failed_precondition(
                         f"Request to assign label to version {version} of model {config.name}, "
                         "which is not currently available for inference"
                     )
-                    continue
-                if model.routes.labels != wanted:
-                    model.routes = _Routes(available=model.routes.available, labels=wanted)
-                    log_event(logger, "labels_applied", model=config.name, labels=wanted)
-        if problems:
-            raise ServingError.failed_precondition("; ".join(problems))
+
+    def _set_labels(self, configs: list[ServedModelConfig]) -> None:
+        for config in configs:
+            model = self._models[config.name]
+            wanted = dict(config.labels)
+            if model.routes.labels != wanted:
+                model.routes = _Routes(available=model.routes.available, labels=wanted)
+                log_event(logger, "labels_applied", model=config.name, labels=wanted)
 
     def labels_pending(self, configs: Iterable[ServedModelConfig]) -> bool:
         """Whether some configured label is not in effect yet (the caller may retry)."""

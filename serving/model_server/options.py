@@ -55,6 +55,9 @@ class ServerOptions:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     grpc_max_threads: int = 32
+    # TF Serving's flag: a label that is new (or keeps its version) may point at a version that
+    # is not AVAILABLE yet; without it such a configuration is refused (FAILED_PRECONDITION).
+    allow_version_labels_for_unavailable_models: bool = False
 
     @property
     def rest_threads(self) -> int:
@@ -101,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--tensorflow_intra_op_parallelism", type=int, default=0)
     add("--tensorflow_inter_op_parallelism", type=int, default=0)
     add("--grpc_max_threads", type=int, default=32)
+    add(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let a new label point at a version that is not loaded yet (TF Serving's flag)",
+    )
     return parser
 
 

@@ -117,29 +117,43 @@ class ModelServer:
         except ValueError as error:
             raise ServingError.invalid_argument(str(error)) from None
         with self._config_lock:
-            self.manager.apply_config(models)
+            self._apply(models)
+
+    def _apply(self, models: list[ServedModelConfig]) -> None:
+        self.manager.apply_config(
+            models,
+            allow_labels_for_unavailable=self.options.allow_version_labels_for_unavailable_models,
+        )
 
     def _poll_config_file(self, interval: float, applied: list[ServedModelConfig]) -> None:
+        """TF Serving re-reads the file and reloads it every interval; a reload that failed (a
+        label on a version not AVAILABLE yet) is tried again until it succeeds. An unchanged
+        file whose configuration is in effect is skipped here (reloading it changes nothing)."""
+        failed = False
         while not self._stop.wait(interval):
             try:
                 models = read_model_config_file(str(self.options.model_config_file))
             except ValueError as error:
                 log_event(logger, "config_unreadable", logging.ERROR, reason=str(error))
                 continue
-            if models == applied and not self.manager.labels_pending(models):
+            if models == applied and not failed and not self.manager.labels_pending(models):
                 continue
             try:
                 with self._config_lock:
-                    self.manager.apply_config(models)
+                    self._apply(models)
                 log_event(logger, "config_applied", models=[model.name for model in models])
+                failed = False
             except ServingError as error:
                 log_event(
                     logger,
                     "config_reload_failed",
                     logging.ERROR,
+                    message=f"PollFilesystemAndReloadConfig failed to ReloadConfig: "
+                    f"{error.message}",
                     code=error.code.name,
                     reason=error.message,
                 )
+                failed = True
             applied = models
 
     # -- start and stop ------------------------------------------------------------------------
@@ -155,7 +169,7 @@ class ModelServer:
             batching=self._batching is not None,
         )
         with self._config_lock:
-            self.manager.apply_config(models)
+            self._apply(models)
         self.manager.start_polling(options.file_system_poll_wait_seconds)
         if options.port:
             self._grpc = GrpcServer(

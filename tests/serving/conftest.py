@@ -2,7 +2,8 @@
 
 The conformance server runs as a real process (REST + gRPC on free loopback ports) with
 batching and Prometheus monitoring on, serving three models from a models.config:
-`half_plus_two` (version folder `00000123`, label `stable`, warmup records), `multi` and `echo`.
+`half_plus_two` (version folder `00000123`, label `stable`, warmup records), `multi` and `echo`,
+started with `--allow_version_labels_for_unavailable_models` as a labelled config at start needs.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ model_config_list {{
             f"--batching_parameters_file={batching}",
             f"--monitoring_config_file={monitoring}",
             "--file_system_poll_wait_seconds=1",
+            # A label at start names a version not loaded yet: TF Serving needs this flag for
+            # that (g3doc/serving_config.md), and so does the stand-in.
+            "--allow_version_labels_for_unavailable_models",
         ],
         folder / "server.log",
     )

@@ -252,6 +252,18 @@ def test_sync_and_model_server_promotion_end_to_end_has_zero_failures(tmp_path: 
     try:
         server.wait_ready()
         sidecar = ModelSync(settings, store, probe=RestAvailabilityProbe(server.url))
+
+        def labelled() -> bool:
+            # The sidecar labels version 1 once the server reports it AVAILABLE.
+            sidecar.run_cycle()
+            answer = requests.post(
+                f"{server.url}/v1/models/cnn_vit/labels/stable:predict",
+                json={"instances": [[1.0]]},
+                timeout=30,
+            )
+            return answer.status_code == 200
+
+        wait_for(labelled, timeout=60, what="the stable label")
         with Hammer(f"{server.url}/v1/models/cnn_vit/labels/stable:predict") as hammer:
             wait_for(lambda: len(hammer.answers) > 5, what="first answers")
             write_registry(store, stable=2, previous_stable=[1])

@@ -103,7 +103,8 @@ def test_sync_cycle_published_stable_installs_verified_copy_and_config(
     write_registry(store, stable=1)
     settings = make_settings(tmp_path)
 
-    report = ModelSync(settings, store).run_cycle()
+    sync = ModelSync(settings, store)
+    report = sync.run_cycle()
 
     assert report.installed == [1]
     assert report.stable_in_place
@@ -111,6 +112,10 @@ def test_sync_cycle_published_stable_installs_verified_copy_and_config(
     for path, data in files.items():
         assert (folder / path).read_bytes() == data
     assert json.loads((folder / "manifest.json").read_bytes()) == manifest_for(MODEL, 1, files)
+    # TF Serving refuses a label on a version it has not loaded, at start too: the first
+    # config serves the version, the next one (a cycle to load) labels it.
+    assert config_entry(settings) == ([1], {})
+    sync.run_cycle()
     assert config_entry(settings) == ([1], {"stable": 1})
 
 
@@ -150,7 +155,7 @@ def test_sync_cycle_interrupted_download_leaves_no_partial_version_and_next_cycl
 
     assert completed.installed == [1]
     assert version_folders(settings) == ["1"]
-    assert config_entry(settings) == ([1], {"stable": 1})
+    assert config_entry(settings) == ([1], {})
 
 
 def test_sync_cycle_file_differing_from_manifest_installs_nothing(
@@ -192,6 +197,7 @@ def test_sync_promotion_without_server_url_moves_label_a_cycle_later_then_drops_
     settings = make_settings(tmp_path)
     sync = ModelSync(settings, store)
     sync.run_cycle()
+    sync.run_cycle()  # the label on version 1, once it had a cycle to load
     publish_version(store, 2)
     write_registry(store, stable=2, previous_stable=[1])
 
@@ -217,6 +223,9 @@ def test_sync_promotion_with_probe_moves_label_only_once_version_is_available(
     probe = FakeProbe()
     sync = ModelSync(settings, store, probe=probe)
     sync.run_cycle()
+    probe.available.add(1)
+    sync.run_cycle()
+    assert config_entry(settings) == ([1], {"stable": 1})
     publish_version(store, 2)
     write_registry(store, stable=2)
 
@@ -322,7 +331,9 @@ def test_sync_models_config_parses_as_tf_serving_model_server_config(
     publish_version(local_store, 2)
     write_registry(local_store, stable=1, canary=2)
     settings = make_settings(tmp_path)
-    ModelSync(settings, local_store).run_cycle()
+    sync = ModelSync(settings, local_store)
+    sync.run_cycle()
+    sync.run_cycle()
 
     config = text_format.Parse(
         settings.model_config_file.read_text(), model_server_config_pb2.ModelServerConfig()
@@ -369,7 +380,7 @@ def test_sync_run_watch_transient_storage_errors_are_retried(
 
     flaky = RecoveringStore(local_store, "never/", budget=0)
 
-    code = run_watch(ModelSync(settings, flaky), 0.01, max_cycles=3)
+    code = run_watch(ModelSync(settings, flaky), 0.01, max_cycles=4)
 
     assert code == 0
     assert config_entry(settings) == ([1], {"stable": 1})
