@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,9 +62,7 @@ def test_versions_kubernetes_serves_with_the_same_tensorflow(overlay: str, suffi
     assert images == {f"tensorflow/serving:{TENSORFLOW}{suffix}"}
 
 
-@pytest.mark.parametrize(
-    "document", ["README.md", "infra/README.md", "infra/tfserving/README.md"]
-)
+@pytest.mark.parametrize("document", ["README.md", "infra/README.md", "infra/tfserving/README.md"])
 def test_versions_command_lines_name_the_same_tensorflow(document: str) -> None:
     text = (REPO / document).read_text()
     for tag in re.findall(r"tensorflow/(?:serving|tensorflow):(\d+\.\d+\.\d+)", text):
