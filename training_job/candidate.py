@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from cnn_vit.config import ModelConfig
 from cnn_vit.model import build_model
 from training_job.options import TrainingOptions
 from training_job.pipeline import pipeline_cache, shuffled_training_items, training_datasets
 from training_job.starting_weights import StartingWeights
-from training_job.strategy import PrecisionPlan, StrategyPlan, create_strategy
+from training_job.strategy import PrecisionPlan, StrategyPlan
 from training_job.training_loop import EpochRecord, TrainingResult, train_model
 
 __all__ = ["TrainedCandidate", "train_candidate"]
@@ -35,14 +36,15 @@ def train_candidate(
     validation: tuple[Sequence[str], Sequence[int]],
     options: TrainingOptions,
     *,
-    strategy_plan: StrategyPlan,
+    strategy: tuple[StrategyPlan, tf.distribute.Strategy],
     precision: PrecisionPlan,
     starting: StartingWeights,
     cache_folder: Path,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainedCandidate:
-    """Train the challenger under the planned strategy and precision."""
-    strategy = create_strategy(strategy_plan)
+    """Train the challenger under the strategy (built as planned, before any other TensorFlow
+    op ran) and the planned precision."""
+    strategy_plan, engine = strategy
     keras.utils.set_random_seed(options.seed)
     # One cache per split and worker process: tf.data refuses to share an on-disk cache.
     task = strategy_plan.task.replace(":", "-") or "local"
@@ -62,7 +64,7 @@ def train_candidate(
         ),
         shuffle_buffer=shuffle_buffer,
     )
-    with strategy.scope():
+    with engine.scope():
         model = build_model(config, dtype_policy=precision.policy)
     if starting.weights is not None:
         model.set_weights(starting.weights)
@@ -73,7 +75,7 @@ def train_candidate(
             validation_dataset,
             options,
             fine_tuning=starting.fine_tuning,
-            strategy=strategy,
+            strategy=engine,
             on_epoch=on_epoch,
         )
     finally:

@@ -12,6 +12,7 @@ writes its outputs under `output/learning/<run_id>/`, promoted or not.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import tempfile
@@ -192,7 +193,12 @@ def _run(run: _Run) -> JobResult:
     # TensorFlow from here on: a run with nothing to do never pays for its import.
     from training_job.pipeline import find_unreadable
     from training_job.starting_weights import load_starting_weights
-    from training_job.strategy import plan_precision, plan_strategy, visible_gpus
+    from training_job.strategy import (
+        create_strategy,
+        plan_precision,
+        plan_strategy,
+        visible_gpus,
+    )
 
     gpus = visible_gpus()
     strategy_plan = plan_strategy(
@@ -202,6 +208,9 @@ def _run(run: _Run) -> JobResult:
     log.event(
         "strategy", strategy=strategy_plan.to_json(), precision=precision.to_json(), gpus=len(gpus)
     )
+    # Before any other TensorFlow op runs (the image check below decodes with tf.data):
+    # MultiWorkerMirroredStrategy configures the collectives when the runtime starts.
+    strategy = create_strategy(strategy_plan, options.collective_timeout_seconds)
 
     local = _prepare_images(run, find_unreadable)
     splits = _usable_splits(run, local)
@@ -218,7 +227,7 @@ def _run(run: _Run) -> JobResult:
             reason=starting.reason,
             parent_version=starting.parent_version,
         )
-        candidate = _train(run, splits, starting, strategy_plan, precision)
+        candidate = _train(run, splits, starting, (strategy_plan, strategy), precision)
         if not run.is_chief:
             reason = "not the chief worker: the chief evaluates, decides and writes the outputs"
             log.event("worker_finished", reason=reason)
@@ -288,7 +297,7 @@ def _train(
     run: _Run,
     splits: Mapping[str, _Split],
     starting: StartingWeights,
-    strategy_plan: StrategyPlan,
+    strategy: tuple[StrategyPlan, Any],
     precision: PrecisionPlan,
 ) -> TrainedCandidate:
     from training_job.candidate import train_candidate
@@ -314,7 +323,7 @@ def _train(
         (splits["train"].paths, splits["train"].labels),
         (splits["val"].paths, splits["val"].labels),
         options,
-        strategy_plan=strategy_plan,
+        strategy=strategy,
         precision=precision,
         starting=starting,
         cache_folder=run.settings.cache_dir / "tfdata" / run.run_id,
@@ -330,15 +339,24 @@ def _train(
         "stopped_early": result.stopped_early,
         "seconds": result.seconds,
         "replicas": result.replicas,
-        "strategy": strategy_plan.to_json(),
+        "strategy": strategy[0].to_json(),
         "precision": precision.to_json(),
         "starting_weights": {"source": starting.source, "reason": starting.reason},
+        # The same on every worker of a multi-worker run (they all end with the same weights).
+        "weights_sha256": _weights_digest(candidate.model),
         "hyperparameters": {**options.hyperparameters(), "learning_rate": learning_rate},
     }
     run.log.event(
         "training_finished", **{k: v for k, v in run.training.items() if k != "hyperparameters"}
     )
     return candidate
+
+
+def _weights_digest(model: Any) -> str:
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(weights.astype("float32").tobytes())
+    return digest.hexdigest()
 
 
 def _evaluate(

@@ -131,6 +131,12 @@ class TrainingOptions:
         ENGINE,
         choices=COMPUTE_DTYPES,
     )
+    collective_timeout_seconds: float = _option(
+        600.0,
+        "multi-worker: a collective that waits longer fails the run (a dead worker ends the "
+        "job instead of hanging it); 0 waits forever",
+        ENGINE,
+    )
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -152,6 +158,8 @@ class TrainingOptions:
             problems.append("patience, min delta and weight decay must not be negative")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label smoothing must lie in [0, 1)")
+        if self.collective_timeout_seconds < 0:
+            problems.append("the collective timeout must not be negative")
         if self.rotation_degrees < 0 or not 0 <= self.zoom < 1:
             problems.append("the rotation must not be negative and the zoom must lie in [0, 1)")
         if self.run_id is not None:

@@ -165,8 +165,9 @@ def visible_gpus() -> list[tuple[int, int] | None]:
     return capabilities
 
 
-def create_strategy(plan: StrategyPlan) -> tf.distribute.Strategy:
-    """Build the strategy of `plan` (the multi-worker one joins the cluster it names)."""
+def create_strategy(plan: StrategyPlan, collective_timeout: float = 0.0) -> tf.distribute.Strategy:
+    """Build the strategy of `plan` (the multi-worker one joins the cluster it names; each of
+    its collectives fails after `collective_timeout` seconds, 0: never)."""
     import tensorflow as tf
 
     if plan.kind == "multi-worker":
@@ -178,7 +179,12 @@ def create_strategy(plan: StrategyPlan) -> tf.distribute.Strategy:
             task_id=int(task_index),
             rpc_layer="grpc",
         )
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout or None
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options
+        )
     if plan.kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [device.name for device in gpus] or ["/cpu:0"]

@@ -140,14 +140,16 @@ class _Steps:
 
     def _replica_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
         model = self.model
-        local_count = tf.cast(tf.shape(labels)[0], tf.float32)
+        # Label -1 marks the padding of a short last batch (`_full_batches`): it weighs nothing.
+        mask = tf.cast(labels >= 0, tf.float32)
+        local_count = tf.reduce_sum(mask)
         # The loss is averaged over the global batch, whatever its size (the last batch of an
         # epoch may be short): each replica's gradient is then its share of the global mean.
         global_count = tf.distribute.get_replica_context().all_reduce("sum", local_count)
         targets = tf.one_hot(labels, self.num_classes)
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
-            per_example = self.loss_function(targets, probabilities)
+            per_example = self.loss_function(targets, probabilities) * mask
             loss = tf.reduce_sum(per_example) / tf.maximum(global_count, 1.0)
         gradients = tape.gradient(loss, model.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
@@ -156,11 +158,14 @@ class _Steps:
         return tf.reduce_sum(per_example), correct, local_count
 
     def _replica_eval_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        mask = tf.cast(labels >= 0, tf.float32)
         probabilities = self.model(images, training=False)
         per_example = self.loss_function(tf.one_hot(labels, self.num_classes), probabilities)
         predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        matrix = tf.math.confusion_matrix(labels, predicted, self.num_classes, dtype=tf.float32)
-        return tf.reduce_sum(per_example), matrix
+        matrix = tf.math.confusion_matrix(
+            tf.maximum(labels, 0), predicted, self.num_classes, weights=mask, dtype=tf.float32
+        )
+        return tf.reduce_sum(per_example * mask), matrix
 
     def _sum(self, values: Any) -> Any:
         # One reduction per value: MultiWorkerMirroredStrategy packs a structure into one
@@ -211,6 +216,22 @@ class _Steps:
             float(np.trace(matrix) / count),
             float(per_class_f1(matrix)[present].mean()),
         )
+
+
+def _full_batches(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    """Pads a short batch up to `batch_size` with blank images labelled -1 (the steps give them
+    no weight), so that no replica is handed an empty batch: under oneDNN a convolution over an
+    empty batch returns the wrong shape and the step fails (seen with TensorFlow 2.21)."""
+
+    def pad(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        missing = tf.maximum(batch_size - tf.shape(labels)[0], 0)
+        image_padding = [[0, missing]] + [[0, 0]] * (images.shape.rank - 1)
+        return (
+            tf.pad(images, image_padding),
+            tf.pad(labels, [[0, missing]], constant_values=-1),
+        )
+
+    return dataset.map(pad)
 
 
 class _EarlyStopping:
@@ -268,6 +289,15 @@ def train_model(
     if validation_dataset is None and options.monitor != "val_loss":
         raise ValueError("early stopping on a validation metric needs a validation dataset")
     steps = _Steps(model, strategy, options, options.learning_rate_for(fine_tuning=fine_tuning))
+    if strategy.num_replicas_in_sync > 1:
+        if options.batch_size < strategy.num_replicas_in_sync:
+            raise ValueError(
+                f"the batch size ({options.batch_size}) must be at least the number of replicas "
+                f"({strategy.num_replicas_in_sync}): each replica takes a share of every batch"
+            )
+        train_dataset = _full_batches(train_dataset, options.batch_size)
+        if validation_dataset is not None:
+            validation_dataset = _full_batches(validation_dataset, options.batch_size)
     distributed_train = strategy.experimental_distribute_dataset(train_dataset)
     train_step = steps.compile(distributed_train.element_spec, steps._replica_train_step)
     distributed_validation = eval_step = None

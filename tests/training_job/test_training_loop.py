@@ -1,13 +1,8 @@
-"""The training loop: early stopping with best weights restored, strategies (including two
-MultiWorkerMirroredStrategy workers on loopback), predictions in dataset order."""
+"""The training loop: early stopping with best weights restored, strategies (including short batches
+padded so that no replica gets an empty one), predictions in dataset order."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -23,6 +18,8 @@ from training_job.training_loop import (
     HISTORY_FIELDS,
     EpochRecord,
     ModelNotInStrategyScope,
+    _full_batches,
+    _Steps,
     predict_probabilities,
     predict_with_labels,
     train_model,
@@ -161,72 +158,46 @@ def test_predict_with_labels_returns_probabilities_in_dataset_order() -> None:
     np.testing.assert_allclose(predict_probabilities(model, images_only), probabilities, atol=1e-6)
 
 
-# -- two workers -----------------------------------------------------------------------------------
+# -- short batches across replicas ----------------------------------------------------------------
+# (two workers end to end: tests/training_job/test_job_multiworker.py)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+def test_full_batches_pads_only_the_short_batch_with_unweighted_labels() -> None:
+    items, labels = films(5)
+    dataset = make_dataset(items, labels, TINY_CONFIG.image_size, 4, training=False)
+
+    batches = list(_full_batches(dataset, 4))
+
+    assert [tuple(images.shape) for images, _ in batches] == [(4, 16, 16, 1)] * 2
+    assert batches[0][1].numpy().tolist() == labels[:4]
+    assert batches[1][1].numpy().tolist() == [labels[4], -1, -1, -1]
+    assert not np.any(batches[1][0].numpy()[1:])
 
 
-def test_train_model_two_multiworker_processes_end_with_identical_weights(
-    tmp_path: Path,
-) -> None:
-    ports = _free_ports(2)
-    workers = [f"127.0.0.1:{port}" for port in ports]
-    processes = []
-    for index in range(2):
-        environment = dict(
-            os.environ,
-            PYTHONPATH=str(REPOSITORY),
-            TF_CPP_MIN_LOG_LEVEL="2",
-            TF_CONFIG=json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
-        )
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPOSITORY / "tests" / "training_job" / "multiworker_worker.py"),
-                    str(tmp_path / f"worker{index}"),
-                ],
-                env=environment,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = []
-    try:
-        for process in processes:
-            output, _ = process.communicate(timeout=240)
-            outputs.append(output)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
+def test_padded_batches_count_and_score_as_the_real_images_alone() -> None:
+    keras.utils.set_random_seed(0)
+    items, labels = films(5)
+    size = TINY_CONFIG.image_size
+    plain = make_dataset(items, labels, size, 4, training=False)
+    padded = _full_batches(plain, 4)
+    # No dropout: the two training passes must see the same network.
+    model = build_model(
+        TINY_CONFIG.replace(transformer_dropout=0.0, head_dropout=0.0, head_mlp_dropout=0.0)
+    )
+    steps = _Steps(model, tf.distribute.get_strategy(), TrainingOptions(), learning_rate=0.0)
 
-    finals = [np.load(tmp_path / f"worker{index}" / "final.npz") for index in range(2)]
-    initial = np.load(tmp_path / "worker0" / "initial.npz")
-    histories = [
-        json.loads((tmp_path / f"worker{index}" / "history.json").read_text()) for index in range(2)
+    scores = [
+        steps.validate(data, steps.compile(data.element_spec, steps._replica_eval_step))
+        for data in (plain, padded)
     ]
-    assert [history["replicas"] for history in histories] == [2, 2]
-    for name in finals[0].files:
-        np.testing.assert_array_equal(finals[0][name], finals[1][name])
-    assert any(not np.array_equal(finals[0][name], initial[name]) for name in initial.files)
-    losses = [[row["loss"] for row in history["history"]] for history in histories]
-    assert losses[0] == losses[1]
+    totals = [
+        steps.train_epoch(data, steps.compile(data.element_spec, steps._replica_train_step))
+        for data in (plain, padded)
+    ]
+
+    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)
+    assert totals[0][2] == totals[1][2] == 5
+    np.testing.assert_allclose(totals[0][:2], totals[1][:2], rtol=1e-5)
 
 
 def test_train_model_mixed_bfloat16_model_trains_with_finite_loss(

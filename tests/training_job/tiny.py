@@ -1,6 +1,5 @@
 """A tiny CNN-ViT config that trains in a fraction of a second per epoch (for loop mechanics,
-not skill). Also imported by multiworker_worker.py, run as a script with the repository root on
-PYTHONPATH, so it imports nothing from the test fixtures."""
+not skill)."""
 
 from __future__ import annotations
 
