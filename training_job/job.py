@@ -194,6 +194,7 @@ def _run(run: _Run) -> JobResult:
     from training_job.pipeline import find_unreadable
     from training_job.starting_weights import load_starting_weights
     from training_job.strategy import (
+        chief_text,
         create_strategy,
         plan_precision,
         plan_strategy,
@@ -211,6 +212,12 @@ def _run(run: _Run) -> JobResult:
     # Before any other TensorFlow op runs (the image check below decodes with tf.data):
     # MultiWorkerMirroredStrategy configures the collectives when the runtime starts.
     strategy = create_strategy(strategy_plan, options.collective_timeout_seconds)
+    if strategy_plan.kind == "multi-worker" and options.run_id is None:
+        # Each worker drew its own id; the chief's names the run (and its folder) on all.
+        tentative = run.run_id
+        run.run_id = log.run_id = chief_text(strategy, run.run_id, is_chief=run.is_chief)
+        run.outputs = LearningOutputs(run.areas.root, run.run_id)
+        log.event("run_id_agreed", tentative=tentative)
 
     local = _prepare_images(run, find_unreadable)
     splits = _usable_splits(run, local)

@@ -87,6 +87,25 @@ def parse_tf_config(text: str | None) -> dict[str, Any] | None:
     return document
 
 
+def indexed_job_tf_config(
+    *, index: int, workers: int, job_name: str, service: str, port: int = 2222
+) -> str:
+    """`TF_CONFIG` for a pod of a Kubernetes Indexed Job (no Training Operator).
+
+    Kubernetes names the pod of completion index i `<job name>-<i>` and, with the Job's headless
+    Service as the pod's `subdomain`, resolves `<job name>-<i>.<service>` inside the namespace.
+    Worker 0 is the chief.
+    """
+    if workers < 1 or not 0 <= index < workers:
+        raise ValueError(f"completion index {index} is not one of {workers} workers")
+    if not job_name or not service:
+        raise ValueError("the job name and the worker Service must be given")
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid worker port {port}")
+    hosts = [f"{job_name}-{each}.{service}:{port}" for each in range(workers)]
+    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
 def _is_chief(document: Mapping[str, Any]) -> bool:
     task_type, index = document["task"]["type"], int(document["task"]["index"])
     if task_type == "chief":
@@ -165,6 +184,9 @@ def visible_gpus() -> list[tuple[int, int] | None]:
     return capabilities
 
 
+_SHARED_TEXT_BYTES = 128
+
+
 def create_strategy(plan: StrategyPlan, collective_timeout: float = 0.0) -> tf.distribute.Strategy:
     """Build the strategy of `plan` (the multi-worker one joins the cluster it names; each of
     its collectives fails after `collective_timeout` seconds, 0: never)."""
@@ -190,3 +212,27 @@ def create_strategy(plan: StrategyPlan, collective_timeout: float = 0.0) -> tf.d
         devices = [device.name for device in gpus] or ["/cpu:0"]
         return tf.distribute.MirroredStrategy(devices=devices)
     return tf.distribute.get_strategy()
+
+
+def chief_text(strategy: tf.distribute.Strategy, text: str, *, is_chief: bool) -> str:
+    """The chief's `text` on every worker (one all-reduce; at most 128 UTF-8 bytes).
+
+    The workers of one cluster agree this way on the run id, so every log line of a run names
+    the same one even when the orchestrator could not hand them a common `--run-id`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    encoded = text.encode("utf-8")
+    if len(encoded) > _SHARED_TEXT_BYTES:
+        raise ValueError(f"at most {_SHARED_TEXT_BYTES} bytes can be shared, not {len(encoded)}")
+    values = np.zeros(_SHARED_TEXT_BYTES, np.int32)
+    if is_chief:
+        values[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    contribution = tf.constant(values)
+    # Every local replica of the chief adds its copy: divide by the replicas per worker.
+    total = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(contribution)), axis=None
+    )
+    shared = total.numpy() // len(strategy.extended.worker_devices)
+    return bytes(shared[shared > 0].astype(np.uint8).tolist()).decode("utf-8")

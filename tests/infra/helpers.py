@@ -23,8 +23,9 @@ COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 COMPOSE_GPU_FILE = COMPOSE_DIR / "compose.gpu.yaml"
 DOCKER_DIR = INFRA / "docker"
 TFSERVING_DIR = INFRA / "tfserving"
-OVERLAYS = ("dev", "gpu")
+OVERLAYS = ("dev", "gpu", "gpu-tfjob", "gpu-indexed")
 KNATIVE_API = "serving.knative.dev/v1"
+TFJOB_API = "kubeflow.org/v1"
 
 # Our three images, by the Dockerfile that builds them and the last part of their image name.
 DEPLOYABLES = ("functions", "sync", "training")
@@ -82,23 +83,37 @@ def find(docs: list[dict[str, Any]], kind: str, name: str, api: str | None = Non
     return matches[0]
 
 
-def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """The pod spec inside a workload (Deployment, Job, CronJob, Knative Service), or None."""
+def pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, pod template) of every pod a workload starts: one for a Deployment, Job, CronJob
+    or Knative Service, one per replica type for a TFJob; [] for other objects."""
     kind = doc.get("kind")
     if kind == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        return [("", doc["spec"]["jobTemplate"]["spec"]["template"])]
     if kind in {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}:
-        return doc["spec"]["template"]["spec"]
+        return [("", doc["spec"]["template"])]
     if kind == "Service" and doc.get("apiVersion") == KNATIVE_API:
-        return doc["spec"]["template"]["spec"]
-    return None
+        return [("", doc["spec"]["template"])]
+    if kind == "TFJob" and doc.get("apiVersion") == TFJOB_API:
+        return [
+            (f" {replica}", spec["template"])
+            for replica, spec in doc["spec"]["tfReplicaSpecs"].items()
+        ]
+    return []
+
+
+def pod_specs(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, pod spec) of every pod template of a workload (see `pod_templates`)."""
+    return [(where, template["spec"]) for where, template in pod_templates(doc)]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec of a workload with a single pod template, or None."""
+    specs = pod_specs(doc)
+    return specs[0][1] if len(specs) == 1 else None
 
 
 def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
-    if doc["kind"] == "CronJob":
-        template = doc["spec"]["jobTemplate"]["spec"]["template"]
-    else:
-        template = doc["spec"]["template"]
+    ((_, template),) = pod_templates(doc)
     return dict(template.get("metadata", {}).get("labels", {}))
 
 
@@ -138,28 +153,28 @@ def k8s_containers(overlay: str, docs: list[dict[str, Any]]) -> Iterator[Contain
         doc["metadata"]["name"]: doc.get("data", {}) for doc in docs if doc["kind"] == "ConfigMap"
     }
     for doc in docs:
-        spec = pod_spec(doc)
-        if spec is None:
-            continue
-        for group in ("initContainers", "containers"):
-            for container in spec.get(group, []):
-                names = {item["name"] for item in container.get("env", [])}
-                for source in container.get("envFrom", []):
-                    assert "secretRef" not in source, (
-                        f"{doc['metadata']['name']}/{container['name']}: take secrets by name "
-                        "(secretKeyRef), so every name a manifest sets is visible"
+        for replica, spec in pod_specs(doc):
+            for group in ("initContainers", "containers"):
+                for container in spec.get(group, []):
+                    names = {item["name"] for item in container.get("env", [])}
+                    for source in container.get("envFrom", []):
+                        assert "secretRef" not in source, (
+                            f"{doc['metadata']['name']}/{container['name']}: take secrets by name "
+                            "(secretKeyRef), so every name a manifest sets is visible"
+                        )
+                        reference = source["configMapRef"]["name"]
+                        assert reference in config_maps, (
+                            f"envFrom names unknown ConfigMap {reference}"
+                        )
+                        names |= {source.get("prefix", "") + key for key in config_maps[reference]}
+                    workload = f"{doc['kind']}/{doc['metadata']['name']}{replica}"
+                    yield Container(
+                        where=f"overlays/{overlay} {workload} {group[:-1]} {container['name']}",
+                        image=container["image"],
+                        env_names=names,
+                        command=[*container.get("command", []), *container.get("args", [])],
+                        spec=container,
                     )
-                    reference = source["configMapRef"]["name"]
-                    assert reference in config_maps, f"envFrom names unknown ConfigMap {reference}"
-                    names |= {source.get("prefix", "") + key for key in config_maps[reference]}
-                yield Container(
-                    where=f"overlays/{overlay} {doc['kind']}/{doc['metadata']['name']} "
-                    f"{group[:-1]} {container['name']}",
-                    image=container["image"],
-                    env_names=names,
-                    command=[*container.get("command", []), *container.get("args", [])],
-                    spec=container,
-                )
 
 
 def load_compose(*paths: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,14 @@ from tests.infra.helpers import (
     K8S,
     KNATIVE_API,
     OVERLAYS,
+    TFJOB_API,
     TFSERVING_DIR,
     find,
     k8s_containers,
     load_documents,
     pod_labels,
     pod_spec,
+    pod_specs,
     render,
 )
 
@@ -186,7 +190,8 @@ def test_overlay_render_holds_every_part(overlay: str, docs: list[dict[str, Any]
         ("ServiceAccount", "xray-training"),
     } <= kinds
     assert knative == set(FUNCTIONS)
-    assert (("HorizontalPodAutoscaler", "tfserving") in kinds) == (overlay == "gpu")
+    assert (("HorizontalPodAutoscaler", "tfserving") in kinds) == overlay.startswith("gpu")
+    assert (("TFJob", "training-distributed") in kinds) == (overlay == "gpu-tfjob")
 
 
 def test_overlay_every_object_in_namespace_xray(docs: list[dict[str, Any]]) -> None:
@@ -201,15 +206,15 @@ def test_overlay_core_objects_pass_strict_kubernetes_schema(
 ) -> None:
     skipped = set()
     for doc in docs:
-        if _is_knative(doc):
-            skipped.add(doc["apiVersion"])  # a CRD: checked by the Knative tests below
+        if _is_knative(doc) or doc["apiVersion"] == TFJOB_API:
+            skipped.add(doc["apiVersion"])  # a CRD: checked by its own tests below
             continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} (k8s {version}): {error}")
 
-    assert skipped == {KNATIVE_API}, "only the Knative CRD may bypass the Kubernetes schemas"
+    assert skipped <= {KNATIVE_API, TFJOB_API}, "only the Knative and TFJob CRDs may bypass"
 
 
 def test_kubernetes_validate_wrong_field_rejected(docs: list[dict[str, Any]]) -> None:
@@ -487,10 +492,7 @@ def test_overlay_every_container_requests_and_limits(
 def test_overlay_every_pod_non_root_without_escalation(
     overlay: str, docs: list[dict[str, Any]]
 ) -> None:
-    for doc in docs:
-        spec = pod_spec(doc)
-        if spec is None:
-            continue
+    for doc, spec in ((each, spec) for each in docs for _, spec in pod_specs(each)):
         for container in [*spec.get("initContainers", []), *spec["containers"]]:
             context = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
 
@@ -596,7 +598,7 @@ def test_gpu_overlay_training_requests_gpu() -> None:
 TFSERVING_COPIES = {
     "base/tfserving/batching_parameters.txt": "batching_parameters.txt",
     "base/tfserving/monitoring.config": "monitoring.config",
-    "overlays/gpu/tfserving/batching_parameters.gpu.txt": "batching_parameters.gpu.txt",
+    "components/gpu/tfserving/batching_parameters.gpu.txt": "batching_parameters.gpu.txt",
 }
 
 
@@ -616,3 +618,221 @@ def test_tfserving_config_copies_all_used() -> None:
 
     for copy_path in TFSERVING_COPIES:
         assert Path(copy_path).name in referenced
+
+
+# --- training on several nodes -------------------------------------------------------------
+
+TFJOB_SCHEMA = json.loads(
+    (Path(__file__).parent / "data" / "tfjob-v1-focused.schema.json").read_text()
+)
+TFJOB_PORT = 2222  # the operator's TFJobDefaultPort, read from the port named tfjob-port
+
+
+def _tfjob() -> dict[str, Any]:
+    return find(render("gpu-tfjob"), "TFJob", "training-distributed", TFJOB_API)
+
+
+def _tfjob_errors(tfjob: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(TFJOB_SCHEMA)
+    return [
+        f"{error.message} at {list(error.path)}"
+        for error in sorted(validator.iter_errors(tfjob), key=lambda error: list(error.path))
+    ]
+
+
+def test_tfjob_matches_strict_crd_schema() -> None:
+    assert _tfjob_errors(_tfjob()) == []
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        lambda job: job["spec"]["runPolicy"].update(suspended=True),  # misspelt
+        lambda job: job["spec"]["tfReplicaSpecs"].update(
+            worker=job["spec"]["tfReplicaSpecs"]["Worker"]
+        ),
+        lambda job: job["spec"]["tfReplicaSpecs"]["Worker"].update(restartPolicy="Sometimes"),
+        lambda job: job["spec"]["runPolicy"].update(cleanPodPolicy="Everything"),
+        lambda job: job["metadata"].update(name="Training_Distributed"),
+    ],
+)
+def test_tfjob_schema_rejects_what_the_operator_would(mutation: Any) -> None:
+    tfjob = copy.deepcopy(_tfjob())
+    mutation(tfjob)
+
+    assert _tfjob_errors(tfjob)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_tfjob_pod_templates_pass_strict_pod_template_schema(version: str) -> None:
+    validator = _validator("podtemplatespec-v1.json", version)
+
+    for replica, spec in _tfjob()["spec"]["tfReplicaSpecs"].items():
+        errors = list(validator.iter_errors(spec["template"]))
+        assert not errors, f"{replica}: {errors[0].message}"
+
+
+def test_tfjob_passes_the_operators_webhook_rules() -> None:
+    # kubeflow/training-operator v1.9.0 pkg/webhooks/tensorflow/tfjob_webhook.go
+    # validateTFReplicaSpecs: in every replica a container named `tensorflow`, every container
+    # with an image; at most one Chief or Master.
+    replicas = _tfjob()["spec"]["tfReplicaSpecs"]
+
+    for spec in replicas.values():
+        containers = spec["template"]["spec"]["containers"]
+        assert "tensorflow" in {container["name"] for container in containers}
+        assert all(container.get("image") for container in containers)
+    assert sum(replicas[kind]["replicas"] for kind in ("Chief", "Master") if kind in replicas) == 1
+
+
+def test_tfjob_chief_and_workers_run_the_same_pod_on_gpus() -> None:
+    tfjob = _tfjob()
+    chief, worker = (tfjob["spec"]["tfReplicaSpecs"][kind] for kind in ("Chief", "Worker"))
+    (container,) = chief["template"]["spec"]["containers"]
+
+    assert chief["template"] == worker["template"]
+    assert worker["replicas"] >= 1
+    assert container["command"] == ["python", "-m", "training_job"]
+    assert container["args"][container["args"].index("--strategy") + 1] in {"auto", "multi-worker"}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"].startswith("registry.example.com/xray/training:")
+    assert "TF_CONFIG" not in {item["name"] for item in container.get("env", [])}, (
+        "the operator writes TF_CONFIG"
+    )
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
+        "tfjob-port": TFJOB_PORT
+    }
+
+
+def test_tfjob_is_a_suspended_template_with_bounded_retries() -> None:
+    policy = _tfjob()["spec"]["runPolicy"]
+
+    # Applying the overlay must start nothing, and re-applying it must never touch a run.
+    assert policy["suspend"] is True
+    assert 0 <= policy["backoffLimit"] <= 3
+    assert policy["activeDeadlineSeconds"] > 0
+    programs = {
+        _run_copy_program((K8S.parent / "README.md").read_text(encoding="utf-8")),
+        _run_copy_program(
+            (K8S / "components" / "tfjob" / "tfjob.yaml").read_text(encoding="utf-8"), "#"
+        ),
+    }
+    assert len(programs) == 1, "the README and the template document the same command"
+
+
+def _run_copy_program(text: str, comment: str = "") -> str:
+    """The jq program of the documented `get tfjob ... | jq '...' | kubectl create` command."""
+    lines = [line.strip().removeprefix(comment).strip() for line in text.splitlines()]
+    start = lines.index("kubectl -n xray get tfjob training-distributed -o json \\")
+    command = " ".join(lines[start : start + 6])
+    match = re.search(r"\| jq '(.*?)' \\ \| kubectl create -f -", command)
+    assert match, command
+    return match.group(1)
+
+
+def test_tfjob_documented_run_copy_is_a_valid_unsuspended_tfjob() -> None:
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip("jq is not installed")
+    template = {**_tfjob(), "status": {"conditions": []}}
+    program = _run_copy_program((K8S.parent / "README.md").read_text(encoding="utf-8"))
+
+    result = subprocess.run(
+        [jq, program], input=json.dumps(template), capture_output=True, text=True, check=True
+    )
+    run = json.loads(result.stdout)
+
+    assert _tfjob_errors(run) == []
+    assert run["spec"]["runPolicy"]["suspend"] is False
+    assert "status" not in run
+    assert run["metadata"]["namespace"] == "xray"
+    assert re.fullmatch(r"training-distributed-\d+", run["metadata"]["name"])
+    assert run["spec"]["tfReplicaSpecs"] == template["spec"]["tfReplicaSpecs"]
+
+
+def test_tfjob_network_policy_admits_the_replicas_on_their_port() -> None:
+    docs = render("gpu-tfjob")
+    policy = find(docs, "NetworkPolicy", "training-distributed")["spec"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    labels = _tfjob()["spec"]["tfReplicaSpecs"]["Worker"]["template"]["metadata"]["labels"]
+
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert source["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [port["port"] for port in rule["ports"]] == [TFJOB_PORT]
+
+
+def _indexed() -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    docs = render("gpu-indexed")
+    job = find(docs, "CronJob", "training")["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    return docs, job, container
+
+
+def test_indexed_job_starts_every_worker_together_and_fails_as_one() -> None:
+    _, job, container = _indexed()
+    env = {item["name"]: item for item in container["env"]}
+
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] == int(env["TRAINING_WORKERS"]["value"]) >= 2
+    assert job["backoffLimit"] == 0
+    assert env["TRAINING_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_indexed_job_pods_find_one_another_through_the_headless_service() -> None:
+    from training_job.settings import TrainingJobSettings
+    from training_job.strategy import is_chief_task, parse_tf_config
+
+    docs, job, container = _indexed()
+    pod = job["template"]
+    service = find(docs, "Service", "training-workers")["spec"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    port = int(env["TRAINING_WORKER_PORT"])
+    workers = int(env["TRAINING_WORKERS"])
+
+    assert pod["spec"]["subdomain"] == env["TRAINING_WORKER_SERVICE"] == "training-workers"
+    assert service["clusterIP"] == "None"
+    assert service["publishNotReadyAddresses"] is True
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [entry["port"] for entry in service["ports"]] == [port]
+    assert port in {entry["containerPort"] for entry in container["ports"]}
+    # What each pod derives: Kubernetes names pod i `<job>-<i>` and sets JOB_COMPLETION_INDEX.
+    job_name = "training-29410560"
+    chiefs = []
+    for index in range(workers):
+        environ = {
+            **{name: value for name, value in env.items() if value is not None},
+            "TRAINING_JOB_NAME": job_name,
+            "JOB_COMPLETION_INDEX": str(index),
+        }
+        tf_config = TrainingJobSettings.from_env(environ).tf_config
+        document = parse_tf_config(tf_config)
+        assert document is not None
+        assert document["cluster"]["worker"] == [
+            f"{job_name}-{each}.training-workers:{port}" for each in range(workers)
+        ]
+        chiefs.append(is_chief_task(tf_config))
+    assert chiefs == [True] + [False] * (workers - 1)
+
+
+def test_indexed_job_network_policy_admits_the_workers_on_their_port() -> None:
+    docs, job, _ = _indexed()
+    policy = find(docs, "NetworkPolicy", "training-workers")["spec"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    labels = job["template"]["metadata"]["labels"]
+
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert source["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [entry["port"] for entry in rule["ports"]] == [2222]
+
+
+def test_single_node_overlays_keep_the_plain_training_job() -> None:
+    for overlay in ("dev", "gpu", "gpu-tfjob"):
+        job = find(render(overlay), "CronJob", "training")["spec"]["jobTemplate"]["spec"]
+
+        assert "completionMode" not in job, overlay
+        assert "subdomain" not in job["template"]["spec"], overlay

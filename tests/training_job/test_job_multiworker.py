@@ -1,5 +1,6 @@
 """The whole training job as two processes under MultiWorkerMirroredStrategy (TF_CONFIG on
-loopback), on a folder and on moto's S3: one learning run, one published version, the same
+loopback; plain workers, and a Chief and a Worker as the Kubeflow Training Operator describes them),
+on a folder and on moto's S3: one learning run, one published version, the same
 weights on both workers, nothing written by the worker (on a folder it runs on a copy of the
 store, unchanged at the end); a worker that dies mid-run fails the job
 cleanly, with no version published."""
@@ -26,7 +27,6 @@ from tests.conftest import FAKE_AWS
 pytestmark = pytest.mark.slow
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-RUN_ID = "20261207T000000Z-multiw"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -44,16 +44,21 @@ class Worker:
     """One `python -m training_job` process of the cluster; its JSON lines collected as read."""
 
     def __init__(
-        self, index: int, workers: list[str], env: dict[str, str], work: Path, args: list[str]
+        self,
+        index: int,
+        hosts: list[str],
+        env: dict[str, str],
+        work: Path,
+        args: list[str],
+        *,
+        tfjob: bool = False,
     ) -> None:
         environment = {
             **env,
             "PYTHONPATH": str(REPOSITORY),
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "TRAINING_CACHE_DIR": str(work / f"cache-{index}"),
-            "TF_CONFIG": json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
+            "TF_CONFIG": _tf_config(hosts, index, tfjob=tfjob),
         }
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
@@ -62,8 +67,6 @@ class Worker:
                 sys.executable,
                 "-m",
                 "training_job",
-                "--run-id",
-                RUN_ID,
                 "--preset",
                 "small",
                 "--batch-size",
@@ -129,6 +132,19 @@ def _store_env(
     }
 
 
+def _tf_config(hosts: list[str], index: int, *, tfjob: bool) -> str:
+    """Worker `index`'s TF_CONFIG: plain workers (worker 0 the chief), or as the Kubeflow
+    Training Operator writes it for a TFJob with one Chief and Workers (tensorflow.go
+    genTFConfigJSONStr: lower-case replica types, "environment": "cloud")."""
+    if not tfjob:
+        return json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        )
+    task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
+    cluster = {"chief": hosts[:1], "worker": hosts[1:]}
+    return json.dumps({"cluster": cluster, "task": task, "environment": "cloud"})
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -149,9 +165,11 @@ def cluster(
     return env, areas.root, workers
 
 
-@pytest.mark.parametrize("cluster", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize(
+    ("cluster", "tfjob"), [("local", False), ("s3", True)], indirect=["cluster"]
+)
 def test_whole_job_on_two_workers_publishes_once_with_the_same_weights(
-    cluster: tuple[dict[str, str], Store, list[str]], tmp_path: Path
+    cluster: tuple[dict[str, str], Store, list[str]], tfjob: bool, tmp_path: Path
 ) -> None:
     env, root, workers = cluster
     worker_env = env
@@ -161,8 +179,9 @@ def test_whole_job_on_two_workers_publishes_once_with_the_same_weights(
         worker_env = {**env, "STORAGE_URL": str(tmp_path / "worker-store")}
         before = _snapshot(tmp_path / "worker-store")
     args = ["--epochs", "2"]
-    chief = Worker(0, workers, env, tmp_path, args)
-    worker = Worker(1, workers, worker_env, tmp_path, args)
+    # No --run-id: the workers agree on the chief's.
+    chief = Worker(0, workers, env, tmp_path, args, tfjob=tfjob)
+    worker = Worker(1, workers, worker_env, tmp_path, args, tfjob=tfjob)
     try:
         codes = [chief.finish(), worker.finish()]
     finally:
@@ -173,8 +192,14 @@ def test_whole_job_on_two_workers_publishes_once_with_the_same_weights(
     registry = json.loads(root.get_bytes(keys.model_registry("cnn_vit")))
     assert sorted(registry["versions"]) == ["1"]
     assert registry["stable"] == 1
+    (started,) = chief.named("job_started")
+    (agreed,) = worker.named("run_id_agreed")
+    assert agreed["run_id"] == started["run_id"] != agreed["tentative"]
+    assert {event["run_id"] for event in worker.events[worker.events.index(agreed) :]} == {
+        started["run_id"]
+    }
     runs = {info.key.split("/")[2] for info in root.list(keys.LEARNING_AREA)}
-    assert runs == {RUN_ID}
+    assert runs == {started["run_id"]}
     (chief_trained,) = chief.named("training_finished")
     (worker_trained,) = worker.named("training_finished")
     assert chief_trained["replicas"] == worker_trained["replicas"] == 2
