@@ -3,8 +3,10 @@
 Checked in order, cheapest first and before any pixel is decoded: size, non-empty, declared type
 against the magic bytes (PNG and JPEG only), nothing after a PNG's last chunk (polyglots),
 Pillow opening with a format allowlist, the pixel cap (decompression-bomb warnings are errors),
-then integrity: a PNG's chunk checksums (`verify()`, no inflating) or a JPEG's whole entropy
-stream decoded at 1/8 scale (JPEG has no checksums).
+then integrity: a PNG's chunk checksums (`verify()`) and its compressed image stream inflated
+to the end (output counted and dropped, never held: a stream cut short under valid checksums is
+caught here, not by the model), or a JPEG's whole entropy stream decoded at 1/8 scale (JPEG has
+no checksums).
 
 The bytes go to the model unchanged (it decodes and preprocesses in-graph, DESIGN decision 2),
 with two exceptions the model could not handle as the user means them, re-encoded losslessly as
@@ -19,6 +21,7 @@ import hashlib
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -109,6 +112,62 @@ def _png_end(data: bytes) -> int | None:
     return None
 
 
+# Samples per pixel of each PNG colour type (PNG specification, IHDR).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# Adam7 passes: (first column, first row, column step, row step).
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_INFLATE_STEP = 1 << 16
+
+
+def _png_image_bytes(data: bytes) -> int:
+    """How many bytes the PNG's image stream inflates to (filter bytes included), from IHDR."""
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    bits = _PNG_CHANNELS[colour] * depth
+
+    def stream(columns: int, rows: int) -> int:
+        return rows * (1 + (columns * bits + 7) // 8) if columns and rows else 0
+
+    if not interlace:
+        return stream(width, height)
+    return sum(
+        stream((width - x + dx - 1) // dx, (height - y + dy - 1) // dy) for x, y, dx, dy in _ADAM7
+    )
+
+
+def _png_stream_complete(data: bytes) -> bool:
+    """Whether the IDAT chunks inflate to at least the whole image (the output is counted in
+    64 KiB steps and dropped, so memory stays bounded whatever the stream claims)."""
+    expected = _png_image_bytes(data)
+    inflater = zlib.decompressobj()
+    produced = 0
+    position = len(_PNG_MAGIC)
+    try:
+        while position + 8 <= len(data) and produced < expected:
+            (length,) = struct.unpack_from(">I", data, position)
+            if data[position + 4 : position + 8] == b"IDAT":
+                pending = data[position + 8 : position + 8 + length]
+                while pending and produced < expected:
+                    produced += len(inflater.decompress(pending, _INFLATE_STEP))
+                    pending = inflater.unconsumed_tail
+            position += 12 + length
+        while produced < expected and not inflater.eof:
+            step = inflater.decompress(b"", _INFLATE_STEP)
+            if not step:
+                break
+            produced += len(step)
+    except zlib.error:
+        return False
+    return produced >= expected
+
+
 def validate_image(
     data: bytes, declared_type: str | None, *, max_bytes: int, max_pixels: int
 ) -> ValidatedImage:
@@ -173,7 +232,9 @@ def _checked(
 
     try:
         if detected == "PNG":
-            image.verify()  # every chunk's CRC and the chunk structure; no pixel is inflated
+            image.verify()  # every chunk's CRC and the chunk structure
+            if not _png_stream_complete(data):
+                raise InvalidImage("the PNG image data is cut short or corrupt")
             return validated(data, width, height)
         orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
         needs_rgb = upload_mode == "CMYK"

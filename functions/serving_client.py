@@ -9,6 +9,13 @@ full-jitter backoff inside one total deadline; what is left is mapped to the cal
 unreachable or not loaded (model, version or label) 503 (with Retry-After), timed out 504, error
 or malformed answer 502. The upstream URL and message never reach the caller.
 
+Fail fast (`functions.breaker`): every attempt asks the endpoint's circuit breaker first and
+reports whether the server was healthy (unreachable, 503, 404 not loaded, 429, 5xx and timeouts
+are failures; an answer, even a refusal of the request, is a success). While the breaker is
+open a call is answered 503 at once, with no upstream call and a Retry-After until the next
+probe. A bulkhead bounds the calls in flight per process (`TF_SERVING_MAX_IN_FLIGHT`), so a
+hanging model server cannot hold every request thread.
+
 Grad-CAM asks for `gradcam_overlay` (no heatmap in the answer: REST has no output filter, and an
 S x S float heatmap written, sent and parsed as JSON text costs more than computing it) unless
 the caller wants the heatmap. Versions exported before that signature existed answer 400 naming
@@ -39,7 +46,8 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from common.logs import log_event
-from functions.errors import BadGateway, ModelTimeout, ModelUnavailable
+from functions.breaker import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, Permit
+from functions.errors import BadGateway, InvalidImage, ModelTimeout, ModelUnavailable
 from functions.settings import ServingSettings
 from model_contract.artifact import (
     CLASS_INDEX_OUTPUT,
@@ -71,6 +79,15 @@ _PNG_IHDR = b"\x00\x00\x00\x0dIHDR"
 _PROBABILITY_SLACK = 1e-4
 # TF Serving's 400 for a label assigned to no loaded version (reference/tfserving.md).
 _UNASSIGNED_LABEL = "Unrecognized servable version label"
+# TensorFlow's own messages (2.21) when the model's in-graph decoder cannot read the image bytes:
+# the caller's image, not the model, is at fault. Matched exactly, not by loose words.
+_UNDECODABLE_IMAGE = re.compile(
+    r"Invalid PNG data, size \d+"
+    r"|Invalid PNG\. Failed to initialize decoder\."
+    r"|Invalid PNG header, data size \d+"
+    r"|jpeg::Uncompress failed\. Invalid JPEG data or crop window\."
+    r"|Unknown image file format\. One of [A-Z][A-Za-z ,]* required\."
+)
 # Upstream error texts may echo request fragments; long base64 runs are cut before logging.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/=]{40,}")
 _BACKOFF_BASE_SECONDS = 0.05
@@ -195,6 +212,13 @@ class ServingClient:
         )
         self._url = _predict_url(settings)
         self._overlay_support = _OverlaySupport(clock)
+        endpoint = _endpoint_name(settings)
+        self._breaker = CircuitBreaker(endpoint, settings.breaker, clock=clock)
+        self._bulkhead = Bulkhead(endpoint, settings.breaker.max_in_flight)
+
+    def health(self) -> dict[str, Any]:
+        """The endpoint's circuit breaker and bulkhead, as numbers."""
+        return {"breaker": self._breaker.stats(), "bulkhead": self._bulkhead.stats()}
 
     def predict(self, images: Sequence[bytes]) -> list[Prediction]:
         """One prediction per image, in order (`serving_default`)."""
@@ -270,6 +294,28 @@ class ServingClient:
     # -- transport -----------------------------------------------------------------------------
 
     def _call(self, payload: dict[str, Any]) -> Any:
+        try:
+            with self._bulkhead:
+                return self._call_with_retries(payload)
+        except BulkheadFull:
+            log_event(
+                logger,
+                "model_calls_saturated",
+                logging.WARNING,
+                f"{self._bulkhead.limit} calls to the model server are in flight already",
+                limit=self._bulkhead.limit,
+            )
+            raise ModelUnavailable(
+                "too many calls to the model server are in flight; retry later", retry_after=1
+            ) from None
+
+    def _permit(self) -> Permit:
+        try:
+            return self._breaker.allow()
+        except CircuitOpen as exc:
+            raise ModelUnavailable(retry_after=exc.retry_after) from None
+
+    def _call_with_retries(self, payload: dict[str, Any]) -> Any:
         body = json.dumps(payload).encode("utf-8")
         settings = self._settings
         deadline = self._clock() + settings.deadline
@@ -279,6 +325,7 @@ class ServingClient:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise ModelTimeout()
+            permit = self._permit()
             timeout = urllib3.Timeout(
                 connect=min(settings.connect_timeout, remaining),
                 read=min(settings.read_timeout, remaining),
@@ -296,9 +343,11 @@ class ServingClient:
             except ReadTimeoutError:
                 # Not retried: the server may still be working on it, and the deadline is
                 # better spent answering than queueing a second copy.
+                permit.failure("read timeout")
                 raise ModelTimeout() from None
             except (ConnectTimeoutError, ProtocolError) as exc:
                 # Refused, reset, or a kept-alive connection the server had closed.
+                permit.failure(type(exc).__name__)
                 if self._may_retry(attempt, deadline):
                     continue
                 log_event(
@@ -310,6 +359,7 @@ class ServingClient:
                 )
                 raise self._unavailable() from None
             except HTTPError as exc:
+                permit.failure(type(exc).__name__)
                 log_event(
                     logger,
                     "model_call_failed",
@@ -318,7 +368,14 @@ class ServingClient:
                     reason=type(exc).__name__,
                 )
                 raise self._unavailable() from None
+            except BaseException:
+                permit.release()
+                raise
             status = response.status
+            if _server_unhealthy(status, response.data):
+                permit.failure(f"HTTP {status}")
+            else:
+                permit.success()
             if status == 200:
                 try:
                     return json.loads(response.data, parse_constant=_refuse_constant)
@@ -346,7 +403,11 @@ class ServingClient:
         return True
 
     def _unavailable(self) -> ModelUnavailable:
-        return ModelUnavailable(retry_after=self._settings.retry_after_seconds)
+        # An open breaker knows when the next call may go through; otherwise the setting.
+        retry_after = self._settings.retry_after_seconds
+        if self._breaker.state != "closed":
+            retry_after = self._breaker.retry_after()
+        return ModelUnavailable(retry_after=retry_after)
 
     def _error_for(self, status: int, data: bytes) -> Exception:
         log_event(
@@ -364,6 +425,8 @@ class ServingClient:
             return self._unavailable()
         if status == 504:
             return ModelTimeout()
+        if status == 400 and _UNDECODABLE_IMAGE.search(_error_text(data)):
+            return InvalidImage("the model cannot decode the image")
         return BadGateway()
 
     def _malformed(self, exc: Exception) -> BadGateway:
@@ -394,6 +457,21 @@ def _predict_url(settings: ServingSettings) -> str:
     elif settings.model_label:
         path += f"/labels/{quote(settings.model_label, safe='')}"
     return settings.url + path + ":predict"
+
+
+def _endpoint_name(settings: ServingSettings) -> str:
+    if settings.model_version is not None:
+        return f"{settings.model_name}/versions/{settings.model_version}"
+    if settings.model_label:
+        return f"{settings.model_name}/labels/{settings.model_label}"
+    return settings.model_name
+
+
+def _server_unhealthy(status: int, data: bytes) -> bool:
+    """Whether an answer counts against the model server's health: unavailable (503, a label
+    no version holds), not loaded (404), overloaded (429) or a server error (5xx). A 400 about
+    the request proves the server alive."""
+    return status in (404, 429) or status >= 500 or _is_unavailable(status, data)
 
 
 def _refuse_constant(name: str) -> float:

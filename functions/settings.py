@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from common.logs import log_event
 from common.settings import EnvReader
+from functions.breaker import BreakerSettings
 from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
 from storage import StorageSettings
 
@@ -62,6 +63,7 @@ class ServingSettings:
     deadline: float = 15.0
     pool_size: int = 16
     retry_after_seconds: int = 5
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
 
 @dataclass(frozen=True)
@@ -214,30 +216,27 @@ class FunctionSettings:
 
 
 def _read_secret_key(env: EnvReader, environment: str) -> tuple[str, bool]:
-    """The JWT key: required (>= 32 bytes) everywhere except local development."""
+    """The JWT key: at least 32 bytes in every environment; only local may leave it unset.
+
+    ENVIRONMENT=local relaxes one rule, the missing key (a strong one is generated per
+    process); a short key is refused there too, since local stacks are reachable and tokens
+    signed with a guessable key can be forged by anyone.
+    """
     secret = env.optional("SECRET_KEY")
     if secret is None:
         if environment == "local":
             return secrets.token_urlsafe(48), True
         env.problem(
-            "SECRET_KEY is required (at least 32 random bytes) outside ENVIRONMENT=local; "
-            + _MAKE_A_KEY
+            f"SECRET_KEY is required (at least {MIN_SECRET_KEY_BYTES} random bytes) outside "
+            f"ENVIRONMENT=local; {_MAKE_A_KEY}"
         )
         return "", False
     if len(secret.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
-        if environment == "local":
-            log_event(
-                logger,
-                "secret_key_short",
-                logging.WARNING,
-                f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes "
-                "(accepted for local use only)",
-            )
-        else:
-            env.problem(
-                f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes (a guessable key "
-                f"lets anyone sign tokens); {_MAKE_A_KEY}"
-            )
+        env.problem(
+            f"SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes, in every ENVIRONMENT "
+            f"(a guessable key lets anyone sign tokens); {_MAKE_A_KEY}, or unset it with "
+            "ENVIRONMENT=local to get a generated one"
+        )
     return secret, False
 
 
@@ -278,4 +277,38 @@ def _read_serving(env: EnvReader, environ: Mapping[str, str]) -> ServingSettings
         deadline=deadline,
         pool_size=env.integer("TF_SERVING_POOL_SIZE", 16, minimum=1, maximum=256),
         retry_after_seconds=env.integer("RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
+        breaker=_read_breaker(env),
+    )
+
+
+def _read_breaker(env: EnvReader) -> BreakerSettings:
+    default = BreakerSettings()
+    open_seconds = env.number(
+        "TF_SERVING_BREAKER_OPEN_SECONDS", default.open_seconds, minimum=0.1, maximum=600
+    )
+    max_open = env.number(
+        "TF_SERVING_BREAKER_MAX_OPEN_SECONDS", default.max_open_seconds, minimum=0.1, maximum=3600
+    )
+    if max_open < open_seconds:
+        env.problem("TF_SERVING_BREAKER_MAX_OPEN_SECONDS is below TF_SERVING_BREAKER_OPEN_SECONDS")
+    window = env.integer("TF_SERVING_BREAKER_WINDOW", default.window, minimum=1, maximum=1000)
+    min_calls = env.integer(
+        "TF_SERVING_BREAKER_MIN_CALLS", default.min_calls, minimum=1, maximum=1000
+    )
+    if min_calls > window:
+        env.problem("TF_SERVING_BREAKER_MIN_CALLS is above TF_SERVING_BREAKER_WINDOW")
+    return BreakerSettings(
+        failures=env.integer(
+            "TF_SERVING_BREAKER_FAILURES", default.failures, minimum=1, maximum=1000
+        ),
+        failure_rate=env.number(
+            "TF_SERVING_BREAKER_FAILURE_RATE", default.failure_rate, minimum=0.01, maximum=1.0
+        ),
+        window=window,
+        min_calls=min_calls,
+        open_seconds=open_seconds,
+        max_open_seconds=max(max_open, open_seconds),
+        max_in_flight=env.integer(
+            "TF_SERVING_MAX_IN_FLIGHT", default.max_in_flight, minimum=1, maximum=4096
+        ),
     )

@@ -108,3 +108,57 @@ def zip_bytes() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("payload.txt", "not an image")
     return buffer.getvalue()
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of every chunk of a PNG."""
+    chunks, position = [], 8
+    while position < len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        chunks.append(
+            (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
+        )
+        position += 12 + length
+    return chunks
+
+
+def png_with_stream(data: bytes, transform: object) -> bytes:
+    """The PNG with its joined IDAT stream replaced by `transform(stream)` in one IDAT chunk,
+    every chunk's CRC valid (so only inflating the stream can tell it is broken)."""
+    chunks = png_chunks(data)
+    stream = b"".join(body for kind, body in chunks if kind == b"IDAT")
+    out, written = [b"\x89PNG\r\n\x1a\n"], False
+    for kind, body in chunks:
+        if kind != b"IDAT":
+            out.append(_chunk(kind, body))
+        elif not written:
+            out.append(_chunk(b"IDAT", transform(stream)))  # type: ignore[operator]
+            written = True
+    return b"".join(out)
+
+
+def interlaced_png(width: int = 37, height: int = 23) -> bytes:
+    """A valid Adam7-interlaced 8-bit grey PNG (Pillow cannot write one)."""
+    rows = [bytes((x * 7 + y * 3) % 256 for x in range(width)) for y in range(height)]
+    raw = b""
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
+        columns = range(x0, width, dx)
+        if not columns:
+            continue
+        for y in range(y0, height, dy):
+            raw += b"\x00" + bytes(rows[y][x] for x in columns)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )

@@ -81,6 +81,36 @@ def test_faults_model_server_down_is_503_then_recovers(
     assert len(_outputs(model_stack)) == 2
 
 
+def test_faults_model_server_answering_503_trips_the_breaker_then_recovers(
+    stack_factory: Callable[..., Stack], model_process: FakeServingProcess
+) -> None:
+    if not model_process.running:
+        model_process.start()
+    model_process.control("reset")
+    stack = stack_factory(
+        TF_SERVING_URL=model_process.url,
+        TF_SERVING_DEADLINE="3",
+        TF_SERVING_BREAKER_OPEN_SECONDS="0.5",
+    )
+    model_process.control("status", code=503)
+    predict, image, bearer = stack.client("predict"), png_bytes(), stack.bearer("1")
+
+    answers = [
+        predict.post("/", data=image, content_type="image/png", headers=bearer) for _ in range(10)
+    ]
+
+    assert {answer.status_code for answer in answers} == {503}
+    assert {error_of(answer) for answer in answers} == {"model_unavailable"}
+    # Five failed attempts open the breaker (default): then no more upstream calls (how fast
+    # the refusals are is measured in bench/, `python -m bench --only breaker`).
+    assert model_process.report()["attempts"] == 5
+    assert {answer.headers["Retry-After"] for answer in answers[2:]} == {"1"}
+    assert _outputs(stack) == []
+    model_process.control("reset")
+    time.sleep(0.55)
+    assert _predict(stack).status_code == 200  # the probe closes it
+
+
 def test_faults_model_server_killed_mid_call_is_503_and_stores_nothing(
     model_stack: Stack, model_process: FakeServingProcess
 ) -> None:

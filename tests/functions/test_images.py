@@ -10,7 +10,14 @@ from PIL import Image
 
 from functions.errors import ApiError
 from functions.images import validate_image
-from tests.functions.sample_images import bomb_png, gif_bytes, jpeg_bytes, png_bytes
+from tests.functions.sample_images import (
+    bomb_png,
+    gif_bytes,
+    interlaced_png,
+    jpeg_bytes,
+    png_bytes,
+    png_with_stream,
+)
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 50_000_000}
 
@@ -92,6 +99,37 @@ def test_validate_image_corrupted_png_byte_is_refused() -> None:
     data = bytearray(png_bytes(256, 256, "RGB"))
     data[len(data) // 2] ^= 0xFF
     assert _refusal(bytes(data)) == (422, "invalid_image")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        png_bytes(256, 256, "L"),
+        png_bytes(256, 256, "RGB"),
+        png_bytes(256, 256, "I;16"),
+        png_bytes(256, 256, "P"),
+        png_bytes(256, 256, "1"),
+        interlaced_png(),
+    ],
+    ids=["L", "RGB", "I;16", "P", "1", "interlaced"],
+)
+def test_validate_image_png_stream_cut_short_under_valid_checksums_is_422(data: bytes) -> None:
+    assert validate_image(data, "image/png", **LIMITS).data is data  # whole: it passes
+
+    for cut in (
+        png_with_stream(data, lambda stream: stream[: len(stream) // 2]),  # cut off
+        png_with_stream(data, lambda stream: stream[: -5 - len(stream) // 10]),  # the end lost
+        png_with_stream(data, lambda stream: stream[:2] + bytes(len(stream) - 2)),  # garbled
+    ):
+        assert _refusal(cut) == (422, "invalid_image")
+
+
+def test_validate_image_png_stream_whole_with_extra_idat_splits_passes() -> None:
+    data = png_bytes(256, 256, "RGB")
+    # Pillow's own decoder accepts the same stream split over several IDAT chunks.
+    image = validate_image(png_with_stream(data, lambda stream: stream), "image/png", **LIMITS)
+
+    assert (image.width, image.height) == (256, 256)
 
 
 def test_validate_image_pixel_cap_is_enforced_before_decoding() -> None:

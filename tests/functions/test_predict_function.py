@@ -11,7 +11,13 @@ from functions.runtime import Runtime, install_runtime
 from storage import StorageUnavailable, keys
 from tests.conftest import free_port
 from tests.functions.conftest import Stack, error_of
-from tests.functions.sample_images import bomb_png, gif_bytes, jpeg_bytes, png_bytes
+from tests.functions.sample_images import (
+    bomb_png,
+    gif_bytes,
+    jpeg_bytes,
+    png_bytes,
+    png_with_stream,
+)
 from tests.functions.stores import FaultyStore
 
 
@@ -74,6 +80,13 @@ def test_predict_cmyk_jpeg_reaches_the_model_as_png(stack: Stack) -> None:
         (gif_bytes(), "image/gif", 415, "unsupported_media_type"),
         (png_bytes(), "image/jpeg", 415, "content_type_mismatch"),
         (png_bytes()[:300], "image/png", 422, "invalid_image"),
+        # valid chunk CRCs, the compressed image stream cut short: refused here, not by the model
+        (
+            png_with_stream(png_bytes(256, 256), lambda stream: stream[: len(stream) // 2]),
+            "image/png",
+            422,
+            "invalid_image",
+        ),
         (bomb_png(20_000, 20_000), "image/png", 422, "too_many_pixels"),
     ],
 )

@@ -322,6 +322,32 @@ def test_client_upstream_error_statuses_map_to_gateway_answers(
     assert (error_status, code) == expected
 
 
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # TensorFlow's own messages when the in-graph decoder cannot read the bytes: the image's
+        # fault (422), whatever TF Serving wraps around them.
+        ("Invalid PNG data, size 2142\n\t [[{{node DecodeImage}}]]", (422, "invalid_image")),
+        ("Invalid PNG. Failed to initialize decoder.", (422, "invalid_image")),
+        ("jpeg::Uncompress failed. Invalid JPEG data or crop window.", (422, "invalid_image")),
+        (
+            "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required.",
+            (422, "invalid_image"),
+        ),
+        # Anything else the model refuses stays the model's error.
+        ("Invalid argument: invalid PNG", (502, "model_error")),
+        ("Invalid PNG data", (502, "model_error")),
+        ("Expected image (JPEG, PNG, or GIF), got unknown format", (502, "model_error")),
+    ],
+)
+def test_client_model_decode_refusal_is_the_images_fault_matched_exactly(
+    fake_serving: FakeTFServing, message: str, expected: tuple[int, str]
+) -> None:
+    fake_serving.status(400, json.dumps({"error": message}).encode())
+    error_status, code, _ = _failure(lambda: _client(fake_serving.url).predict([png_bytes()]))
+    assert (error_status, code) == expected
+
+
 @pytest.mark.parametrize("behaviour", ["garbage", "wrong_shape", "non_finite"])
 def test_client_malformed_answers_are_502(fake_serving: FakeTFServing, behaviour: str) -> None:
     getattr(fake_serving, behaviour)()
