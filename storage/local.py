@@ -118,6 +118,8 @@ class LocalStore(Store):
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise InvalidKey("a parent of the key is an object") from exc
+        except OSError as exc:  # a full disk, a read-only one
+            raise StorageError(f"cannot write: {exc.strerror}") from exc
         if path.is_dir():
             raise InvalidKey("the key is a folder of other objects")
         temporary = path.with_name(f"{_RESERVED}tmp-{secrets.token_hex(8)}")
@@ -157,7 +159,12 @@ class LocalStore(Store):
                 if _etag(current) != if_match:
                     raise PreconditionFailed(f"{key} changed since it was read")
                 temporary = self._write_temporary(path, data, current.st_mtime_ns)
-                os.replace(temporary, path)
+                try:
+                    os.replace(temporary, path)
+                except OSError as exc:
+                    with contextlib.suppress(OSError):
+                        temporary.unlink()
+                    raise StorageError(f"cannot write {key}: {exc.strerror}") from exc
                 return _info(key, path.stat())
         temporary = self._write_temporary(path, data)
         try:
@@ -185,8 +192,12 @@ class LocalStore(Store):
             thread_lock = self._thread_locks.setdefault(key, threading.Lock())
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
         lock_path = self._root / _LOCK_DIR / f"{digest}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with thread_lock, open(lock_path, "a+b") as handle:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+b")  # noqa: SIM115 - closed below
+        except OSError as exc:  # a full disk, a read-only one
+            raise StorageError(f"cannot lock {key}: {exc.strerror}") from exc
+        with thread_lock, handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield
