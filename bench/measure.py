@@ -34,6 +34,7 @@ class Plan:
     cold_starts_function: int
     cold_starts_monolith: int
     client_levels: tuple[int, ...] = (1, 4, 8, 16)
+    soak_seconds: float = 600.0  # the soak's steady load
 
     @classmethod
     def full(cls) -> Plan:
@@ -61,6 +62,7 @@ class Plan:
             history_queries=5,
             cold_starts_function=2,
             cold_starts_monolith=1,
+            soak_seconds=60.0,
         )
 
 

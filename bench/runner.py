@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from bench import stack
+from bench import soak, stack
 from bench.cold_start import measure_cold_starts
 from bench.floor import load_signature, measure_floor, signature_client_factory
 from bench.history import measure_history, put_items_into_store
@@ -493,6 +493,65 @@ def _formatting(run: _Run) -> None:
     )
 
 
+def _breaker(run: _Run) -> None:
+    """How fast the gateway refuses while the model server answers 503 to everything: with the
+    circuit breaker (it opens after five failed calls) and, as the baseline in the same run,
+    with it kept closed (every request makes its three retried calls)."""
+    assert run.small is not None
+    refusing = soak.always_503_server()
+    try:
+        figures: dict[str, Any] = run.results.setdefault("breaker", {})
+        for name, extra in (
+            ("breaker", {}),
+            (
+                "no-breaker",
+                {
+                    "TF_SERVING_BREAKER_FAILURES": "1000",
+                    "TF_SERVING_BREAKER_MIN_CALLS": "1000",
+                    "TF_SERVING_BREAKER_WINDOW": "1000",
+                },
+            ),
+        ):
+            env = {**run.gateway_env(refusing.url, run.small, "float32"), **extra}
+            gateway = stack.start_gateway(run.work, env, name=f"gateway-{name}")
+            try:
+                token = stack.login(gateway.url, "/auth/token", run.password)
+                before = refusing.calls
+                figures[name] = soak.time_refusals(
+                    gateway.url, token, run.images[0], 40 if run.plan.quick else 200
+                )
+                figures[name]["upstream_calls"] = refusing.calls - before
+            finally:
+                gateway.stop()
+        if figures["breaker"]["p50_ms"]:
+            figures["ratio_p50"] = round(
+                figures["no-breaker"]["p50_ms"] / figures["breaker"]["p50_ms"], 1
+            )
+    finally:
+        refusing.stop()
+
+
+def _soak(run: _Run) -> None:
+    """The whole stack (model server, gateway) under steady mixed load; memory and open files
+    of each process sampled every 10 s (`bench/soak.py`)."""
+    assert run.small is not None
+    server = stack.start_model_server(run.work, [run.small], name="model-server-soak")
+    gateway = None
+    try:
+        env = run.gateway_env(server.url, run.small, "float32")
+        gateway = stack.start_gateway(run.work, env, name="gateway-soak")
+        token = stack.login(gateway.url, "/auth/token", run.password)
+        groups = {"model-server": server.process.pid, "gateway": gateway.process.pid}
+        result = soak.run_soak(
+            gateway.url, token, run.images, groups, seconds=run.plan.soak_seconds, clients=4
+        )
+        run.results["soak"] = result.to_json()
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        server.stop()
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("floor", _compute_floor),
     ("serving", _serving_unbatched),
@@ -503,6 +562,8 @@ SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("training", _training),
     ("agreement", _agreement),
     ("formatting", _formatting),
+    ("breaker", _breaker),
+    ("soak", _soak),
 )
 
 

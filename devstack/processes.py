@@ -130,6 +130,12 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The process id, also its process group's (it starts a new session)."""
+        assert self.process is not None, f"{self.name} was not started"
+        return self.process.pid
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

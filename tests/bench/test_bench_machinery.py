@@ -139,3 +139,53 @@ def test_monolith_preprocessing_gives_the_served_model_input(
     for image in bench_images(3, 256):
         expected = preprocess_image_bytes(tf.constant(image), 256).numpy()
         np.testing.assert_array_equal(monolith.preprocess(image, 256), expected)
+
+
+def test_soak_slope_and_trends_follow_the_samples() -> None:
+    from bench.soak import SoakResult, slope
+
+    assert slope([0, 1, 2, 3], [5, 7, 9, 11]) == pytest.approx(2.0)
+    assert slope([1], [3]) == 0.0
+    growing = [(t * 10.0, 100 + t * 0.5, 20 + t) for t in range(30)]  # 3 MiB/min, 6 fds/min
+    flat = [(t * 10.0, 200.0, 8) for t in range(30)]
+    result = SoakResult(seconds=300, samples={"leaky": growing, "steady": flat})
+
+    trends = result.trends()
+
+    assert trends["leaky"]["rss_mib_per_minute"] == pytest.approx(3.0)
+    assert trends["leaky"]["fds_per_minute"] == pytest.approx(6.0)
+    assert trends["steady"] == {
+        "rss_mib_per_minute": 0.0,
+        "fds_per_minute": 0.0,
+        "rss_mib_first": 200.0,
+        "rss_mib_last": 200.0,
+        "fds_first": 8,
+        "fds_last": 8,
+    }
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_soak_group_usage_reads_this_process_group() -> None:
+    import os
+
+    from bench.soak import group_usage
+
+    rss, descriptors = group_usage(os.getpgrp())
+
+    assert rss > 10  # MiB: at least this Python process
+    assert descriptors >= 3
+
+
+def test_soak_refusing_server_and_refusal_timing() -> None:
+    from bench.soak import always_503_server, time_refusals
+
+    server = always_503_server()
+    try:
+        # The refusing server stands in for the gateway here: every answer is a 503.
+        figures = time_refusals(server.url, "token", b"png", 5)
+    finally:
+        server.stop()
+
+    assert figures["statuses"] == {"503": 5}
+    assert server.calls == 5
+    assert figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]

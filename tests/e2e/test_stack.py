@@ -51,6 +51,7 @@ class Stack:
     db: Store
     work: Path
     samples: dict[str, bytes]
+    groups: dict[str, int]  # process name -> its process group (the process and its children)
 
     def token(self, username: str, password: str, path: str = "/auth/token") -> str:
         answer = requests.post(
@@ -164,7 +165,8 @@ def stack(
     group = ProcessGroup()
     try:
         start_serving(options, env, group)
-        yield Stack(f"http://127.0.0.1:{api}", env, areas.root, areas.db, work, _samples())
+        groups = {managed.name: managed.pid for managed in group.processes}
+        yield Stack(f"http://127.0.0.1:{api}", env, areas.root, areas.db, work, _samples(), groups)
     finally:
         group.stop_all()
 
@@ -424,3 +426,23 @@ def test_stack_load_with_a_version_swap_in_the_middle_fails_no_request(stack: St
                 break
             window_records += 1
     assert window_records == len(answered)
+
+
+def test_stack_short_soak_fails_no_request_and_leaks_no_file(stack: Stack) -> None:
+    """The soak of `python -m bench --only soak` (10 minutes there), for 20 s: mixed load on
+    the whole stack, every process sampled; no failed request, no growth of open files."""
+    from bench.soak import run_soak
+
+    token = stack.token(*ALICE)
+    result = run_soak(
+        stack.base, token, list(stack.samples.values()), stack.groups, seconds=20, interval=2
+    )
+
+    assert result.failed == 0, result.statuses
+    assert result.requests >= 128
+    assert {"predict 200", "gradcam 200", "history 200"} <= set(result.statuses)
+    for name, series in result.samples.items():
+        warm = [fds for _, _, fds in series[len(series) // 4 :]]
+        # Connection pools (boto3's to S3 among them) open and close a few files as load moves;
+        # a file left open per request would climb by the hundreds of requests made.
+        assert max(warm) - min(warm) <= 32, (name, series)
