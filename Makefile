@@ -45,13 +45,13 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 run: $(STAMP)
-	$(PY) -m devstack run
+	$(VENV)/bin/xray-dev run
 
 run-s3: $(STAMP)
-	$(PY) -m devstack run --s3
+	$(VENV)/bin/xray-dev run --s3
 
 train: $(STAMP)
-	$(PY) -m training_job
+	$(VENV)/bin/xray-train
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -63,7 +63,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(VENV)/bin/xray-bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

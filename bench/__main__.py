@@ -24,7 +24,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="xray-bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, one repetition")
     parser.add_argument("--only", help="comma-separated section names (setup always runs)")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary folder")

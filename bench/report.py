@@ -642,7 +642,7 @@ def _agreement(results: dict[str, Any]) -> list[str]:
         "The untrained seed model answers almost uniformly (tiny margins), so its agreement says "
         "little; the trained model is the check that counts. A trained full-size model does not "
         "fit the benchmark's time budget on these CPUs (training steps below), so the full-size "
-        "check waits for a real training run (`python -m model_export export ... "
+        "check waits for a real training run (`xray-export export ... "
         "--compute-dtype bfloat16` and this section's `bench.quality.agreement`). Rescaling "
         "the untrained seed model's classifier to get trained-like margins was tried and "
         "rejected: it amplifies bfloat16 rounding by the same factor as the tiny image-to-image "
@@ -911,7 +911,7 @@ def write_report(results: dict[str, Any], bench_dir: Path) -> None:
     lines = [
         "# Benchmark report: the serverless stack against the original monolith",
         "",
-        "Written by `make bench` (`python -m bench`) from `bench/results/latest.json`. "
+        "Written by `make bench` (`xray-bench`) from `bench/results/latest.json`. "
         "Every figure is the median of the repetitions (min-max in brackets). Both systems ran "
         "in the same run, on the same machine, with the same seeded `seed` weights and the same "
         "16 synthetic 256 px chest X-ray PNGs, over loopback; only the processes of the section "

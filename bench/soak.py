@@ -7,7 +7,7 @@ process group (a started service and its children: gunicorn's worker, say) from 
 returns the counts by status, the samples and, per process group, the least-squares slope of
 memory (MiB per minute) and of open files (per minute) over the samples after the warm-up.
 
-Linux only (/proc). Used by `python -m bench --only soak` (10 minutes) and, for a short run, by
+Linux only (/proc). Used by `xray-bench --only soak` (10 minutes) and, for a short run, by
 the end-to-end tests.
 """
 

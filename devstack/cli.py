@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-dev", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="start the whole system locally")
     run.add_argument("--s3", action="store_true", help="use a local S3 emulator (moto server)")

@@ -284,7 +284,7 @@ def _print_banner(
     else:
         credentials = (
             f"user {username!r}; its password was printed when it was created "
-            "(reset: .venv/bin/python -m functions.users set-password " + username + ")"
+            "(reset: .venv/bin/xray-users set-password " + username + ")"
         )
         password_line = "export PASSWORD='...'   # the password of " + username
     token = (

@@ -148,13 +148,13 @@ def _serve_werkzeug(app: WsgiApp, host: str, port: int, tls: tuple[str, str] | N
     run_simple(host, port, app, threaded=True, ssl_context=tls, use_reloader=False)
 
 
-def _parser(default_port: int) -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m functions.gateway",
+        prog="xray-gateway",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=default_port, help="default: API_PORT")
+    parser.add_argument("--port", type=int, default=None, help="default: API_PORT, or 8080")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn")
@@ -170,13 +170,16 @@ def _parser(default_port: int) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The arguments first: `--help` answers whatever the settings hold.
+    arguments = _parser().parse_args(argv)
     environ = load_environment()
     try:
         settings = FunctionSettings.from_env(environ)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    arguments = _parser(settings.api_port).parse_args(argv)
+    if arguments.port is None:
+        arguments.port = settings.api_port
     if bool(arguments.tls_cert) != bool(arguments.tls_key):
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2

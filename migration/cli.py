@@ -27,7 +27,7 @@ __all__ = ["main", "run"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m migration", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-migrate", description=__doc__)
     parser.add_argument("source", help="the original's storage folder, or s3://bucket[/prefix]")
     parser.add_argument("--dry-run", action="store_true", help="report what would be done")
     parser.add_argument(

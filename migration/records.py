@@ -174,7 +174,7 @@ def copy_users_file(
         step.counts["kept_destination"] += 1
         step.problems.append(
             f"the destination has a different {keys.USERS_FILE}: kept it, the source's was not "
-            "copied (merge the two by hand with `python -m functions.users`)"
+            "copied (merge the two by hand with `xray-users`)"
         )
         return
     if dry_run:

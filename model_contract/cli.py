@@ -34,7 +34,7 @@ def _expected_stable(value: str) -> int | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model_contract", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-registry", description=__doc__)
     parser.add_argument(
         "--url", help="store URL (directory, file:// or s3://); default: STORAGE_URL"
     )

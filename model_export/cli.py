@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-export", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="export a .keras model as a served SavedModel")
     export.add_argument("keras_file", type=Path)

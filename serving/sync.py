@@ -622,7 +622,7 @@ def run_watch(
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.sync",
+        prog="xray-model-sync",
         description="Mirror the model registry's served versions to TF Serving's base path.",
     )
     mode = parser.add_mutually_exclusive_group(required=True)

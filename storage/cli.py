@@ -62,7 +62,7 @@ def copy_folder_out(store: Store, prefix: str, folder: Path) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m storage", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-storage", description=__doc__)
     parser.add_argument(
         "--url", help="store URL (directory, file:// or s3://); default: STORAGE_URL"
     )

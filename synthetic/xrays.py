@@ -501,7 +501,7 @@ def write_samples_to_store(store: Store, per_class: int = 2, seed: int = 0) -> l
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write a synthetic image database (or sample PNGs) to a folder."""
-    parser = argparse.ArgumentParser(prog="python -m synthetic", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="xray-synthetic", description=main.__doc__)
     parser.add_argument("--out", required=True, type=Path, help="folder to write into")
     parser.add_argument(
         "--per-class",

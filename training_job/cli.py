@@ -25,7 +25,7 @@ __all__ = ["main", "parser"]
 
 def parser() -> argparse.ArgumentParser:
     build = argparse.ArgumentParser(
-        prog="python -m training_job",
+        prog="xray-train",
         description="Retrain the CNN-ViT from the image database; promote it only if it wins.",
     )
     where = build.add_argument_group("where")

@@ -34,7 +34,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m functions.users", description=__doc__)
+    parser = argparse.ArgumentParser(prog="xray-users", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     add = commands.add_parser("add", help="add a user")

@@ -6,7 +6,7 @@
 #   docker build -f infra/docker/functions.Dockerfile -t xray-functions .
 #   docker run --env-file .env -e FUNCTION_TARGET=predict -p 8080:8080 xray-functions
 #   docker run --env-file .env -p 8080:8080 xray-functions \
-#       python -m functions.gateway --host 0.0.0.0 --port 8080      # all four on one port
+#       xray-gateway --host 0.0.0.0 --port 8080      # all four on one port
 #
 # The build context is filtered by functions.Dockerfile.dockerignore (BuildKit) next to this file.
 
@@ -20,11 +20,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /build
 # pyproject.toml alone decides this layer: editing the source does not reinstall anything.
 COPY pyproject.toml ./
-COPY infra/docker/extra_requirements.py ./
+COPY infra/docker/extra_requirements.py infra/docker/install_commands.py ./
 RUN python extra_requirements.py functions > requirements.txt \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --requirement requirements.txt \
- && /opt/venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is not None)"
+ && /opt/venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is not None)" \
+ && /opt/venv/bin/python install_commands.py pyproject.toml /opt/venv/bin xray-gateway xray-users
 
 # --- runtime: the venv, the source, a non-root user -------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # The model sync: mirrors published model versions from storage to TF Serving's model base
 # path and writes models.config (DESIGN.md decision 6). Lean: boto3 only. One image, two roles:
-#   python -m serving.sync --once    Kubernetes init container / compose one-shot service
-#   python -m serving.sync --watch   sidecar (the default command)
+#   xray-model-sync --once    Kubernetes init container / compose one-shot service
+#   xray-model-sync --watch   sidecar (the default command)
 # Build from the repository root:
 #
 #   docker build -f infra/docker/sync.Dockerfile -t xray-sync .
@@ -15,10 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 COPY pyproject.toml ./
-COPY infra/docker/extra_requirements.py ./
+COPY infra/docker/extra_requirements.py infra/docker/install_commands.py ./
 RUN python extra_requirements.py sync > requirements.txt \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --requirement requirements.txt
+ && /opt/venv/bin/pip install --requirement requirements.txt \
+ && /opt/venv/bin/python install_commands.py pyproject.toml /opt/venv/bin xray-model-sync
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -43,4 +44,4 @@ USER 10001:10001
 VOLUME ["/models"]
 # No HEALTHCHECK: as an init step it simply exits; as a sidecar its liveness is the process
 # itself (it logs and retries storage errors instead of exiting).
-CMD ["python", "-m", "serving.sync", "--watch"]
+CMD ["xray-model-sync", "--watch"]

@@ -5,9 +5,9 @@
 # Build from the repository root:
 #
 #   docker build -f infra/docker/training.Dockerfile -t xray-training .
-#   docker run --gpus all --env-file .env xray-training python -m training_job --preset seed
-#   docker run --env-file .env xray-training python -m model_contract rollback
-#   docker run --env-file .env xray-training python -m migration s3://original-bucket/storage
+#   docker run --gpus all --env-file .env xray-training xray-train --preset seed
+#   docker run --env-file .env xray-training xray-registry rollback
+#   docker run --env-file .env xray-training xray-migrate s3://original-bucket/storage
 #
 # The job exits non-zero on failure and zero when it kept or promoted a model.
 
@@ -25,7 +25,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /build
 COPY pyproject.toml ./
-COPY infra/docker/extra_requirements.py ./
+COPY infra/docker/extra_requirements.py infra/docker/install_commands.py ./
 # The constraints file pins the image's own TensorFlow (after checking it meets pyproject.toml's
 # pin), so tensorflow-serving-api, which depends on tensorflow, cannot pull a second copy.
 RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python \
@@ -33,6 +33,8 @@ RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin
  && python extra_requirements.py training --exclude tensorflow --constraints constraints.txt \
       > requirements.txt \
  && python -m pip install --constraint constraints.txt --requirement requirements.txt \
+ && python install_commands.py pyproject.toml /usr/local/bin \
+      xray-train xray-export xray-registry xray-storage xray-synthetic xray-migrate \
  && rm -rf /build
 
 RUN groupadd --system --gid 10001 app \
@@ -56,4 +58,4 @@ COPY migration/ migration/
 USER 10001:10001
 # A batch job: its health is its exit code.
 HEALTHCHECK NONE
-CMD ["python", "-m", "training_job"]
+CMD ["xray-train"]

@@ -116,8 +116,8 @@ def test_compose_tfserving_starts_after_sync_init_on_shared_volume(
 
     assert server["image"].startswith("tensorflow/serving:")
     assert server["depends_on"]["model-sync-init"]["condition"] == "service_completed_successfully"
-    assert init["command"][-2:] == ["serving.sync", "--once"]
-    assert sidecar["command"][-2:] == ["serving.sync", "--watch"]
+    assert init["command"] == ["xray-model-sync", "--once"]
+    assert sidecar["command"] == ["xray-model-sync", "--watch"]
     assert "models:/models:ro" in server["volumes"]
     assert "models:/models" in init["volumes"]
     assert "models:/models" in sidecar["volumes"]
@@ -160,9 +160,9 @@ def test_compose_functions_one_image_target_each(services: dict[str, Any]) -> No
 
 def test_compose_gateway_and_training_only_under_profiles(services: dict[str, Any]) -> None:
     assert services["gateway"]["profiles"] == ["gateway"]
-    assert services["gateway"]["command"][:3] == ["python", "-m", "functions.gateway"]
+    assert services["gateway"]["command"][0] == "xray-gateway"
     assert services["training"]["profiles"] == ["training"]
-    assert services["training"]["command"][:3] == ["python", "-m", "training_job"]
+    assert services["training"]["command"][0] == "xray-train"
     unprofiled = {name for name, service in services.items() if "profiles" not in service}
     assert {"minio", "minio-init", "model-sync-init", "model-sync", "tfserving", *FUNCTIONS} == (
         unprofiled

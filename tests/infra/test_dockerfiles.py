@@ -17,13 +17,19 @@ from tests.infra.helpers import (
     COMPOSE_FILE,
     DEPLOYABLES,
     DOCKER_DIR,
+    OVERLAYS,
     REPO,
+    compose_containers,
     dockerfile_instructions,
+    k8s_containers,
     load_compose,
+    render,
 )
 from tests.infra.imports import import_closure, module_path
 
-# What each image runs (its entry modules) and its extra in pyproject.toml.
+SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+# What each image runs (its entry modules; the modules of the console commands it installs are
+# added from its Dockerfile) and its extra in pyproject.toml.
 ENTRY_MODULES = {
     "functions": ["functions.main", "functions.gateway"],
     "sync": ["serving.sync"],
@@ -38,8 +44,8 @@ ENTRY_MODULES = {
 EXTRAS = {"functions": "functions", "sync": "sync", "training": "training"}
 COMMANDS = {
     "functions": ["functions-framework", "--source", "functions/main.py"],
-    "sync": ["python", "-m", "serving.sync", "--watch"],
-    "training": ["python", "-m", "training_job"],
+    "sync": ["xray-model-sync", "--watch"],
+    "training": ["xray-train"],
 }
 # Imports inside functions that an image deliberately lacks the distribution for.
 KNOWN_LAZY_GAPS = {
@@ -259,10 +265,51 @@ def test_dockerfile_training_base_matches_tensorflow_pin() -> None:
 # --- what the images contain ---------------------------------------------------------------
 
 
+def _installed_commands(deployable: str) -> list[str]:
+    """The console commands the image writes with infra/docker/install_commands.py."""
+    names: list[str] = []
+    for instruction in dockerfile_instructions(_dockerfile(deployable)):
+        if instruction.keyword != "RUN" or "install_commands.py" not in instruction.arguments:
+            continue
+        for step in instruction.arguments.split("&&"):
+            words = step.split()
+            if "install_commands.py" in " ".join(words):
+                start = next(
+                    i for i, word in enumerate(words) if word.endswith("install_commands.py")
+                )
+                names += words[start + 3 :]  # after the pyproject and the bin folder
+    return names
+
+
 def _entry_modules(deployable: str) -> list[str]:
-    missing = [module for module in ENTRY_MODULES[deployable] if not module_path(REPO, module)]
+    """The modules the image runs: its entry modules and those of the commands it installs."""
+    commands = [SCRIPTS[name].partition(":")[0] for name in _installed_commands(deployable)]
+    modules = [*ENTRY_MODULES[deployable], *commands]
+    missing = [module for module in modules if not module_path(REPO, module)]
     assert not missing, f"entry modules without a source file: {missing}"
-    return ENTRY_MODULES[deployable]
+    return modules
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLES)
+def test_image_installs_every_console_command_it_is_run_with(deployable: str) -> None:
+    installed = set(_installed_commands(deployable))
+    assert installed <= set(SCRIPTS), installed - set(SCRIPTS)
+    (command,) = [instruction for instruction in _final(deployable) if instruction.keyword == "CMD"]
+    wanted = {json.loads(command.arguments)[0]}
+    compose = load_compose(COMPOSE_FILE)
+    for container in compose_containers(compose):
+        if container.deployable == deployable and container.command:
+            wanted.add(container.command[0])
+    for overlay in OVERLAYS:
+        for container in k8s_containers(overlay, render(overlay)):
+            if container.deployable == deployable and container.command:
+                wanted.add(container.command[0])
+    ours = {name for name in wanted if name.startswith("xray-")}
+
+    assert ours <= installed, f"{deployable}: runs {sorted(ours - installed)} it does not install"
+    assert not {name for name in wanted if name in {"python", "python3"}}, (
+        f"{deployable}: a command runs `python -m`; use the console command"
+    )
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES)

@@ -399,8 +399,8 @@ def test_tfserving_pod_sync_init_and_sidecar_share_models_volume(
     shared = next(volume for volume in spec["volumes"] if volume["name"] == "models")
 
     assert "emptyDir" in shared
-    assert init["command"][-2:] == ["serving.sync", "--once"]
-    assert containers["model-sync"]["command"][-2:] == ["serving.sync", "--watch"]
+    assert init["command"] == ["xray-model-sync", "--once"]
+    assert containers["model-sync"]["command"] == ["xray-model-sync", "--watch"]
     for container in (init, containers["model-sync"], containers["tfserving"]):
         mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
         assert mounts["models"]["mountPath"] == "/models"
@@ -520,7 +520,7 @@ def test_training_cronjob_forbids_overlap_and_bounds_retries(docs: list[dict[str
     assert cronjob["concurrencyPolicy"] == "Forbid"
     assert 0 <= job["backoffLimit"] <= 3
     assert job["template"]["spec"]["restartPolicy"] == "Never"
-    assert container["command"] == ["python", "-m", "training_job"]
+    assert container["command"] == ["xray-train"]
     assert {"--preset", "--strategy"} <= set(container["args"])
 
 
@@ -692,7 +692,7 @@ def test_tfjob_chief_and_workers_run_the_same_pod_on_gpus() -> None:
 
     assert chief["template"] == worker["template"]
     assert worker["replicas"] >= 1
-    assert container["command"] == ["python", "-m", "training_job"]
+    assert container["command"] == ["xray-train"]
     assert container["args"][container["args"].index("--strategy") + 1] in {"auto", "multi-worker"}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["image"].startswith("registry.example.com/xray/training:")
