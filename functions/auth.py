@@ -8,15 +8,18 @@ not to offer it to third parties): it is what the original system's clients spea
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from common.logs import log_event
 from functions.errors import BearerChallenge, OAuthError
-from functions.passwords import PasswordHasher, password_within_limits
+from functions.passwords import LoginCost, PasswordHasher, password_within_limits
 from functions.throttle import LoginThrottle
 from functions.tokens import AccessClaims, InvalidAccessToken, IssuedToken, TokenService
-from functions.users import User, UserDirectory
+from functions.users import User, UserDirectory, UserTable
 
 __all__ = [
     "MAX_USERNAME_CHARS",
@@ -34,6 +37,8 @@ _MAX_TOKEN_CHARS = 4096
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 _BAD_CREDENTIALS = "invalid username or password"
+
+logger = logging.getLogger(__name__)
 
 
 class AccountDisabledGrant(OAuthError):
@@ -127,6 +132,10 @@ class Authenticator:
         self._hasher = hasher
         self._tokens = tokens
         self._throttle = throttle
+        # The login cost of the users table last seen: recomputed only when the directory
+        # hands out another table (it does so only when the file's version tag changed).
+        self._cost: tuple[UserTable, LoginCost] | None = None
+        self._cost_lock = threading.Lock()
 
     def login(self, grant: PasswordGrant, client: str = "") -> tuple[IssuedToken, User]:
         """A token for valid credentials; `invalid_grant` for anything else, alike for all.
@@ -153,16 +162,71 @@ class Authenticator:
         if len(grant.username) > MAX_USERNAME_CHARS or not password_within_limits(grant.password):
             # Not user-dependent, so answering without hashing reveals nothing about accounts.
             raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
-        user = self._users.find_by_email(grant.username)
+        table = self._users.table()
+        cost = self._login_cost(table)
+        user = table.by_email(grant.username)
         if user is None:
-            self._hasher.verify_dummy(grant.password)
+            # One dummy of each cost class in the file: what any user's check costs.
+            self._hasher.verify_dummy(grant.password, cost)
             raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
-        if not self._hasher.verify(grant.password, user.hashed_password):
+        if not self._hasher.verify(grant.password, user.hashed_password, like=cost):
             raise OAuthError("invalid_grant", _BAD_CREDENTIALS)
         if user.disabled:
             # Said only to someone who knows the password.
             raise AccountDisabledGrant()
+        if self._hasher.needs_update(user.hashed_password):
+            self._rehash(user, grant.password)
         return self._tokens.issue(user), user
+
+    def _login_cost(self, table: UserTable) -> LoginCost:
+        """The cost classes of `table`'s hashes, computed once per table the directory hands out."""
+        cached = self._cost
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        with self._cost_lock:
+            cached = self._cost
+            if cached is not None and cached[0] is table:
+                return cached[1]
+            cost = self._hasher.login_cost(user.hashed_password for user in table.users)
+            self._cost = (table, cost)
+        if cached is None or cached[1] != cost:
+            log_event(
+                logger,
+                "login_cost_changed",
+                message=f"every credential check now verifies {cost.describe()}",
+                classes=[item.describe() for item in cost.classes],
+            )
+        return cost
+
+    def _rehash(self, user: User, password: str) -> None:
+        """Replace a legacy (or outdated) hash by argon2id after a login proved the password.
+
+        One conditional write; if the users file changed meanwhile, the change wins and the
+        rehash waits for the next login. Never fails the login.
+        """
+        previous = self._hasher.cost_of(user.hashed_password)
+        was = previous.describe() if previous is not None else "unknown"
+        new_hash = self._hasher.hash(password)
+        skipped = self._users.replace_password_hash(user.id, user.hashed_password, new_hash)
+        if skipped is None:
+            log_event(
+                logger,
+                "password_rehashed",
+                message=f"user {user.id}: password hash upgraded from {was} on login",
+                user_id=user.id,
+                previous=was,
+            )
+        else:
+            log_event(
+                logger,
+                "password_rehash_skipped",
+                logging.WARNING if skipped == "storage_error" else logging.INFO,
+                f"user {user.id}: password hash left as {was} ({skipped}); "
+                "the next login tries again",
+                user_id=user.id,
+                previous=was,
+                reason=skipped,
+            )
 
     def authenticate(self, authorization: Sequence[str], token_in_query: bool) -> Principal:
         """The caller of a bearer-protected route, checked against the users file."""

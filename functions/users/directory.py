@@ -5,9 +5,11 @@
 was issued is refused within that time without parsing the file on every request. One request
 revalidates at a time while the others answer from the cache, and a storage outage is bridged
 from the cache for a bounded time (`stale_seconds`).
-`update_users` is the only writer: read, change, conditional write (`if_match` / `if_none_match`),
-re-read and retry on conflict (`storage.update_object`), so two concurrent changes both survive
-(DESIGN decision 5).
+`update_users` is the writer of every change people make: read, change, conditional write
+(`if_match` / `if_none_match`), re-read and retry on conflict (`storage.update_object`), so two
+concurrent changes both survive (DESIGN decision 5). The login path writes one thing only,
+`UserDirectory.replace_password_hash` (a legacy hash upgraded after a successful login): one
+conditional write and no retry, so any change made meanwhile wins and the upgrade is dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common.logs import log_event
 from functions.passwords import PasswordHasher
@@ -192,6 +194,43 @@ class UserDirectory:
 
     def get(self, user_id: str) -> User | None:
         return self.table().by_id(user_id)
+
+    def replace_password_hash(self, user_id: str, verified_hash: str, new_hash: str) -> str | None:
+        """Swap one user's password hash by one conditional write: None once written, else a reason.
+
+        For the login path, after the password was checked against `verified_hash`: the file is
+        read afresh, the row must still hold `verified_hash` (a password set meanwhile wins),
+        and the write carries `if_match` with the version just read, so a change of the file
+        between read and write wins too (412: dropped, not retried; the next login tries again).
+        A file with malformed rows is never rewritten (they would be lost). Never raises for
+        storage or file problems: a dropped upgrade costs nothing but a later retry. The reasons:
+        `file_changed`, `row_changed`, `malformed_rows`, `file_missing`, `storage_error`,
+        `unwritable`.
+        """
+        try:
+            stored = self._store.get(keys.USERS_FILE)
+            table = parse_users_csv(stored.data)
+            if table.problems:
+                return "malformed_rows"
+            user = table.by_id(user_id)
+            if user is None or user.hashed_password != verified_hash:
+                return "row_changed"
+            updated = table.replaced(replace(user, hashed_password=new_hash))
+            self._store.put(
+                keys.USERS_FILE,
+                format_users_csv(updated.users),
+                content_type=_CONTENT_TYPE,
+                if_match=stored.etag,
+            )
+        except PreconditionFailed:
+            return "file_changed"
+        except ObjectNotFound:
+            return "file_missing"
+        except StorageError:
+            return "storage_error"
+        except ValueError:  # UsersFileError, or a field the writer refuses
+            return "unwritable"
+        return None
 
     def _load(self) -> UserTable:
         try:

@@ -4,8 +4,8 @@ publishing, promoting and rolling back) on a local store, and is killed by SIGKI
 random few milliseconds. After every kill the store is checked: every visible object complete
 and parseable, no record without its overlay (an overlay without its record is what the design
 allows: the overlay is written first), the registry always valid and naming only complete
-versions. A fixed number of kills; the model client is an in-process stand-in (the write path is what
-is under test, not the HTTP call before it)."""
+versions. A fixed number of kills; the model client is an in-process stand-in (the write path
+is what is under test, not the HTTP call before it)."""
 
 from __future__ import annotations
 
@@ -203,7 +203,8 @@ def test_kill_9_anywhere_in_the_inference_write_path_leaves_a_whole_store(tmp_pa
     checked: dict[str, str] = {}
 
     kills = _kill_loop(
-        _inference_loop(root), lambda: seen.append(_check_inference_store(root, checked)),
+        _inference_loop(root),
+        lambda: seen.append(_check_inference_store(root, checked)),
         0.03,
         INFERENCE_KILLS,
     )

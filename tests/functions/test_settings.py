@@ -213,3 +213,40 @@ def test_settings_weak_secret_key_says_how_to_make_a_good_one() -> None:
         FunctionSettings.from_env({"SECRET_KEY": "xxxxxx"})
     (problem,) = [text for text in caught.value.problems if "SECRET_KEY" in text]
     assert "secrets.token_urlsafe" in problem
+
+
+@pytest.mark.parametrize("environment", ["production", "local"])
+@pytest.mark.parametrize("key", ["k" * 16, "k" * 31, "é" * 15])  # "é" is two UTF-8 bytes
+def test_settings_short_secret_key_is_refused_in_every_environment(
+    environment: str, key: str
+) -> None:
+    # ENVIRONMENT=local relaxes only the missing key: a short one signs forgeable tokens
+    # wherever it runs, so it stops the start there too.
+    with pytest.raises(SettingsError) as caught:
+        FunctionSettings.from_env({"ENVIRONMENT": environment, "SECRET_KEY": key})
+    (problem,) = [text for text in caught.value.problems if "SECRET_KEY" in text]
+    assert "32 bytes" in problem
+    assert "secrets.token_urlsafe" in problem
+    assert key not in problem  # the value is never echoed
+
+
+@pytest.mark.parametrize("environment", ["production", "local"])
+@pytest.mark.parametrize("key", ["k" * 32, "é" * 16])
+def test_settings_secret_key_of_32_bytes_is_accepted_in_every_environment(
+    environment: str, key: str
+) -> None:
+    settings = FunctionSettings.from_env({"ENVIRONMENT": environment, "SECRET_KEY": key})
+    assert settings.secret_key == key
+    assert not settings.secret_key_generated
+
+
+def test_settings_make_run_environment_has_a_key_the_functions_accept(tmp_path: Path) -> None:
+    # `make run` sets ENVIRONMENT=local and, unless the caller set SECRET_KEY, generates a key
+    # once and keeps it in .run/secret_key: refusing short keys in local mode must not stop it.
+    from devstack.run import StackOptions, prepare_environment
+
+    env = prepare_environment(StackOptions(root=tmp_path), {}, None)
+    settings = FunctionSettings.from_env(env)
+    assert settings.environment == "local"
+    assert not settings.secret_key_generated
+    assert len(settings.secret_key.encode()) >= 32

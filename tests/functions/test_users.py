@@ -302,6 +302,87 @@ def test_directory_one_request_revalidates_while_the_others_answer_from_cache(
     assert [len(table.users) for table in answers] == [1, 1]
 
 
+# -- the one write of the login path: a password hash upgraded ---------------------------------
+
+_LEGACY = "$2b$04$" + "a" * 22 + "b" * 31
+_NEW = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+
+
+def _legacy_file(store: Store) -> None:
+    store.put(
+        keys.USERS_FILE,
+        format_users_csv(
+            [User("1", "old@example.com", "user", _LEGACY), _user("2", "other@example.com")]
+        ),
+    )
+
+
+def test_directory_replace_password_hash_writes_only_that_hash(store: Store) -> None:
+    _legacy_file(store)
+    before = parse_users_csv(store.get_bytes(keys.USERS_FILE))
+
+    assert UserDirectory(store).replace_password_hash("1", _LEGACY, _NEW) is None
+
+    after = parse_users_csv(store.get_bytes(keys.USERS_FILE))
+    assert after.by_id("1") == User("1", "old@example.com", "user", _NEW)
+    assert after.by_id("2") == before.by_id("2")
+    assert len(after.users) == 2
+
+
+def test_directory_replace_password_hash_loses_to_a_change_between_read_and_write(
+    store: Store,
+) -> None:
+    _legacy_file(store)
+    competitor = lambda inner: update_users(  # noqa: E731
+        inner, lambda table: table.added(_user("3", "competitor@example.com"))
+    )
+    wrapped = InterleavingStore(store, competitor)
+
+    assert UserDirectory(wrapped).replace_password_hash("1", _LEGACY, _NEW) == "file_changed"
+
+    assert wrapped.conflicts_seen == 1  # one conditional write, refused, and no retry
+    stored = parse_users_csv(store.get_bytes(keys.USERS_FILE))
+    assert stored.by_email("competitor@example.com") is not None  # the change is kept
+    assert stored.by_id("1").hashed_password == _LEGACY  # type: ignore[union-attr]
+
+
+def test_directory_replace_password_hash_never_overwrites_a_password_set_meanwhile(
+    local_store: LocalStore,
+) -> None:
+    _legacy_file(local_store)
+    update_users(local_store, lambda table: table.updated("1", hashed_password="$argon2id$set"))
+    data = local_store.get_bytes(keys.USERS_FILE)
+
+    reason = UserDirectory(local_store).replace_password_hash("1", _LEGACY, _NEW)
+
+    assert reason == "row_changed"
+    assert local_store.get_bytes(keys.USERS_FILE) == data
+
+
+def test_directory_replace_password_hash_keeps_a_file_with_malformed_rows(
+    local_store: LocalStore,
+) -> None:
+    _legacy_file(local_store)
+    damaged = local_store.get_bytes(keys.USERS_FILE) + b"9;bad;nobody;x;False\r\n"
+    local_store.put(keys.USERS_FILE, damaged)
+
+    reason = UserDirectory(local_store).replace_password_hash("1", _LEGACY, _NEW)
+
+    assert reason == "malformed_rows"
+    assert local_store.get_bytes(keys.USERS_FILE) == damaged
+
+
+def test_directory_replace_password_hash_never_raises_for_storage_trouble(
+    local_store: LocalStore,
+) -> None:
+    assert UserDirectory(local_store).replace_password_hash("1", _LEGACY, _NEW) == "file_missing"
+    _legacy_file(local_store)
+    down = _OutageStore(local_store)
+    down.down = True
+    assert UserDirectory(down).replace_password_hash("1", _LEGACY, _NEW) == "storage_error"
+    assert b"$argon2id$" not in local_store.get_bytes(keys.USERS_FILE).split(b"\r\n")[1]
+
+
 # -- the CLI -----------------------------------------------------------------------------------
 
 
