@@ -7,6 +7,7 @@ status codes as the real server. Messages up to 2 GB, as TF Serving allows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -50,23 +51,34 @@ _MAX_ERROR_CHARS = 1024
 ReloadConfig = Callable[[model_server_config_pb2.ModelServerConfig], None]
 
 
-def _abort(context: grpc.ServicerContext, error: ServingError) -> NoReturn:
+def _details(error: ServingError) -> str:
+    """ToGRPCStatus: the message, cut to 1024 characters."""
     message = error.message
     if len(message) > _MAX_ERROR_CHARS:
         message = message[:_MAX_ERROR_CHARS] + "...TRUNCATED"
-    context.abort(grpc.StatusCode[error.code.name], message)
+    return message
+
+
+def _abort(context: grpc.ServicerContext, error: ServingError) -> NoReturn:
+    context.abort(grpc.StatusCode[error.code.name], _details(error))
     raise AssertionError("unreachable")  # context.abort raises
 
 
-def _resolve(manager: ModelManager, spec: model_pb2.ModelSpec) -> LoadedVersion:
+def _handle(
+    manager: ModelManager, request: Any
+) -> contextlib.AbstractContextManager[LoadedVersion]:
+    """The request's version, held while the request runs (ServerCore::GetServableHandle)."""
+    if not request.HasField("model_spec"):
+        raise ServingError.invalid_argument("Missing ModelSpec")
+    spec = request.model_spec
     if not spec.name:
         raise ServingError.invalid_argument("ModelSpec has no name specified.")
     choice = spec.WhichOneof("version_choice")
     if choice == "version_label":
-        return manager.resolve(spec.name, label=spec.version_label)
+        return manager.handle(spec.name, label=spec.version_label)
     if choice == "version":
-        return manager.resolve(spec.name, version=spec.version.value)
-    return manager.resolve(spec.name)
+        return manager.handle(spec.name, version=spec.version.value)
+    return manager.handle(spec.name)
 
 
 def _answer_spec(target: model_pb2.ModelSpec, loaded: LoadedVersion, signature: str) -> None:
@@ -103,25 +115,28 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
         def work() -> predict_pb2.PredictResponse:
-            loaded = _resolve(self._manager, request.model_spec)
-            key, signature, inputs = predict_request_inputs(loaded, request)
-            wanted = list(request.output_filter)
-            for alias in wanted:
-                if alias not in signature.output_types:
+            with _handle(self._manager, request) as loaded:
+                key, signature, inputs = predict_request_inputs(loaded, request)
+                wanted = list(request.output_filter)
+                for alias in wanted:
+                    if alias not in signature.output_types:
+                        raise ServingError.invalid_argument(
+                            f"output tensor alias not found in signature: {alias} Outputs "
+                            f"expected to be in the set "
+                            f"{{{','.join(sorted(signature.output_types))}}}."
+                        )
+                if len(set(wanted)) != len(wanted):
+                    duplicate = next(alias for alias in wanted if wanted.count(alias) > 1)
                     raise ServingError.invalid_argument(
-                        f"output tensor alias not found in signature: {alias} Outputs expected "
-                        f"to be in the set {{{','.join(sorted(signature.output_types))}}}."
+                        f"duplicate output tensor alias: {duplicate}"
                     )
-            if len(set(wanted)) != len(wanted):
-                duplicate = next(alias for alias in wanted if wanted.count(alias) > 1)
-                raise ServingError.invalid_argument(f"duplicate output tensor alias: {duplicate}")
-            deadline = context.time_remaining()
-            outputs = loaded.run(key, inputs, deadline)
-            response = predict_pb2.PredictResponse()
-            for alias, array in outputs.items():
-                if not wanted or alias in wanted:
-                    response.outputs[alias].CopyFrom(ndarray_to_tensor_proto(array))
-            _answer_spec(response.model_spec, loaded, key)
+                deadline = context.time_remaining()
+                outputs = loaded.run(key, inputs, deadline)
+                response = predict_pb2.PredictResponse()
+                for alias, array in outputs.items():
+                    if not wanted or alias in wanted:
+                        response.outputs[alias].CopyFrom(ndarray_to_tensor_proto(array))
+                _answer_spec(response.model_spec, loaded, key)
             return response
 
         return self._call("predict", request.model_spec.name, context, work)
@@ -132,6 +147,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         context: grpc.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
+            if not request.HasField("model_spec"):
+                raise ServingError.invalid_argument("Missing ModelSpec")
             if not request.metadata_field:
                 raise ServingError.invalid_argument(
                     "GetModelMetadataRequest must specify at least one metadata_field"
@@ -139,11 +156,11 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for field in request.metadata_field:
                 if field != "signature_def":
                     raise ServingError.invalid_argument(f"Metadata field {field} is not supported")
-            loaded = _resolve(self._manager, request.model_spec)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = loaded.name
-            response.model_spec.version.value = loaded.version
-            response.metadata["signature_def"].Pack(loaded.signature_def_map)
+            with _handle(self._manager, request) as loaded:
+                response.model_spec.name = loaded.name
+                response.model_spec.version.value = loaded.version
+                response.metadata["signature_def"].Pack(loaded.signature_def_map)
             return response
 
         return self._call("GetModelMetadata", request.model_spec.name, context, work)
@@ -152,15 +169,15 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         def work() -> classification_pb2.ClassificationResponse:
-            loaded = _resolve(self._manager, request.model_spec)
-            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            results = classify(loaded, key, examples_from_input(request.input))
-            response = classification_pb2.ClassificationResponse()
-            for pairs in results:
-                classifications = response.result.classifications.add()
-                for label, score in pairs:
-                    classifications.classes.add(label=label, score=score)
-            _answer_spec(response.model_spec, loaded, key)
+            with _handle(self._manager, request) as loaded:
+                key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+                results = classify(loaded, key, examples_from_input(request.input))
+                response = classification_pb2.ClassificationResponse()
+                for pairs in results:
+                    classifications = response.result.classifications.add()
+                    for label, score in pairs:
+                        classifications.classes.add(label=label, score=score)
+                _answer_spec(response.model_spec, loaded, key)
             return response
 
         return self._call("classify", request.model_spec.name, context, work)
@@ -169,13 +186,13 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         def work() -> regression_pb2.RegressionResponse:
-            loaded = _resolve(self._manager, request.model_spec)
-            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            values = regress(loaded, key, examples_from_input(request.input))
-            response = regression_pb2.RegressionResponse()
-            for value in values:
-                response.result.regressions.add(value=value)
-            _answer_spec(response.model_spec, loaded, key)
+            with _handle(self._manager, request) as loaded:
+                key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+                values = regress(loaded, key, examples_from_input(request.input))
+                response = regression_pb2.RegressionResponse()
+                for value in values:
+                    response.result.regressions.add(value=value)
+                _answer_spec(response.model_spec, loaded, key)
             return response
 
         return self._call("regress", request.model_spec.name, context, work)
@@ -194,8 +211,10 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> get_model_status_pb2.GetModelStatusResponse:
         spec = request.model_spec
         try:
-            if not spec.name:
-                raise ServingError.invalid_argument("ModelSpec has no name specified.")
+            # GetModelStatusImpl: no ModelSpec is an error; an empty name is just a model that
+            # has no versions (the label, if any, is ignored).
+            if not request.HasField("model_spec"):
+                raise ServingError.invalid_argument("Missing ModelSpec")
             version = spec.version.value if spec.HasField("version") else None
             statuses = self._manager.statuses(spec.name, version)
         except ServingError as error:
@@ -219,14 +238,15 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise ServingError.unimplemented("Config reload is not enabled")
             if request.config.WhichOneof("config") != "model_config_list":
                 raise ServingError.invalid_argument(
-                    "ServerCore config changes of type ModelConfigList only are supported"
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported"
                 )
             self._reload_config(request.config)
         except ServingError as error:
             response.status.error_code = int(error.code)
             response.status.error_message = error.message
             context.set_code(grpc.StatusCode[error.code.name])
-            context.set_details(error.message)
+            context.set_details(_details(error))
         return response
 
 

@@ -8,12 +8,15 @@ Flags of the real binary this stand-in does not need are accepted only where lis
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.logs import log_event
 from serving.model_server.batching import BatchingParameters
+from serving.model_server.errors import Code, ServingError
 from serving.model_server.manager import ServedModelConfig, VersionPolicy
 from serving.textproto import TextProtoError, parse_text_proto
 
@@ -24,7 +27,10 @@ __all__ = [
     "read_batching_parameters",
     "read_model_config_file",
     "read_monitoring_path",
+    "single_model_config",
 ]
+
+logger = logging.getLogger("serving.model_server")
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
@@ -76,7 +82,7 @@ def _bool(text: str) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.model_server",
+        prog="xray-model-server",
         description="A local stand-in for tensorflow_model_server (REST and gRPC).",
     )
     add = parser.add_argument
@@ -176,27 +182,48 @@ def read_monitoring_path(path: str | None) -> str | None:
     return metrics_path if metrics_path.startswith("/") else "/" + metrics_path
 
 
-def read_model_config_file(path: str) -> list[ServedModelConfig]:
-    """models.config (a text ModelServerConfig) parsed with TF Serving's own protos."""
+def read_model_config_file(path: str) -> Any:
+    """models.config, a text ModelServerConfig, parsed with TF Serving's own protos.
+
+    As ParseProtoTextFile: a file that cannot be read is NOT_FOUND (or the OS error), one that
+    does not parse is INVALID_ARGUMENT `Invalid protobuf file: '<path>'` (the parser's reason
+    is logged).
+    """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(Path(path).read_text(encoding="utf-8"), config)
-    except (OSError, text_format.ParseError) as error:
-        raise ValueError(f"invalid model config file {path}: {error}") from error
-    return model_configs_from_proto(config)
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ServingError.not_found(f"{path}; No such file or directory") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ServingError(Code.UNKNOWN, f"{path}; {error}") from None
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        log_event(logger, "config_parse_error", logging.ERROR, path=path, reason=str(error))
+        raise ServingError.invalid_argument(f"Invalid protobuf file: '{path}'") from None
+    return config
+
+
+def single_model_config(name: str, base_path: str) -> Any:
+    """BuildSingleModelConfig: `--model_name` at `--model_base_path`, platform tensorflow."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name = name
+    entry.base_path = base_path
+    entry.model_platform = "tensorflow"
+    return config
 
 
 def model_configs_from_proto(config: Any) -> list[ServedModelConfig]:
-    """The models of a ModelServerConfig proto (model_config_list only, as TF Serving)."""
-    if config.WhichOneof("config") != "model_config_list":
-        raise ValueError("only a model_config_list is supported")
+    """The models of a ModelServerConfig's model_config_list, as written (the manager checks
+    them, in ServerCore's order)."""
     models = []
     for entry in config.model_config_list.config:
-        if entry.model_platform not in ("", "tensorflow"):
-            raise ValueError(f"model {entry.name} has platform {entry.model_platform!r}")
         policy_kind = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         if policy_kind == "specific":
             policy = VersionPolicy(
@@ -211,10 +238,11 @@ def model_configs_from_proto(config: Any) -> list[ServedModelConfig]:
         models.append(
             ServedModelConfig(
                 name=entry.name,
-                # Relative base paths are relative to the working directory, as in TF Serving.
-                base_path=Path(entry.base_path),
+                base_path=entry.base_path,
                 policy=policy,
                 labels=dict(entry.version_labels),
+                model_platform=entry.model_platform,
+                model_type=int(entry.model_type),
             )
         )
     return models

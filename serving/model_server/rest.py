@@ -40,6 +40,7 @@ from serving.model_server.manager import ModelManager
 from serving.model_server.metrics import Metrics
 from serving.model_server.servable import (
     DEFAULT_SIGNATURE,
+    LoadedVersion,
     classify,
     regress,
     serialize_examples,
@@ -74,7 +75,7 @@ class Response:
         self,
         status: int,
         body: bytes,
-        content_type: str = _JSON,
+        content_type: str | None = _JSON,
         headers: dict[str, str] | None = None,
     ) -> None:
         self.status = status
@@ -236,11 +237,12 @@ class RestApi:
             if self._enable_cors
             else {}
         )
-        if self._enable_cors and method == "OPTIONS":
-            if origin and ("http://" in origin or "https://" in origin):
-                return Response(200, b"", _JSON, cors)
-            error = ServingError.invalid_argument("Origin header is missing in CORS preflight")
-            return Response(400, _error_body(error), _JSON, cors)
+        if method == "OPTIONS":
+            # A CORS preflight is answered with or without --rest_api_enable_cors_support, and
+            # never reaches the API handler: an empty body either way (http_server.cc); a
+            # missing Origin is FAILED_PRECONDITION "Origin header is missing in CORS preflight".
+            preflight_ok = bool(origin) and re.search(r"https?://", origin or "") is not None
+            return Response(200 if preflight_ok else 400, b"", None, cors)
         started = time.monotonic()
         model_name, api = "", "unknown"
         try:
@@ -307,7 +309,11 @@ class RestApi:
         return json.dumps(document, indent=1, ensure_ascii=False)
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> str:
-        loaded = self._manager.resolve(name, version, label)
+        with self._manager.handle(name, version, label) as loaded:
+            return self._metadata_text(name, loaded)
+
+    @staticmethod
+    def _metadata_text(name: str, loaded: LoadedVersion) -> str:
         # Cached on the version itself: it goes when the version is unloaded (a cache keyed
         # here would keep every unloaded version's variables alive).
         cached = loaded.metadata_json
@@ -332,7 +338,12 @@ class RestApi:
     def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:
         document = parse_request_json(body)
         signature_name = _signature_name(document)
-        loaded = self._manager.resolve(name, version, label)
+        with self._manager.handle(name, version, label) as loaded:
+            return self._predict_on(loaded, document, signature_name)
+
+    def _predict_on(
+        self, loaded: LoadedVersion, document: dict[str, Any], signature_name: str
+    ) -> str:
         key = signature_name or DEFAULT_SIGNATURE
         signature = loaded.signatures.get(key)
         if signature is None:
@@ -373,8 +384,8 @@ class RestApi:
         document = parse_request_json(body)
         signature_name = _signature_name(document)
         examples = _examples(document)
-        loaded = self._manager.resolve(name, version, label)
-        results = classify(loaded, signature_name or DEFAULT_SIGNATURE, examples)
+        with self._manager.handle(name, version, label) as loaded:
+            results = classify(loaded, signature_name or DEFAULT_SIGNATURE, examples)
         rows = []
         for pairs in results:
             scores = format_float_values(np.array([score for _, score in pairs], np.float32))
@@ -392,8 +403,8 @@ class RestApi:
         document = parse_request_json(body)
         signature_name = _signature_name(document)
         examples = _examples(document)
-        loaded = self._manager.resolve(name, version, label)
-        values = regress(loaded, signature_name or DEFAULT_SIGNATURE, examples)
+        with self._manager.handle(name, version, label) as loaded:
+            values = regress(loaded, signature_name or DEFAULT_SIGNATURE, examples)
         texts = format_float_values(np.array(values, dtype=np.float32))
         return '{\n    "results": [' + ", ".join(texts) + "]\n}"
 
@@ -445,7 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.command, self.path, body, self.headers.get("Origin")
                 )
         head = [f"HTTP/1.1 {response.status} {self.responses.get(response.status, ('',))[0]}"]
-        head.append(f"Content-Type: {response.content_type}")
+        if response.content_type:
+            head.append(f"Content-Type: {response.content_type}")
         head.append(f"Content-Length: {len(response.body)}")
         for key, value in response.headers.items():
             head.append(f"{key}: {value}")

@@ -9,6 +9,8 @@ TensorFlow releases the GIL while it computes, so requests run in parallel acros
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -101,6 +103,25 @@ class LoadedVersion:
         self._close_hooks: list[Callable[[], None]] = []
         # The REST metadata answer, computed on first request.
         self.metadata_json: str | None = None
+        # Requests holding this version (TF Serving's ServableHandle): an unload waits for them.
+        self._users = 0
+        self._idle = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._idle:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._idle:
+            self._users -= 1
+            if self._users == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        """Block until no request holds this version."""
+        with self._idle:
+            while self._users:
+                self._idle.wait()
 
     def set_runner(self, key: str, runner: Runner, close: Callable[[], None]) -> None:
         """Route a signature through `runner` (the batcher) instead of calling it directly."""
@@ -213,10 +234,13 @@ def _read_warmup_records(path: Path) -> list[bytes]:
                     f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
                 )
     except tf.errors.OpError as error:
+        # The record reader's own words, without tf.data's "{{function_node ...}}" and
+        # "[Op:...]" wrapping; any code but DATA_LOSS passes through unchanged.
+        message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", error.message)
+        if error.error_code != Code.DATA_LOSS:
+            raise ServingError(Code(error.error_code), message) from None
         raise ServingError(
-            Code.DATA_LOSS,
-            f"Failed to read warmup data file {path}: {error.message}. "
-            "Please verify your warmup data is in TFRecord format.",
+            Code.DATA_LOSS, f"{message}. Please verify your warmup data is in TFRecord format."
         ) from None
     return records
 
@@ -239,9 +263,13 @@ def replay_warmup(loaded: LoadedVersion, iterations: int = 1) -> int:
         try:
             log.ParseFromString(raw)
         except DecodeError:
-            raise ServingError.invalid_argument("Failed to parse warmup record") from None
+            raise ServingError.invalid_argument(
+                f"Failed to parse warmup record: {raw.decode('utf-8', 'replace')} from {path}"
+            ) from None
         kind = log.WhichOneof("log_type")
         repeats = max(1, iterations)
+        if kind is None:
+            continue  # a record with no log_type runs nothing (saved_model_warmup.cc, default)
         if kind == "predict_log":
             _key, signature, inputs = predict_request_inputs(loaded, log.predict_log.request)
             for _ in range(repeats):
@@ -254,7 +282,10 @@ def replay_warmup(loaded: LoadedVersion, iterations: int = 1) -> int:
             for _ in range(repeats):
                 run(loaded, key, examples)
         else:
-            raise ServingError.unimplemented(f"Unsupported log_type for warmup: {kind}")
+            # multi_inference_log runs in TF Serving; the stand-in has no MultiInference. The
+            # others are refused upstream too, which prints the oneof's field number.
+            number = log.DESCRIPTOR.fields_by_name[kind].number
+            raise ServingError.unimplemented(f"Unsupported log_type for warmup: {number}")
     log_event(
         logger, "warmup_finished", model=loaded.name, version=loaded.version, records=len(records)
     )

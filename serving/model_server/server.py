@@ -1,9 +1,10 @@
 """The model server process: configuration, model lifecycle, REST and gRPC, shutdown.
 
 As tensorflow_model_server: the configured models are loaded first and the ports open only once
-each has a version AVAILABLE (a model whose loads all fail stops the start with "N model(s) did
-not become available"); then the base paths are polled every `--file_system_poll_wait_seconds`
-and, when `--model_config_file_poll_wait_seconds` > 0, the config file is re-read.
+each model's first version to finish loading is AVAILABLE (one that ends in error stops the
+start with "N servable(s) did not become available", exit status 255); the base paths are polled
+every `--file_system_poll_wait_seconds` from the start and, when
+`--model_config_file_poll_wait_seconds` > 0, the config file is re-read and reloaded every poll.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
 from common.logs import configure_json_logging, log_event
 from serving.model_server.batching import BatchScheduler
-from serving.model_server.errors import ServingError
+from serving.model_server.errors import Code, ServingError
 from serving.model_server.grpc_api import GrpcServer
-from serving.model_server.manager import ModelManager, ServedModelConfig, VersionPolicy
+from serving.model_server.manager import ModelManager
 from serving.model_server.metrics import Metrics
 from serving.model_server.options import (
     ServerOptions,
@@ -30,6 +31,7 @@ from serving.model_server.options import (
     read_batching_parameters,
     read_model_config_file,
     read_monitoring_path,
+    single_model_config,
 )
 from serving.model_server.rest import RestApi, RestServer
 from serving.model_server.servable import LoadedVersion, load_version
@@ -98,51 +100,59 @@ class ModelServer:
 
     # -- configuration -------------------------------------------------------------------------
 
-    def _configured_models(self) -> list[ServedModelConfig]:
+    def _initial_config(self) -> Any:
+        """The ModelServerConfig to start with: the file, or the single model of the flags."""
         if self.options.model_config_file:
             return read_model_config_file(self.options.model_config_file)
         assert self.options.model_base_path is not None
-        return [
-            ServedModelConfig(
-                name=self.options.model_name,
-                base_path=Path(self.options.model_base_path),
-                policy=VersionPolicy("latest", num_versions=1),
+        return single_model_config(self.options.model_name, self.options.model_base_path)
+
+    def reload_config(self, config: Any) -> None:
+        """ServerCore::ReloadConfig: the given ModelServerConfig replaces the current one.
+
+        Only a model_config_list is applied. An empty config is no change at start (the server
+        then runs with no model) and refused once a list is in effect, as is a custom config.
+        """
+        kind = config.WhichOneof("config")
+        if kind != "model_config_list":
+            if not self.manager.configured:
+                if kind is None:
+                    log_event(logger, "config_empty", detail="Taking no action for empty config.")
+                    return
+                raise ServingError.unimplemented(
+                    "ModelServer does not yet support custom model config."
+                )
+            raise ServingError.failed_precondition(
+                "Cannot transition to requested config. It is only legal to transition from "
+                "one ModelConfigList to another."
             )
-        ]
-
-    def reload_config(self, config: object) -> None:
-        """gRPC HandleReloadConfigRequest: the given ModelServerConfig replaces the current one."""
-        try:
-            models = model_configs_from_proto(config)
-        except ValueError as error:
-            raise ServingError.invalid_argument(str(error)) from None
+        models = model_configs_from_proto(config)
         with self._config_lock:
-            self._apply(models)
+            self.manager.apply_config(
+                models,
+                allow_labels_for_unavailable=(
+                    self.options.allow_version_labels_for_unavailable_models
+                ),
+            )
 
-    def _apply(self, models: list[ServedModelConfig]) -> None:
-        self.manager.apply_config(
-            models,
-            allow_labels_for_unavailable=self.options.allow_version_labels_for_unavailable_models,
-        )
-
-    def _poll_config_file(self, interval: float, applied: list[ServedModelConfig]) -> None:
-        """TF Serving re-reads the file and reloads it every interval; a reload that failed (a
-        label on a version not AVAILABLE yet) is tried again until it succeeds. An unchanged
-        file whose configuration is in effect is skipped here (reloading it changes nothing)."""
-        failed = False
+    def _poll_config_file(self, interval: float, applied: Any) -> None:
+        """Server::PollFilesystemAndReloadConfig: every interval the file is read and reloaded,
+        changed or not, so a reload that failed (a label on a version not AVAILABLE yet) is
+        tried again on every poll; an unreadable file changes nothing."""
+        path = str(self.options.model_config_file)
         while not self._stop.wait(interval):
             try:
-                models = read_model_config_file(str(self.options.model_config_file))
-            except ValueError as error:
-                log_event(logger, "config_unreadable", logging.ERROR, reason=str(error))
-                continue
-            if models == applied and not failed and not self.manager.labels_pending(models):
+                config = read_model_config_file(path)
+            except ServingError as error:
+                log_event(
+                    logger,
+                    "config_unreadable",
+                    logging.ERROR,
+                    message=f"Failed to read ModelServerConfig file: {error.message}",
+                )
                 continue
             try:
-                with self._config_lock:
-                    self._apply(models)
-                log_event(logger, "config_applied", models=[model.name for model in models])
-                failed = False
+                self.reload_config(config)
             except ServingError as error:
                 log_event(
                     logger,
@@ -153,24 +163,31 @@ class ModelServer:
                     code=error.code.name,
                     reason=error.message,
                 )
-                failed = True
-            applied = models
+                continue
+            if config != applied:
+                log_event(
+                    logger,
+                    "config_applied",
+                    models=[entry.name for entry in config.model_config_list.config],
+                )
+                applied = config
 
     # -- start and stop ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the models, then open the ports. Raises ServingError if a model fails."""
         options = self.options
-        models = self._configured_models()
+        config = self._initial_config()
         log_event(
             logger,
             "server_starting",
-            models=[model.name for model in models],
+            models=[entry.name for entry in config.model_config_list.config],
             batching=self._batching is not None,
         )
-        with self._config_lock:
-            self._apply(models)
+        # The base paths are polled from the start: a version that appears while the server
+        # waits for its first versions is loaded (FileSystemStoragePathSource's own thread).
         self.manager.start_polling(options.file_system_poll_wait_seconds)
+        self.reload_config(config)
         if options.port:
             self._grpc = GrpcServer(
                 self.manager,
@@ -202,7 +219,7 @@ class ModelServer:
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._config_thread = threading.Thread(
                 target=self._poll_config_file,
-                args=(options.model_config_file_poll_wait_seconds, models),
+                args=(options.model_config_file_poll_wait_seconds, config),
                 name="config-poll",
                 daemon=True,
             )
@@ -235,24 +252,30 @@ def _configure_tensorflow(options: ServerOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the server; on a failed start print what tensorflow_model_server prints (to stdout)
+    and return its exit status, 255 (its `return -1`)."""
     options = parse_options(argv)
     configure_json_logging()
     _configure_tensorflow(options)
     try:
         server = ModelServer(options)
     except ValueError as error:
-        print(f"Failed to start server: {error}", file=sys.stderr)
-        return 1
+        print(f"Failed to start server. Error: INVALID_ARGUMENT: {error}", flush=True)
+        return 255
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: server.request_stop())
     try:
         server.start()
     except (ServingError, ValueError, OSError) as error:
-        message = error.message if isinstance(error, ServingError) else str(error)
-        log_event(logger, "server_start_failed", logging.ERROR, reason=message)
-        print(f"Failed to start server. Error: {message}", file=sys.stderr)
+        failure = (
+            error
+            if isinstance(error, ServingError)
+            else ServingError(Code.INVALID_ARGUMENT, str(error))
+        )
+        log_event(logger, "server_start_failed", logging.ERROR, reason=failure.status_string())
+        print(f"Failed to start server. Error: {failure.status_string()}", flush=True)
         server.stop()
-        return 1
+        return 255
     server.wait()
     log_event(logger, "server_stopping")
     server.stop()

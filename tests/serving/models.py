@@ -5,6 +5,8 @@
   since tf.saved_model.save writes every signature as predict).
 - `save_multi`: two inputs (float `a`, int32 `b`), outputs of four dtypes, one `*_bytes`.
 - `save_echo`: a string input; its bytes back under `echo_bytes` and as plain text.
+- `save_slow`: answers `offset` after computing for `seconds` (a busy wait on tf.timestamp), so
+  a request, or a warmup record, can be held in flight for as long as a test needs.
 - `write_warmup` / `write_broken_warmup`: the assets.extra warmup file, valid or not.
 """
 
@@ -110,6 +112,48 @@ def save_echo(path: Path) -> Path:
     return path
 
 
+class _Slow(tf.Module):
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = tf.Variable(offset, dtype=tf.float64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64, name="seconds")])
+    def predict(self, seconds: tf.Tensor) -> dict[str, tf.Tensor]:
+        start = tf.timestamp()
+        wanted = tf.reduce_max(seconds)
+        (elapsed,) = tf.while_loop(
+            lambda elapsed: elapsed < wanted,
+            lambda elapsed: [tf.timestamp() - start],
+            [tf.constant(0.0, tf.float64)],
+        )
+        return {"y": seconds * 0.0 + self.offset + elapsed * 0.0}
+
+
+def save_slow(path: Path, offset: float = 1.0) -> Path:
+    module = _Slow(offset)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return path
+
+
+def write_warmup_records(path: Path, logs: list[prediction_log_pb2.PredictionLog]) -> Path:
+    """The warmup file of a version, holding exactly `logs`."""
+    target = path / "assets.extra" / "tf_serving_warmup_requests"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+    return target
+
+
+def slow_warmup_log(seconds: float) -> prediction_log_pb2.PredictionLog:
+    """A warmup record that keeps a `save_slow` version loading for `seconds`."""
+    request = predict_pb2.PredictRequest()
+    request.inputs["seconds"].CopyFrom(tf.make_tensor_proto(np.array([seconds], np.float64)))
+    return prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
+
+
 def write_warmup(path: Path, count: int = 2) -> Path:
     """A valid warmup file for a half_plus_two version: `count` predict requests."""
     target = path / "assets.extra" / "tf_serving_warmup_requests"
@@ -149,3 +193,26 @@ def write_failing_warmup(path: Path) -> Path:
         )
         writer.write(log.SerializeToString())
     return target
+
+
+def write_unsupported_warmup(path: Path) -> Path:
+    """A warmup file whose record is a session_run_log: TF Serving refuses it (UNIMPLEMENTED)."""
+    return write_warmup_records(
+        path,
+        [prediction_log_pb2.PredictionLog(session_run_log=prediction_log_pb2.SessionRunLog())],
+    )
+
+
+def write_warmup_with_empty_record(path: Path) -> Path:
+    """A warmup file whose first record sets no log_type (it runs nothing), then a valid one."""
+    request = predict_pb2.PredictRequest()
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0]], dtype=np.float32)))
+    return write_warmup_records(
+        path,
+        [
+            prediction_log_pb2.PredictionLog(),
+            prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            ),
+        ],
+    )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -202,3 +203,52 @@ def test_grpc_regress_answers_results(
     response = prediction.Regress(request, timeout=30)
 
     assert [item.value for item in response.result.regressions] == [42.0]
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["Predict", "Classify", "Regress", "GetModelMetadata"],
+)
+def test_grpc_request_without_model_spec_is_missing_model_spec(
+    prediction: prediction_service_pb2_grpc.PredictionServiceStub, call: str
+) -> None:
+    request = {
+        "Predict": predict_pb2.PredictRequest(),
+        "Classify": classification_pb2.ClassificationRequest(),
+        "Regress": regression_pb2.RegressionRequest(),
+        "GetModelMetadata": get_model_metadata_pb2.GetModelMetadataRequest(),
+    }[call]
+
+    with pytest.raises(grpc.RpcError) as raised:
+        getattr(prediction, call)(request, timeout=30)
+
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "Missing ModelSpec"
+
+
+def test_grpc_get_model_status_without_spec_or_name(
+    models: model_service_pb2_grpc.ModelServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as missing:
+        models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=30)
+    unnamed = get_model_status_pb2.GetModelStatusRequest()
+    unnamed.model_spec.signature_name = "serving_default"  # a ModelSpec, with no name
+    with pytest.raises(grpc.RpcError) as nameless:
+        models.GetModelStatus(unnamed, timeout=30)
+
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert missing.value.details() == "Missing ModelSpec"
+    assert nameless.value.code() == grpc.StatusCode.NOT_FOUND
+    assert nameless.value.details() == "Could not find any versions of model "
+
+
+def test_grpc_get_model_status_ignores_the_label(
+    models: model_service_pb2_grpc.ModelServiceStub,
+) -> None:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "half_plus_two"
+    request.model_spec.version_label = "no-such-label"
+
+    response = models.GetModelStatus(request, timeout=30)
+
+    assert [status.version for status in response.model_version_status] == [123]

@@ -21,7 +21,13 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from serving.model_config import read_model_config
 from serving.sync import ModelSync, RestAvailabilityProbe, SyncSettings
 from storage import LocalStore, StorageSettings
-from tests.serving.models import save_half_plus_two, write_broken_warmup, write_failing_warmup
+from tests.serving.models import (
+    save_half_plus_two,
+    write_broken_warmup,
+    write_failing_warmup,
+    write_unsupported_warmup,
+    write_warmup_with_empty_record,
+)
 from tests.serving.publishing import publish_version, saved_model_files, write_registry
 from tests.serving.server_process import ServerProcess
 
@@ -138,8 +144,12 @@ def test_lifecycle_swap_under_continuous_requests_has_zero_failures(
 
 @pytest.mark.parametrize(
     ("version", "prepare", "code"),
-    [(7, write_broken_warmup, "DATA_LOSS"), (8, write_failing_warmup, "INVALID_ARGUMENT")],
-    ids=["warmup not tfrecord", "warmup request fails"],
+    [
+        (7, write_broken_warmup, "DATA_LOSS"),
+        (8, write_failing_warmup, "INVALID_ARGUMENT"),
+        (9, write_unsupported_warmup, "UNIMPLEMENTED"),
+    ],
+    ids=["warmup not tfrecord", "warmup request fails", "warmup session_run_log"],
 )
 def test_lifecycle_version_failing_warmup_ends_with_error_and_old_keeps_serving(
     polling_server: tuple[ServerProcess, Path],
@@ -170,6 +180,36 @@ def test_lifecycle_version_failing_warmup_ends_with_error_and_old_keeps_serving(
     assert hammer.failures == []
     assert set(hammer.answers) == {before["predictions"][0][0]}
     assert any(s["state"] == "AVAILABLE" for s in statuses(server, "swap"))
+
+
+def test_lifecycle_warmup_record_without_log_type_runs_nothing_and_the_version_loads(
+    polling_server: tuple[ServerProcess, Path],
+) -> None:
+    server, base = polling_server
+    url = f"{server.url}/v1/models/swap:predict"
+    before = requests.post(url, json={"instances": [[1.0]]}, timeout=30).json()
+
+    install_version(base, 30, offset=30.0, prepare=write_warmup_with_empty_record)
+    wait_for(
+        lambda: (
+            requests.post(url, json={"instances": [[1.0]]}, timeout=30).json()
+            == {"predictions": [[30.5]]}
+        ),
+        what="version 30 answers",
+    )
+    shutil.rmtree(base / "30")
+    # The highest remaining version serves again once version 30 has left.
+    wait_for(
+        lambda: (
+            requests.post(url, json={"instances": [[1.0]]}, timeout=30).json() == before
+            and [s["state"] for s in statuses(server, "swap") if s["version"] == "30"] == ["END"]
+        ),
+        what="the previous version back",
+    )
+
+    assert [s["status"] for s in statuses(server, "swap") if s["version"] == "30"] == [
+        {"error_code": "OK", "error_message": ""}
+    ]
 
 
 def test_lifecycle_label_on_unavailable_version_is_refused_on_reload(
@@ -224,8 +264,11 @@ def test_lifecycle_startup_with_no_loadable_version_exits_with_message(tmp_path:
     finally:
         server.stop()
 
-    assert code != 0
-    assert "1 model(s) did not become available" in server.log()
+    assert code == 255  # tensorflow_model_server's `return -1`
+    assert (
+        "Failed to start server. Error: UNKNOWN: 1 servable(s) did not become available: "
+        "{{{name: broken version: 1} due to error: DATA_LOSS: "
+    ) in server.log()
 
 
 def test_sync_and_model_server_promotion_end_to_end_has_zero_failures(tmp_path: Path) -> None:

@@ -616,3 +616,23 @@ def test_rest_monitoring_path_serves_prometheus_text(http: requests.Session) -> 
         response.text,
     )
     assert ":tensorflow:serving:batching_session:processed_batch_size_bucket" in response.text
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [("http://app.example", 200), ("https://app.example", 200), (None, 400), ("app", 400)],
+)
+def test_rest_cors_preflight_is_answered_without_the_cors_flag_and_without_a_body(
+    http: requests.Session, origin: str | None, status: int
+) -> None:
+    # The conformance server runs without --rest_api_enable_cors_support.
+    headers = {"Origin": origin} if origin else {}
+    response = http.options(
+        http.base_url + HPT,  # type: ignore[attr-defined]
+        headers=headers,
+        timeout=30,
+    )
+
+    assert response.status_code == status
+    assert response.content == b""
+    assert "Access-Control-Allow-Origin" not in response.headers
