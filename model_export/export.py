@@ -9,6 +9,12 @@ preprocess the image bytes in-graph with `cnn_vit.preprocessing`, the function t
 uses, and read the identity from `assets/model_identity.txt` through a lookup table initialised
 when the SavedModel loads, so publishing can restamp the identity without TensorFlow.
 
+Every signature serves calibrated probabilities: the training job fits a temperature T on the
+validation split (`training_job.calibration`) and the export divides the logits by it,
+`softmax(log(p) / T)` on the network's float32 softmax (exactly `softmax(logits / T)`: the
+log-probabilities are the logits up to a per-image constant). T = 1 leaves the graph as it was.
+No argmax changes, so neither does any class or Grad-CAM target.
+
 The overlay is drawn at a display size (`overlay_size`, default max(S, 256)) rather than at the
 model's input size S: the small preset's 64 px is a postage stamp on a screen. The film under
 the heat is the same preprocessing run at the display size, so it is what the model saw, larger.
@@ -17,6 +23,7 @@ the heat is the same preprocessing run at the display size, so it is what the mo
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cnn_vit.config import ModelConfig
@@ -137,8 +145,10 @@ class ServingFunctions:
         identity_table: tf.lookup.StaticHashTable,
         *,
         overlay_size: int | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self._model = model
+        self._temperature = _temperature(temperature)
         self._image_size = config.image_size
         self._overlay_size = _overlay_size(config.image_size, overlay_size)
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
@@ -174,7 +184,17 @@ class ServingFunctions:
             MODEL_RUN_ID_OUTPUT: tf.fill([batch_size], lookup("run_id")),
         }
 
+    def _calibrated(self, probabilities: tf.Tensor) -> tf.Tensor:
+        if self._temperature == 1.0:
+            return probabilities
+        # A float32 softmax underflows to 0 far below the top class: log of the smallest
+        # normal float instead of -inf (its calibrated share stays ~0 for any T in range).
+        floor = tf.constant(np.finfo(np.float32).tiny, tf.float32)
+        logits = tf.math.log(tf.maximum(probabilities, floor))
+        return tf.nn.softmax(logits / tf.constant(self._temperature, tf.float32), axis=-1)
+
     def _prediction(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = self._calibrated(probabilities)
         batch_size = tf.shape(probabilities)[0]
         class_index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {
@@ -261,6 +281,14 @@ class ServingFunctions:
         return outputs
 
 
+def _temperature(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"temperature must be a number, not {value!r}")
+    if not (math.isfinite(value) and 0.05 <= value <= 20.0):
+        raise ValueError(f"temperature must be between 0.05 and 20, not {value!r}")
+    return float(value)
+
+
 def _check_model(model: keras.Model, config: ModelConfig) -> None:
     expected_input = (None, config.image_size, config.image_size, 1)
     if tuple(model.input_shape) != expected_input:
@@ -295,6 +323,8 @@ def export_saved_model(
     overlay_size: int | None = None,
     training_metadata: Mapping[str, Any] | None = None,
     warmup_images: Sequence[bytes] | None = None,
+    temperature: float = 1.0,
+    calibration: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write `model` as a SavedModel with the `serving_default`, `gradcam` and
     `gradcam_overlay` signatures.
@@ -306,6 +336,8 @@ def export_saved_model(
     `heatmap` output stays S x S, at the model's input size.
     Warmup records for every signature use `warmup_images` (default: `default_warmup_images`,
     a small film drawn by the warmup module).
+    `temperature` divides the logits of every signature (calibration; 1 = none); `calibration`
+    (how it was fitted and what it changed) goes into the model info with it.
     `export_dir` must not exist or be empty.
     """
     target = Path(export_dir)
@@ -314,6 +346,7 @@ def export_saved_model(
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, not {compute_dtype!r}")
     _check_model(model, config)
+    temperature = _temperature(temperature)
     layer = gradcam_layer or config.gradcam_layer
     display_size = _overlay_size(config.image_size, overlay_size)
     identity = ModelIdentity(name=model_name, version=0, run_id=run_id)
@@ -323,7 +356,9 @@ def export_saved_model(
         identity_file = Path(staging) / IDENTITY_FILE_NAME
         identity_file.write_text(identity.to_text(), encoding="utf-8")
         table = _identity_table(identity_file)
-        functions = ServingFunctions(served, config, layer, table, overlay_size=display_size)
+        functions = ServingFunctions(
+            served, config, layer, table, overlay_size=display_size, temperature=temperature
+        )
 
         archive = keras.export.ExportArchive()
         archive.track(served)
@@ -354,6 +389,11 @@ def export_saved_model(
         "gradcam_smoothing": functions.explainer.smoothing,
         "compute_dtype": compute_dtype,
         "overlay_size": display_size,
+        "calibration": {
+            "method": "temperature" if temperature != 1.0 else "none",
+            "temperature": temperature,
+            **dict(calibration or {}),
+        },
         "signatures": list(SIGNATURES),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keras_version": keras.__version__,

@@ -44,6 +44,7 @@ from training_job.outputs import (
     HISTORY_FILE,
     LOG_FILE,
     MODEL_FILE,
+    RELIABILITY_FILE,
     LearningOutputs,
     confusion_file,
     dataset_csv,
@@ -118,6 +119,11 @@ class _Run:
     cache: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     is_chief: bool = True
+    # The temperature fitted on the validation split and what it changed (calibration.py).
+    temperature: float = 1.0
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # The test split's probabilities as each evaluated SavedModel answered them.
+    test_probabilities: dict[str, Any] = field(default_factory=dict)
 
 
 def _utc_now() -> str:
@@ -378,6 +384,7 @@ def _evaluate(
             f"not {list(CLASS_NAMES)}"
         )
     report = classification_report(test.labels, predictions.probabilities, CLASS_NAMES)
+    run.test_probabilities[role] = predictions.probabilities
     run.log.event(
         "evaluated",
         role=role,
@@ -439,6 +446,8 @@ def _save_and_export(
         compute_dtype=cast("ComputeDtype", options.compute_dtype),
         training_metadata=training_metadata,
         warmup_images=warmup,
+        temperature=run.temperature,
+        calibration=run.calibration,
     )
     log.event("exported", compute_dtype=options.compute_dtype)
     return model_path, export_dir, exported
@@ -453,8 +462,10 @@ def _evaluate_and_decide(
     workdir: Path,
 ) -> JobResult:
     options, log = run.options, run.log
+    _fit_calibration(run, candidate, splits["val"])
     model_path, export_dir, exported = _save_and_export(run, candidate, starting, splits, workdir)
     candidate_report, candidate_identity = _evaluate(run, "candidate", export_dir, splits["test"])
+    calibration_metrics = _measure_test_calibration(run, splits["test"])
 
     stable_report = stable_evaluation[0] if stable_evaluation else None
     stable_label = f"stable version {run.stable.version}" if run.stable else "stable"
@@ -469,7 +480,7 @@ def _evaluate_and_decide(
 
     # The model info carries the numbers too, so `python -m model_contract publish` of the
     # saved candidate registers the same metrics as this job would.
-    _add_metrics_to_model_info(exported, candidate_report.metrics())
+    _add_metrics_to_model_info(exported, {**candidate_report.metrics(), **calibration_metrics})
     reports = {"candidate": (candidate_report, candidate_identity)}
     if stable_evaluation is not None:
         reports["stable"] = stable_evaluation
@@ -483,7 +494,9 @@ def _evaluate_and_decide(
     if decision.promote and options.dry_run:
         reason = f"dry run, nothing published: {decision.reason}"
     elif decision.promote:
-        outcome = _publish_and_promote(run, candidate_report, decision, starting)
+        outcome = _publish_and_promote(
+            run, {**candidate_report.metrics(), **calibration_metrics}, decision, starting
+        )
         published, promoted, reason = outcome.published, outcome.promoted, outcome.reason
         verdict = "promote" if promoted else "keep"
         stable_after = outcome.stable_after
@@ -509,6 +522,100 @@ def _evaluate_and_decide(
         stable_version=stable_after,
         metrics=metrics,
     )
+
+
+def _fit_calibration(run: _Run, candidate: TrainedCandidate, val: _Split) -> None:
+    """Fit the temperature on the validation split's probabilities from the trained network
+    (the exported graph applies it; calibration.py says why temperature scaling)."""
+    from training_job.calibration import apply_temperature, at_range_end, fit_temperature, measure
+
+    minimum = run.options.calibration_min_images
+    if len(val) < minimum:
+        run.calibration = {
+            "fitted_on": {"split": "val", "images": len(val)},
+            "skipped": f"{len(val)} validation images, fewer than the {minimum} a fit needs",
+        }
+        run.log.event("calibration_skipped", reason=run.calibration["skipped"])
+        return
+    probabilities = _network_probabilities(run, candidate, val)
+    temperature = fit_temperature(probabilities, val.labels)
+    before = measure(probabilities, val.labels, CLASS_NAMES)
+    after = measure(apply_temperature(probabilities, temperature), val.labels, CLASS_NAMES)
+    run.calibration = {
+        "fitted_on": {"split": "val", "images": len(val)},
+        "validation": {"before": before.to_json(), "after": after.to_json()},
+    }
+    if at_range_end(temperature):
+        run.calibration["fitted_temperature"] = temperature
+        run.calibration["skipped"] = (
+            f"the fit ran to the end of its range (T = {temperature:.3g}): {len(val)} "
+            "validation images cannot pin the temperature down"
+        )
+        run.log.event("calibration_skipped", reason=run.calibration["skipped"])
+        return
+    run.temperature = temperature
+    run.log.event(
+        "calibrated",
+        temperature=round(temperature, 4),
+        val_images=len(val),
+        val_ece_before=round(before.ece, 4),
+        val_ece_after=round(after.ece, 4),
+        val_nll_before=round(before.nll, 4),
+        val_nll_after=round(after.nll, 4),
+    )
+
+
+def _network_probabilities(run: _Run, candidate: TrainedCandidate, split: _Split) -> Any:
+    """The trained network's probabilities for `split`, in order (eager forward passes on the
+    chief alone: no collective op, so other workers need not take part)."""
+    import numpy as np
+
+    from training_job.pipeline import make_dataset
+
+    batches = make_dataset(
+        split.paths,
+        None,
+        run.config.image_size,
+        run.options.batch_size,
+        training=False,
+        cache=False,
+    )
+    rows = [np.asarray(candidate.model(images, training=False), np.float32) for images in batches]
+    return np.concatenate(rows, axis=0)
+
+
+def _measure_test_calibration(run: _Run, test: _Split) -> dict[str, float]:
+    """ECE and Brier on the held-out test split before and after the temperature (the
+    SavedModel answered calibrated; dividing its log-probabilities by 1/T undoes it), the
+    reliability diagram data for the report; returns the flat numbers for the registry."""
+    from training_job.calibration import apply_temperature, measure, reliability_bins
+
+    calibrated = run.test_probabilities["candidate"]
+    raw = apply_temperature(calibrated, 1.0 / run.temperature)
+    before = measure(raw, test.labels, CLASS_NAMES)
+    after = measure(calibrated, test.labels, CLASS_NAMES)
+    run.calibration["temperature"] = run.temperature
+    run.calibration["test"] = {"before": before.to_json(), "after": after.to_json()}
+    run.calibration["bins"] = {
+        "before": reliability_bins(raw, test.labels),
+        "after": reliability_bins(calibrated, test.labels),
+    }
+    run.log.event(
+        "calibration_measured",
+        split="test",
+        temperature=round(run.temperature, 4),
+        ece_before=round(before.ece, 4),
+        ece_after=round(after.ece, 4),
+        brier_before=round(before.brier, 4),
+        brier_after=round(after.brier, 4),
+    )
+    return {
+        "temperature": run.temperature,
+        "ece": after.ece,
+        "ece_uncalibrated": before.ece,
+        "brier": after.brier,
+        "brier_uncalibrated": before.brier,
+    }
 
 
 def _add_metrics_to_model_info(exported: ExportResult, metrics: Mapping[str, float]) -> None:
@@ -548,7 +655,7 @@ def _stale(run: _Run, compared: int | None, current: int | None, published: int 
 
 def _publish_and_promote(
     run: _Run,
-    report: ClassificationReport,
+    metrics: Mapping[str, float],
     decision: Decision,
     starting: StartingWeights,
 ) -> _Promotion:
@@ -563,7 +670,7 @@ def _publish_and_promote(
     version = run.registry.publish(
         StoredExport(keys.learning_candidate_prefix(run.run_id)),
         run_id=run.run_id,
-        metrics=report.metrics(),
+        metrics=dict(metrics),
         dataset_fingerprint=run.dataset.fingerprint,
         parent_version=compared,
         preset=run.config.name,
@@ -599,7 +706,11 @@ def _write_outputs(
     model_path: Path,
     export_dir: Path,
 ) -> None:
-    from training_job.plots import plot_confusion_matrix, plot_training_curves
+    from training_job.plots import (
+        plot_confusion_matrix,
+        plot_reliability_diagram,
+        plot_training_curves,
+    )
     from training_job.training_loop import HISTORY_FIELDS
 
     assert run.dataset is not None
@@ -619,17 +730,19 @@ def _write_outputs(
         "image/png",
     )
     for role, (report, identity) in reports.items():
-        outputs.put_json(
-            report_file(role),
-            {
-                "schema": DECISION_SCHEMA,
-                "role": role,
-                "model": identity,
-                "split": "test",
-                "run_id": run.run_id,
-                **report.to_json(),
-            },
-        )
+        document = {
+            "schema": DECISION_SCHEMA,
+            "role": role,
+            "model": identity,
+            "split": "test",
+            "run_id": run.run_id,
+            **report.to_json(),
+        }
+        if role == "candidate":
+            document["calibration"] = {
+                key: value for key, value in run.calibration.items() if key != "bins"
+            }
+        outputs.put_json(report_file(role), document)
         outputs.put(
             confusion_file(role),
             plot_confusion_matrix(
@@ -639,6 +752,24 @@ def _write_outputs(
                     f"{_model_title(role.capitalize(), identity)}\n"
                     f"macro-F1 {report.macro_f1:.3f}, accuracy {report.accuracy:.3f}, "
                     f"{report.images} test images"
+                ),
+            ),
+            "image/png",
+        )
+    bins = run.calibration.get("bins")
+    if bins is not None:
+        test = run.calibration["test"]
+        outputs.put(
+            RELIABILITY_FILE,
+            plot_reliability_diagram(
+                bins["before"],
+                bins["after"],
+                ece_before=test["before"]["ece"],
+                ece_after=test["after"]["ece"],
+                temperature=run.temperature,
+                title=(
+                    f"{_model_title('Candidate', reports['candidate'][1])}\n"
+                    f"reliability on {test['after']['images']} test images"
                 ),
             ),
             "image/png",

@@ -97,6 +97,11 @@ class TrainingOptions:
     split_seed: int = _option(0, "seed of the split of batches that come without split folders")
     from_scratch: bool = _option(False, "do not fine-tune from the stable model's weights")
     run_id: str | None = _option(None, "run id (default: UTC time and a random tail)", kind=str)
+    calibration_min_images: int = _option(
+        30,
+        "fewest validation images a temperature is fitted on (fewer: served uncalibrated, "
+        "said in the report)",
+    )
 
     promotion_margin: float = _option(
         _POLICY.margin, "macro-F1 gain over the stable model needed to promote", PROMOTION
@@ -158,6 +163,8 @@ class TrainingOptions:
             problems.append("patience, min delta and weight decay must not be negative")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label smoothing must lie in [0, 1)")
+        if self.calibration_min_images < 1:
+            problems.append("calibration needs at least 1 validation image")
         if self.collective_timeout_seconds < 0:
             problems.append("the collective timeout must not be negative")
         if self.rotation_degrees < 0 or not 0 <= self.zoom < 1:

@@ -24,6 +24,7 @@ __all__ = [
     "HISTORY_FILE",
     "LOG_FILE",
     "MODEL_FILE",
+    "RELIABILITY_FILE",
     "LearningOutputs",
     "confusion_file",
     "dataset_csv",
@@ -36,6 +37,7 @@ DATASET_FILE = "dataset.csv"
 DECISION_FILE = "decision.json"
 LOG_FILE = "job.log"
 CURVES_FILE = "training_curves.png"
+RELIABILITY_FILE = "reliability_diagram.png"
 # The Keras model file of every run: the next run fine-tunes from the stable version's.
 MODEL_FILE = "model.keras"
 

@@ -1,4 +1,5 @@
-"""PNG plots of a training run: the training curves and a model's confusion matrix.
+"""PNG plots of a training run: the training curves, a model's confusion matrix and its
+reliability diagram.
 
 Matplotlib's object API on the Agg renderer (no pyplot, no global state, no display), so plots
 render in a headless container and from any thread. Each function returns PNG bytes.
@@ -13,12 +14,15 @@ from collections.abc import Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_training_curves"]
+from training_job.calibration import ReliabilityBins
+
+__all__ = ["plot_confusion_matrix", "plot_reliability_diagram", "plot_training_curves"]
 
 _DPI = 110
 _TRAIN_COLOUR = "#1f77b4"
 _VALIDATION_COLOUR = "#d62728"
 _F1_COLOUR = "#2ca02c"
+_BEFORE_COLOUR = "#ff7f0e"
 
 
 def _png(figure: Figure) -> bytes:
@@ -143,4 +147,57 @@ def plot_confusion_matrix(
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     axes.set_title(title, fontsize="medium")
+    return _png(figure)
+
+
+def plot_reliability_diagram(
+    before: ReliabilityBins,
+    after: ReliabilityBins,
+    *,
+    ece_before: float,
+    ece_after: float,
+    temperature: float,
+    title: str,
+) -> bytes:
+    """Accuracy against confidence per bin, before and after calibration, with the diagonal a
+    perfectly calibrated model would follow and the share of images per bin underneath."""
+    figure = Figure(figsize=(6.4, 6.4), layout="constrained")
+    top, bottom = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for bins, colour, label in (
+        (before, _BEFORE_COLOUR, f"uncalibrated (ECE {ece_before:.3f})"),
+        (after, _TRAIN_COLOUR, f"temperature {temperature:.2f} (ECE {ece_after:.3f})"),
+    ):
+        kept = [i for i, count in enumerate(bins.counts) if count]
+        top.plot(
+            [bins.confidence[i] for i in kept],
+            [bins.accuracy[i] for i in kept],
+            marker="o",
+            color=colour,
+            label=label,
+        )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("accuracy in the bin")
+    top.legend(loc="upper left", fontsize="small")
+    top.grid(alpha=0.3)
+    top.set_title(title, fontsize="medium", wrap=True)
+    width = 1.0 / max(1, len(after.counts))
+    centres = [(lo + hi) / 2 for lo, hi in zip(after.edges[:-1], after.edges[1:], strict=True)]
+    total_before = max(1, sum(before.counts))
+    total_after = max(1, sum(after.counts))
+    bottom.bar(
+        [c - width / 4 for c in centres],
+        [count / total_before for count in before.counts],
+        width=width / 2,
+        color=_BEFORE_COLOUR,
+    )
+    bottom.bar(
+        [c + width / 4 for c in centres],
+        [count / total_after for count in after.counts],
+        width=width / 2,
+        color=_TRAIN_COLOUR,
+    )
+    bottom.set_xlabel("confidence (probability of the predicted class), 15 bins")
+    bottom.set_ylabel("share of images")
     return _png(figure)

@@ -329,3 +329,65 @@ def test_export_unknown_gradcam_layer_raises(trained: Trained, tmp_path: Path) -
             model_name=MODEL_NAME,
             gradcam_layer="encoder_conv_9",
         )
+
+
+def test_temperature_calibrates_every_signature_and_changes_no_class(
+    trained: Trained,
+    float32_export: Path,
+    float32_loaded: Any,
+    test_films: list[HeldOutFilm],
+    tmp_path: Path,
+) -> None:
+    from training_job.calibration import apply_temperature
+
+    export_dir = tmp_path / "calibrated"
+    export_saved_model(
+        trained.model,
+        trained.config,
+        export_dir,
+        model_name=MODEL_NAME,
+        run_id=RUN_ID,
+        gradcam_layer=GRADCAM_LAYER,
+        temperature=2.5,
+        calibration={"fitted_on": {"split": "val", "images": 45}},
+    )
+    calibrated = tf.saved_model.load(str(export_dir))
+    films = _pngs(test_films[::5])
+    targets = tf.constant([-1] * len(test_films[::5]), tf.int32)
+    plain = float32_loaded.signatures["serving_default"](image_bytes=films)
+    expected = apply_temperature(plain["probabilities"].numpy(), 2.5)
+
+    for name in ("serving_default", "gradcam", "gradcam_overlay"):
+        signature = calibrated.signatures[name]
+        answer = (
+            signature(image_bytes=films)
+            if name == "serving_default"
+            else signature(image_bytes=films, target_class=targets)
+        )
+        np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
+        assert answer["class_index"].numpy().tolist() == plain["class_index"].numpy().tolist()
+    # Calibration softens an over-confident answer: the top probability comes down.
+    assert expected.max(axis=1).mean() < plain["probabilities"].numpy().max(axis=1).mean()
+    info = read_model_info(export_dir)
+    assert info["calibration"] == {
+        "method": "temperature",
+        "temperature": 2.5,
+        "fitted_on": {"split": "val", "images": 45},
+    }
+    uncalibrated = read_model_info(float32_export)["calibration"]
+    assert uncalibrated == {"method": "none", "temperature": 1.0}
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, 0.01, 25.0, float("nan"), True])
+def test_export_temperature_out_of_range_raises_before_writing(
+    trained: Trained, tmp_path: Path, temperature: float
+) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        export_saved_model(
+            trained.model,
+            trained.config,
+            tmp_path / "export",
+            model_name=MODEL_NAME,
+            temperature=temperature,
+        )
+    assert not (tmp_path / "export").exists()

@@ -111,14 +111,16 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     store.put("input/db/" + CORRUPT_TEST, b"")
 
     # A first model after one epoch: barely better than chance, but above the minimum of 0.
-    first = _run(settings, epochs=1)
+    first = _run(settings, epochs=1)  # 24 validation images: too few to calibrate on
     unchanged = _run(settings, epochs=1)
     # New data; fine-tuned at a brisker rate for a dozen epochs: clearly better.
     write_covid_qu_ex_to_store(store, keys.db_prefix("b2"), {"train": 30}, seed=1, layout="plain")
-    better = _run(settings, epochs=12, learning_rate=3e-3, patience=4)
+    better = _run(settings, epochs=12, learning_rate=3e-3, patience=4, calibration_min_images=20)
     # Twice as many mislabelled images as correct ones: the challenger learns the wrong classes.
     _write_mislabelled_batch(store, per_class=120, seed=2)
-    worse = _run(settings, epochs=6, learning_rate=3e-3, from_scratch=True)
+    worse = _run(
+        settings, epochs=6, learning_rate=3e-3, from_scratch=True, calibration_min_images=10_000
+    )
     return Chain(store, settings, first, unchanged, better, worse)
 
 
@@ -226,6 +228,7 @@ def test_run_job_outputs_written_promoted_or_not(chain: Chain, run_name: str) ->
         "report_candidate.json",
         "confusion_matrix_candidate.png",
         "training_curves.png",
+        "reliability_diagram.png",
         "model.keras",
         "candidate/saved_model.pb",
         "candidate/assets/model_identity.txt",
@@ -242,6 +245,59 @@ def test_run_job_outputs_written_promoted_or_not(chain: Chain, run_name: str) ->
     assert chain.store.get_bytes(prefix + "training_curves.png").startswith(b"\x89PNG")
     log_lines = chain.store.get_bytes(prefix + "job.log").decode().splitlines()
     assert [json.loads(line)["event"] for line in log_lines][-1] == "job_finished"
+
+
+def test_run_job_calibrates_on_the_validation_split_and_serves_and_reports_it(
+    chain: Chain,
+) -> None:
+    run = chain.better
+    prefix = keys.learning_run_prefix(run.result.run_id)
+    report = _read_json(chain.store, prefix + "report_candidate.json")["calibration"]
+    info = _read_json(chain.store, prefix + "candidate/assets.extra/model_info.json")
+    assert run.result.published_version is not None
+    entry = ModelRegistry(chain.store, MODEL).load().versions[run.result.published_version]
+    (calibrated,) = _events(run, "calibrated")
+    (measured,) = _events(run, "calibration_measured")
+
+    temperature = report["temperature"]
+    assert 0.05 <= temperature <= 20
+    assert report["fitted_on"] == {"split": "val", "images": calibrated["val_images"]}
+    assert calibrated["val_images"] == 24
+    # The fit minimises the validation NLL, with T = 1 among its candidates.
+    validation = report["validation"]
+    assert validation["after"]["nll"] <= validation["before"]["nll"] + 1e-9
+    for moment in ("before", "after"):
+        measures = report["test"][moment]
+        assert set(measures["per_class_ece"]) == {"normal", "covid", "no-covid"}
+        assert set(measures["per_class_brier"]) == {"normal", "covid", "no-covid"}
+        assert measures["images"] == _decision(chain.store, run)["test_images"]
+    # What the SavedModel serves, the model info and the registry entry say the same T.
+    assert info["calibration"]["temperature"] == pytest.approx(temperature)
+    assert info["calibration"]["method"] == ("temperature" if temperature != 1.0 else "none")
+    assert entry.metrics["temperature"] == pytest.approx(temperature)
+    assert entry.metrics["ece"] == pytest.approx(report["test"]["after"]["ece"])
+    assert entry.metrics["ece_uncalibrated"] == pytest.approx(report["test"]["before"]["ece"])
+    assert entry.metrics["brier"] == pytest.approx(report["test"]["after"]["brier"])
+    assert measured["temperature"] == pytest.approx(temperature, abs=1e-4)
+    assert chain.store.get_bytes(prefix + "reliability_diagram.png").startswith(b"\x89PNG")
+
+
+def test_run_job_too_few_validation_images_serves_uncalibrated_and_says_why(chain: Chain) -> None:
+    run = chain.worse
+    prefix = keys.learning_run_prefix(run.result.run_id)
+    report = _read_json(chain.store, prefix + "report_candidate.json")["calibration"]
+    info = _read_json(chain.store, prefix + "candidate/assets.extra/model_info.json")
+    first = _read_json(
+        chain.store, keys.learning_run_prefix(chain.first.result.run_id) + "report_candidate.json"
+    )["calibration"]
+
+    assert "fewer than the 30 a fit needs" in first["skipped"]
+    assert "fewer than the 10000 a fit needs" in report["skipped"]
+    assert report["temperature"] == 1.0
+    assert report["test"]["before"] == report["test"]["after"]
+    assert info["calibration"]["method"] == "none"
+    assert _events(run, "calibrated") == []
+    assert len(_events(run, "calibration_skipped")) == 1
 
 
 def test_run_job_log_one_json_line_per_step_with_epoch_throughput(chain: Chain) -> None:
@@ -293,7 +349,7 @@ def test_run_job_database_in_another_bucket_promotes_then_rerun_does_nothing(
     areas = open_areas(settings.storage)
     written = write_covid_qu_ex_to_store(areas.db, "", {"train": 6, "val": 2, "test": 3})
 
-    first = _run(settings, epochs=1)
+    first = _run(settings, epochs=1)  # 24 validation images: too few to calibrate on
     again = _run(settings, epochs=1)
 
     assert first.result.promoted
