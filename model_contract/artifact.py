@@ -30,6 +30,7 @@ __all__ = [
     "PREDICTED_CLASS",
     "PREDICT_OUTPUTS",
     "PROBABILITIES_OUTPUT",
+    "REFER_THRESHOLD_OUTPUT",
     "SERVING_SIGNATURE",
     "SIGNATURES",
     "TARGET_CLASS_INDEX_OUTPUT",
@@ -61,6 +62,9 @@ CLASS_NAMES_OUTPUT = "class_names"
 MODEL_NAME_OUTPUT = "model_name"
 MODEL_VERSION_OUTPUT = "model_version"
 MODEL_RUN_ID_OUTPUT = "model_run_id"
+# The confidence (top probability) below which the model's answer should be referred to a
+# person rather than taken as a class; 0: never. Versions exported before it lack it.
+REFER_THRESHOLD_OUTPUT = "refer_threshold"
 PREDICT_OUTPUTS: tuple[str, ...] = (
     PROBABILITIES_OUTPUT,
     CLASS_INDEX_OUTPUT,
@@ -69,6 +73,7 @@ PREDICT_OUTPUTS: tuple[str, ...] = (
     MODEL_NAME_OUTPUT,
     MODEL_VERSION_OUTPUT,
     MODEL_RUN_ID_OUTPUT,
+    REFER_THRESHOLD_OUTPUT,
 )
 # The Grad-CAM signatures add these (`gradcam_overlay` all but the heatmap).
 HEATMAP_OUTPUT = "heatmap"

@@ -63,6 +63,7 @@ from model_contract.artifact import (
     MODEL_VERSION_OUTPUT,
     OVERLAY_PNG_OUTPUT,
     PROBABILITIES_OUTPUT,
+    REFER_THRESHOLD_OUTPUT,
     SERVING_SIGNATURE,
     SIGNATURES,
     TARGET_CLASS_INDEX_OUTPUT,
@@ -146,9 +147,11 @@ class ServingFunctions:
         *,
         overlay_size: int | None = None,
         temperature: float = 1.0,
+        refer_threshold: float = 0.0,
     ) -> None:
         self._model = model
         self._temperature = _temperature(temperature)
+        self._refer_threshold = _refer_threshold(refer_threshold)
         self._image_size = config.image_size
         self._overlay_size = _overlay_size(config.image_size, overlay_size)
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
@@ -202,6 +205,9 @@ class ServingFunctions:
             CLASS_INDEX_OUTPUT: class_index,
             CLASS_NAME_OUTPUT: tf.gather(self._class_names, class_index),
             CLASS_NAMES_OUTPUT: tf.tile(self._class_names[tf.newaxis], [batch_size, 1]),
+            REFER_THRESHOLD_OUTPUT: tf.fill(
+                [batch_size], tf.constant(self._refer_threshold, tf.float32)
+            ),
             **self._identity(batch_size),
         }
 
@@ -289,6 +295,14 @@ def _temperature(value: float) -> float:
     return float(value)
 
 
+def _refer_threshold(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"refer_threshold must be a number, not {value!r}")
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"refer_threshold must be between 0 and 1, not {value!r}")
+    return float(value)
+
+
 def _check_model(model: keras.Model, config: ModelConfig) -> None:
     expected_input = (None, config.image_size, config.image_size, 1)
     if tuple(model.input_shape) != expected_input:
@@ -325,6 +339,8 @@ def export_saved_model(
     warmup_images: Sequence[bytes] | None = None,
     temperature: float = 1.0,
     calibration: Mapping[str, Any] | None = None,
+    refer_threshold: float = 0.0,
+    abstention: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write `model` as a SavedModel with the `serving_default`, `gradcam` and
     `gradcam_overlay` signatures.
@@ -338,6 +354,9 @@ def export_saved_model(
     a small film drawn by the warmup module).
     `temperature` divides the logits of every signature (calibration; 1 = none); `calibration`
     (how it was fitted and what it changed) goes into the model info with it.
+    `refer_threshold` is served as the `refer_threshold` output of every signature: the
+    calibrated confidence below which an answer is to be referred (0: never); `abstention`
+    (how it was chosen) goes into the model info with it.
     `export_dir` must not exist or be empty.
     """
     target = Path(export_dir)
@@ -347,6 +366,7 @@ def export_saved_model(
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, not {compute_dtype!r}")
     _check_model(model, config)
     temperature = _temperature(temperature)
+    refer_threshold = _refer_threshold(refer_threshold)
     layer = gradcam_layer or config.gradcam_layer
     display_size = _overlay_size(config.image_size, overlay_size)
     identity = ModelIdentity(name=model_name, version=0, run_id=run_id)
@@ -357,7 +377,13 @@ def export_saved_model(
         identity_file.write_text(identity.to_text(), encoding="utf-8")
         table = _identity_table(identity_file)
         functions = ServingFunctions(
-            served, config, layer, table, overlay_size=display_size, temperature=temperature
+            served,
+            config,
+            layer,
+            table,
+            overlay_size=display_size,
+            temperature=temperature,
+            refer_threshold=refer_threshold,
         )
 
         archive = keras.export.ExportArchive()
@@ -394,6 +420,7 @@ def export_saved_model(
             "temperature": temperature,
             **dict(calibration or {}),
         },
+        "abstention": {"refer_threshold": refer_threshold, **dict(abstention or {})},
         "signatures": list(SIGNATURES),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keras_version": keras.__version__,

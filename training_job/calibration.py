@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 __all__ = [
     "BINS",
+    "Abstention",
     "CalibrationMeasures",
     "ReliabilityBins",
     "apply_temperature",
@@ -36,7 +37,9 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "measure",
+    "refer_threshold",
     "reliability_bins",
+    "selective",
 ]
 
 BINS = 15
@@ -257,3 +260,80 @@ def measure(probabilities: Any, labels: Any, classes: Sequence[str]) -> Calibrat
         },
         nll=nll,
     )
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """Answers below `threshold` (top probability) are referred; the rest are kept.
+
+    `coverage` is the share kept, `accuracy` the accuracy of the kept ones (None when none is
+    kept), `referred_accuracy` that of the referred ones, `reached` whether the kept answers
+    reach the target accuracy the threshold was chosen for.
+    """
+
+    threshold: float
+    coverage: float
+    accuracy: float | None
+    referred_accuracy: float | None
+    images: int
+    reached: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "coverage": self.coverage,
+            "accuracy": self.accuracy,
+            "referred_accuracy": self.referred_accuracy,
+            "images": self.images,
+            "reached": self.reached,
+        }
+
+
+def selective(
+    probabilities: Any, labels: Any, threshold: float, target_accuracy: float | None = None
+) -> Abstention:
+    """Coverage and accuracy when answers with a top probability below `threshold` are
+    referred (`reached`: the kept accuracy is at least `target_accuracy`, if given)."""
+    array = _as_probabilities(probabilities)
+    truth = _as_labels(labels, array.shape[0], array.shape[1])
+    confidence = array.max(axis=1)
+    correct = array.argmax(axis=1) == truth
+    kept = confidence >= threshold
+    images = int(truth.size)
+    accuracy = float(correct[kept].mean()) if kept.any() else None
+    referred = float(correct[~kept].mean()) if (~kept).any() else None
+    reached = target_accuracy is None or (accuracy is not None and accuracy >= target_accuracy)
+    return Abstention(
+        threshold=float(threshold),
+        coverage=float(kept.mean()) if images else 0.0,
+        accuracy=accuracy,
+        referred_accuracy=referred,
+        images=images,
+        reached=reached,
+    )
+
+
+def refer_threshold(probabilities: Any, labels: Any, target_accuracy: float) -> Abstention:
+    """The lowest confidence threshold at which the kept answers reach `target_accuracy`
+    (the most answers kept for that accuracy): 0 when every answer may be kept; when no
+    threshold reaches it, 1 (refer all but certain answers) with `reached` False."""
+    if not 0 < target_accuracy <= 1:
+        raise ValueError(f"the target accuracy must lie in (0, 1], not {target_accuracy!r}")
+    array = _as_probabilities(probabilities)
+    truth = _as_labels(labels, array.shape[0], array.shape[1])
+    if truth.size == 0:
+        raise ValueError("no images to choose a threshold on")
+    confidence = array.max(axis=1)
+    correct = (array.argmax(axis=1) == truth).astype(np.float64)
+    order = np.argsort(-confidence, kind="stable")
+    sorted_conf = confidence[order]
+    kept_accuracy = np.cumsum(correct[order]) / np.arange(1, truth.size + 1)
+    # A threshold keeps every answer at or above it: only the last of equal confidences is a
+    # place to cut.
+    cut_here = np.append(sorted_conf[1:] < sorted_conf[:-1], True)
+    good = np.flatnonzero(cut_here & (kept_accuracy >= target_accuracy - 1e-12))
+    if good.size == 0:
+        return selective(array, truth, 1.0, target_accuracy)
+    last = int(good[-1])
+    threshold = 0.0 if last == truth.size - 1 else float(sorted_conf[last])
+    return selective(array, truth, threshold, target_accuracy)

@@ -122,6 +122,9 @@ class _Run:
     # The temperature fitted on the validation split and what it changed (calibration.py).
     temperature: float = 1.0
     calibration: dict[str, Any] = field(default_factory=dict)
+    # The confidence below which answers are referred, chosen on the validation split.
+    refer_threshold: float = 0.0
+    abstention: dict[str, Any] = field(default_factory=dict)
     # The test split's probabilities as each evaluated SavedModel answered them.
     test_probabilities: dict[str, Any] = field(default_factory=dict)
 
@@ -448,6 +451,8 @@ def _save_and_export(
         warmup_images=warmup,
         temperature=run.temperature,
         calibration=run.calibration,
+        refer_threshold=run.refer_threshold,
+        abstention=run.abstention,
     )
     log.event("exported", compute_dtype=options.compute_dtype)
     return model_path, export_dir, exported
@@ -536,6 +541,8 @@ def _fit_calibration(run: _Run, candidate: TrainedCandidate, val: _Split) -> Non
             "skipped": f"{len(val)} validation images, fewer than the {minimum} a fit needs",
         }
         run.log.event("calibration_skipped", reason=run.calibration["skipped"])
+        run.abstention = {"target_accuracy": run.options.refer_target_accuracy}
+        run.abstention["skipped"] = run.calibration["skipped"] + ": answers are never referred"
         return
     probabilities = _network_probabilities(run, candidate, val)
     temperature = fit_temperature(probabilities, val.labels)
@@ -552,16 +559,41 @@ def _fit_calibration(run: _Run, candidate: TrainedCandidate, val: _Split) -> Non
             "validation images cannot pin the temperature down"
         )
         run.log.event("calibration_skipped", reason=run.calibration["skipped"])
-        return
-    run.temperature = temperature
+    else:
+        run.temperature = temperature
+        run.log.event(
+            "calibrated",
+            temperature=round(temperature, 4),
+            val_images=len(val),
+            val_ece_before=round(before.ece, 4),
+            val_ece_after=round(after.ece, 4),
+            val_nll_before=round(before.nll, 4),
+            val_nll_after=round(after.nll, 4),
+        )
+    _choose_refer_threshold(run, apply_temperature(probabilities, run.temperature), val)
+
+
+def _choose_refer_threshold(run: _Run, served: Any, val: _Split) -> None:
+    """The confidence below which answers are referred: the lowest at which the validation
+    answers kept (as the model will serve them) reach the target accuracy."""
+    from training_job.calibration import refer_threshold
+
+    target = run.options.refer_target_accuracy
+    chosen = refer_threshold(served, val.labels, target)
+    run.refer_threshold = chosen.threshold
+    run.abstention = {"target_accuracy": target, "validation": chosen.to_json()}
+    if not chosen.reached:
+        run.abstention["note"] = (
+            f"no threshold reaches {target:.0%} accuracy on the validation split: every answer "
+            "below certainty is referred"
+        )
     run.log.event(
-        "calibrated",
-        temperature=round(temperature, 4),
-        val_images=len(val),
-        val_ece_before=round(before.ece, 4),
-        val_ece_after=round(after.ece, 4),
-        val_nll_before=round(before.nll, 4),
-        val_nll_after=round(after.nll, 4),
+        "refer_threshold_chosen",
+        threshold=round(chosen.threshold, 4),
+        target_accuracy=target,
+        val_coverage=round(chosen.coverage, 4),
+        val_accuracy_kept=None if chosen.accuracy is None else round(chosen.accuracy, 4),
+        reached=chosen.reached,
     )
 
 
@@ -588,7 +620,7 @@ def _measure_test_calibration(run: _Run, test: _Split) -> dict[str, float]:
     """ECE and Brier on the held-out test split before and after the temperature (the
     SavedModel answered calibrated; dividing its log-probabilities by 1/T undoes it), the
     reliability diagram data for the report; returns the flat numbers for the registry."""
-    from training_job.calibration import apply_temperature, measure, reliability_bins
+    from training_job.calibration import apply_temperature, measure, reliability_bins, selective
 
     calibrated = run.test_probabilities["candidate"]
     raw = apply_temperature(calibrated, 1.0 / run.temperature)
@@ -609,7 +641,25 @@ def _measure_test_calibration(run: _Run, test: _Split) -> dict[str, float]:
         brier_before=round(before.brier, 4),
         brier_after=round(after.brier, 4),
     )
+    kept = selective(
+        calibrated, test.labels, run.refer_threshold, run.options.refer_target_accuracy
+    )
+    run.abstention["test"] = kept.to_json()
+    run.log.event(
+        "abstention_measured",
+        split="test",
+        threshold=round(run.refer_threshold, 4),
+        coverage=round(kept.coverage, 4),
+        accuracy_kept=None if kept.accuracy is None else round(kept.accuracy, 4),
+        accuracy_referred=None
+        if kept.referred_accuracy is None
+        else round(kept.referred_accuracy, 4),
+    )
+    metrics = {"refer_threshold": run.refer_threshold, "coverage": kept.coverage}
+    if kept.accuracy is not None:
+        metrics["selective_accuracy"] = kept.accuracy
     return {
+        **metrics,
         "temperature": run.temperature,
         "ece": after.ece,
         "ece_uncalibrated": before.ece,
@@ -742,6 +792,7 @@ def _write_outputs(
             document["calibration"] = {
                 key: value for key, value in run.calibration.items() if key != "bins"
             }
+            document["abstention"] = dict(run.abstention)
         outputs.put_json(report_file(role), document)
         outputs.put(
             confusion_file(role),

@@ -102,6 +102,11 @@ class TrainingOptions:
         "fewest validation images a temperature is fitted on (fewer: served uncalibrated, "
         "said in the report)",
     )
+    refer_target_accuracy: float = _option(
+        0.95,
+        "abstention: the served refer threshold is the lowest confidence at which the "
+        "validation answers kept reach this accuracy",
+    )
 
     promotion_margin: float = _option(
         _POLICY.margin, "macro-F1 gain over the stable model needed to promote", PROMOTION
@@ -163,6 +168,8 @@ class TrainingOptions:
             problems.append("patience, min delta and weight decay must not be negative")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label smoothing must lie in [0, 1)")
+        if not 0 < self.refer_target_accuracy <= 1:
+            problems.append("the refer target accuracy must lie in (0, 1]")
         if self.calibration_min_images < 1:
             problems.append("calibration needs at least 1 validation image")
         if self.collective_timeout_seconds < 0:

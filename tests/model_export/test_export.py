@@ -33,6 +33,7 @@ PREDICTION_OUTPUTS = {
     "model_name": (types_pb2.DT_STRING, [-1]),
     "model_version": (types_pb2.DT_INT64, [-1]),
     "model_run_id": (types_pb2.DT_STRING, [-1]),
+    "refer_threshold": (types_pb2.DT_FLOAT, [-1]),
 }
 GRADCAM_INPUTS = {
     "image_bytes": (types_pb2.DT_STRING, [-1]),
@@ -350,6 +351,8 @@ def test_temperature_calibrates_every_signature_and_changes_no_class(
         gradcam_layer=GRADCAM_LAYER,
         temperature=2.5,
         calibration={"fitted_on": {"split": "val", "images": 45}},
+        refer_threshold=0.75,
+        abstention={"target_accuracy": 0.95},
     )
     calibrated = tf.saved_model.load(str(export_dir))
     films = _pngs(test_films[::5])
@@ -366,6 +369,7 @@ def test_temperature_calibrates_every_signature_and_changes_no_class(
         )
         np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
         assert answer["class_index"].numpy().tolist() == plain["class_index"].numpy().tolist()
+        assert answer["refer_threshold"].numpy().tolist() == [0.75] * len(test_films[::5])
     # Calibration softens an over-confident answer: the top probability comes down.
     assert expected.max(axis=1).mean() < plain["probabilities"].numpy().max(axis=1).mean()
     info = read_model_info(export_dir)
@@ -374,20 +378,37 @@ def test_temperature_calibrates_every_signature_and_changes_no_class(
         "temperature": 2.5,
         "fitted_on": {"split": "val", "images": 45},
     }
-    uncalibrated = read_model_info(float32_export)["calibration"]
-    assert uncalibrated == {"method": "none", "temperature": 1.0}
+    assert info["abstention"] == {"refer_threshold": 0.75, "target_accuracy": 0.95}
+    uncalibrated = read_model_info(float32_export)
+    assert uncalibrated["calibration"] == {"method": "none", "temperature": 1.0}
+    assert uncalibrated["abstention"] == {"refer_threshold": 0.0}
+    plain_threshold = plain["refer_threshold"].numpy().tolist()
+    assert plain_threshold == [0.0] * len(test_films[::5])  # never refer
 
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0, 0.01, 25.0, float("nan"), True])
-def test_export_temperature_out_of_range_raises_before_writing(
-    trained: Trained, tmp_path: Path, temperature: float
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("temperature", 0.0),
+        ("temperature", -1.0),
+        ("temperature", 0.01),
+        ("temperature", 25.0),
+        ("temperature", float("nan")),
+        ("temperature", True),
+        ("refer_threshold", -0.1),
+        ("refer_threshold", 1.5),
+        ("refer_threshold", float("nan")),
+    ],
+)
+def test_export_temperature_or_threshold_out_of_range_raises_before_writing(
+    trained: Trained, tmp_path: Path, option: str, value: float
 ) -> None:
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(ValueError, match=option):
         export_saved_model(
             trained.model,
             trained.config,
             tmp_path / "export",
             model_name=MODEL_NAME,
-            temperature=temperature,
+            **{option: value},
         )
     assert not (tmp_path / "export").exists()

@@ -16,7 +16,9 @@ from training_job.calibration import (
     expected_calibration_error,
     fit_temperature,
     measure,
+    refer_threshold,
     reliability_bins,
+    selective,
 )
 from training_job.plots import plot_reliability_diagram
 
@@ -180,3 +182,58 @@ def test_a_split_that_cannot_pin_the_temperature_down_runs_to_the_range_end() ->
     assert at_range_end(temperature)
     assert not at_range_end(1.0)
     assert not at_range_end(fit_temperature(*_overconfident(2_000, 2.0)))
+
+
+def test_refer_threshold_is_the_lowest_confidence_whose_kept_answers_reach_the_target() -> None:
+    # Confidences 0.9 (right), 0.8 (right), 0.7 (wrong), 0.6 (right), 0.5 (wrong).
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.3, 0.2]]
+    )
+    labels = [0, 0, 1, 0, 2]
+
+    assert refer_threshold(probabilities, labels, 1.0).threshold == pytest.approx(0.8)
+    # 3 of 4 kept right at 0.6: 0.75 reached there, and not lower (3 of 5).
+    chosen = refer_threshold(probabilities, labels, 0.75)
+    assert chosen.threshold == pytest.approx(0.6)
+    assert (chosen.coverage, chosen.accuracy, chosen.referred_accuracy) == (0.8, 0.75, 0.0)
+    assert chosen.reached
+    # Reached with every answer kept: never refer.
+    assert refer_threshold(probabilities, labels, 0.6).threshold == 0.0
+
+
+def test_refer_threshold_never_cuts_between_equal_confidences() -> None:
+    probabilities = np.array([[0.9, 0.05, 0.05]] * 2 + [[0.8, 0.1, 0.1]] * 2)
+    labels = [0, 1, 0, 0]  # the two 0.9 answers: one wrong
+
+    chosen = refer_threshold(probabilities, labels, 0.75)
+
+    assert chosen.threshold == 0.0
+    assert refer_threshold(probabilities, labels, 0.9).reached is False
+
+
+def test_refer_threshold_unreachable_refers_everything_below_certainty() -> None:
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]])
+    chosen = refer_threshold(probabilities, [1, 2], 0.95)
+
+    assert (chosen.threshold, chosen.coverage, chosen.accuracy, chosen.reached) == (
+        1.0,
+        0.0,
+        None,
+        False,
+    )
+
+
+def test_selective_on_a_calibrated_model_keeps_fewer_but_better_answers() -> None:
+    probabilities, labels = _overconfident(4_000, 1.0, seed=3)
+    overall = selective(probabilities, labels, 0.0)
+    chosen = refer_threshold(probabilities[:2_000], labels[:2_000], 0.9)
+    held_out = selective(probabilities[2_000:], labels[2_000:], chosen.threshold)
+
+    assert overall.coverage == 1.0
+    assert overall.accuracy is not None
+    assert overall.accuracy < 0.8
+    assert 0.05 < held_out.coverage < 0.9
+    assert held_out.accuracy is not None
+    assert held_out.accuracy > 0.85
+    assert held_out.referred_accuracy is not None
+    assert held_out.referred_accuracy < held_out.accuracy

@@ -279,6 +279,18 @@ def test_run_job_calibrates_on_the_validation_split_and_serves_and_reports_it(
     assert entry.metrics["ece_uncalibrated"] == pytest.approx(report["test"]["before"]["ece"])
     assert entry.metrics["brier"] == pytest.approx(report["test"]["after"]["brier"])
     assert measured["temperature"] == pytest.approx(temperature, abs=1e-4)
+    # Abstention: the threshold chosen on validation, served, measured on test, registered.
+    abstention = _read_json(chain.store, prefix + "report_candidate.json")["abstention"]
+    threshold = abstention["validation"]["threshold"]
+    assert abstention["target_accuracy"] == 0.95
+    assert 0.0 <= threshold <= 1.0
+    assert info["abstention"]["refer_threshold"] == pytest.approx(threshold)
+    assert entry.metrics["refer_threshold"] == pytest.approx(threshold)
+    assert entry.metrics["coverage"] == pytest.approx(abstention["test"]["coverage"])
+    if abstention["validation"]["reached"]:
+        assert abstention["validation"]["accuracy"] >= 0.95
+    (chosen,) = _events(run, "refer_threshold_chosen")
+    assert chosen["threshold"] == pytest.approx(threshold, abs=1e-4)
     assert chain.store.get_bytes(prefix + "reliability_diagram.png").startswith(b"\x89PNG")
 
 
@@ -297,6 +309,11 @@ def test_run_job_too_few_validation_images_serves_uncalibrated_and_says_why(chai
     assert report["test"]["before"] == report["test"]["after"]
     assert info["calibration"]["method"] == "none"
     assert _events(run, "calibrated") == []
+    assert info["abstention"]["refer_threshold"] == 0.0
+    assert (
+        "never referred"
+        in _read_json(chain.store, prefix + "report_candidate.json")["abstention"]["skipped"]
+    )
     assert len(_events(run, "calibration_skipped")) == 1
 
 
