@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _TOKEN_VERSION = 1
 _FETCH_THREADS = 8
+# Records read at a time while filtering a page by decision.
+_FILTER_CHUNK = 50
 
 
 _DECODED_PLUS_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
@@ -78,6 +80,14 @@ class HistoryQuery:
     stop: datetime | None
     limit: int
     page_token: str | None = None
+    # Only records with this decision: `refer`, or a class name (records without a decision,
+    # older and migrated ones, count as their predicted class).
+    decision: str | None = None
+
+
+def record_decision(record: dict[str, Any]) -> Any:
+    """A record's decision: `refer` or a class; the predicted class for records without one."""
+    return record.get("decision", record.get("predicted_class"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,8 @@ class HistoryService:
         start_after = (
             keys.inference_record(query.user_id, after_id) if after_id else window.start_after
         )
+        if query.decision is not None:
+            return self._filtered_page(query, window, start_after, (start, stop))
         found: list[str] = []
         for info in self._store.list(
             window.prefix, start_after=start_after, page_size=min(query.limit + 1, 1000)
@@ -142,6 +154,50 @@ class HistoryService:
             last_id = keys.inference_id_from_record(found[query.limit - 1])
             next_token = self._sign(query, start, stop, last_id)
         return HistoryPage(query.user_id, start, stop, records, next_token)
+
+    def _filtered_page(
+        self,
+        query: HistoryQuery,
+        window: keys.InferenceWindow,
+        start_after: str,
+        bounds: tuple[datetime, datetime],
+    ) -> HistoryPage:
+        """A page of the records with `query.decision`: the window's records are read in
+        chunks, newest first, until one more than the page matched (or the window ends)."""
+        chunk_size = max(query.limit + 1, _FILTER_CHUNK)
+        records: list[dict[str, Any]] = []
+        more = False
+        chunk: list[str] = []
+
+        def take(keys_read: list[str]) -> bool:
+            nonlocal more
+            for record in self._fetch(keys_read):
+                if record_decision(record) != query.decision:
+                    continue
+                if len(records) == query.limit:
+                    more = True
+                    return True
+                records.append(record)
+            return False
+
+        for info in self._store.list(
+            window.prefix, start_after=start_after, page_size=min(chunk_size, 1000)
+        ):
+            if info.key >= window.end_before:
+                break
+            if not info.key.endswith(".json"):
+                continue
+            chunk.append(info.key)
+            if len(chunk) == chunk_size:
+                done, chunk = take(chunk), []
+                if done:
+                    break
+        if not more and chunk:
+            take(chunk)
+        next_token = None
+        if more:
+            next_token = self._sign(query, bounds[0], bounds[1], str(records[-1]["id"]))
+        return HistoryPage(query.user_id, bounds[0], bounds[1], records, next_token)
 
     def all_records(
         self, user_id: str, start: datetime | None, stop: datetime | None
@@ -253,6 +309,8 @@ class HistoryService:
             "e": stop.isoformat(),
             "a": last_id,
         }
+        if query.decision is not None:
+            payload["d"] = query.decision
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         mac = hmac.new(self._token_key, body.encode("ascii"), hashlib.sha256).digest()
         return f"{body}.{_b64(mac)}"
@@ -272,6 +330,7 @@ class HistoryService:
                 payload.get("v") != _TOKEN_VERSION
                 or payload.get("c") != query.caller_id
                 or payload.get("u") != query.user_id
+                or payload.get("d") != query.decision
             ):
                 raise invalid
             start = datetime.fromisoformat(payload["s"])

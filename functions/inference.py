@@ -49,10 +49,13 @@ class InferenceService:
         client: ServingClient,
         *,
         clock: Callable[[], datetime] = _utc_now,
+        refer_below: float | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._clock = clock
+        # The deployment's refer threshold (REFER_BELOW); None: each model version's own.
+        self._refer_below = refer_below
         # The model's class list, learnt from its answers (functions never import it): lets a
         # Grad-CAM target given by name be resolved before the call.
         # Replaced whole (one attribute assignment, atomic), never mutated: no lock needed.
@@ -156,6 +159,7 @@ class InferenceService:
             "class_index": prediction.class_index,
             "class_names": list(prediction.class_names),
             "probabilities": prediction.probabilities_by_class(),
+            **self._decision(prediction),
             "input": image.describe(),
             "latency_ms": {
                 "model": round(model_ms, 3),
@@ -163,6 +167,28 @@ class InferenceService:
                 "total": round((time.perf_counter() - started) * 1000, 3),
             },
         }
+
+    def _decision(self, prediction: Prediction) -> dict[str, Any]:
+        """`decision`: the class, or `refer` when the answer's confidence is below the
+        threshold (the deployment's, else the model's), and what it was decided on."""
+        confidence = prediction.confidence
+        basis: dict[str, Any] = {"confidence": confidence}
+        if self._refer_below is not None:
+            threshold: float | None = self._refer_below
+            basis.update(threshold=threshold, source="deployment")
+        elif prediction.refer_threshold is not None:
+            threshold = prediction.refer_threshold
+            basis.update(threshold=threshold, source="model")
+        else:
+            threshold = None
+            basis.update(
+                threshold=None,
+                source="none",
+                note=f"model version {prediction.model.version} has no refer threshold (exported "
+                "before abstention): its answers are never referred unless REFER_BELOW is set",
+            )
+        refer = threshold is not None and confidence < threshold
+        return {"decision": "refer" if refer else prediction.class_name, "abstention": basis}
 
     def _create_once(self, key: str, data: bytes, content_type: str) -> None:
         """Create `key`; an object already there with the same bytes is our own earlier write."""

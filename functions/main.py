@@ -10,6 +10,7 @@ Routing, body limits, JSON errors and access logs live in `functions.web`.
 from __future__ import annotations
 
 import base64
+import re
 import sys
 from pathlib import Path
 
@@ -263,8 +264,21 @@ def _list_history(request: flask.Request) -> flask.Response:
         stop=parse_time(stop_text, "stop_time") if stop_text else None,
         limit=limit,
         page_token=request.args.get("page_token") or None,
+        decision=_decision_filter(request.args.get("decision")),
     )
     return web.json_response(runtime.history.page(query).as_dict())
+
+
+_DECISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _decision_filter(text: str | None) -> str | None:
+    """`refer`, or a class name (any model's classes: names, not a fixed list)."""
+    if text is None or text == "":
+        return None
+    if not _DECISION.fullmatch(text):
+        raise InvalidParameter("decision must be refer or a class name")
+    return text
 
 
 def _one_record(request: flask.Request, inference_id: str) -> flask.Response:

@@ -122,6 +122,7 @@ class Runtime:
         return InferenceService(
             self.root_store,
             self.serving,
+            refer_below=self.settings.refer_below,
         )
 
     @cached_property

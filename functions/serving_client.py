@@ -63,6 +63,7 @@ from model_contract.artifact import (
     OVERLAY_PNG_OUTPUT,
     PREDICTED_CLASS,
     PROBABILITIES_OUTPUT,
+    REFER_THRESHOLD_OUTPUT,
     SERVING_SIGNATURE,
     TARGET_CLASS_INDEX_OUTPUT,
     TARGET_CLASS_INPUT,
@@ -116,6 +117,13 @@ class Prediction:
     probabilities: tuple[float, ...]
     class_index: int
     model: ModelIdentity
+    # The model's confidence below which to refer; None from versions exported before it.
+    refer_threshold: float | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The predicted class's probability."""
+        return self.probabilities[self.class_index]
 
     @property
     def class_name(self) -> str:
@@ -552,7 +560,20 @@ def _prediction(row: dict[str, Any]) -> Prediction:
         )
     except ValueError as exc:
         raise _MalformedAnswer(f"the model identity is not valid: {exc}") from None
-    return Prediction(class_names, tuple(probabilities), class_index, identity)
+    return Prediction(
+        class_names, tuple(probabilities), class_index, identity, _refer_threshold(row)
+    )
+
+
+def _refer_threshold(row: dict[str, Any]) -> float | None:
+    if REFER_THRESHOLD_OUTPUT not in row:
+        return None  # a version exported before abstention
+    value = row[REFER_THRESHOLD_OUTPUT]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _MalformedAnswer("refer_threshold is not a finite number")
+    if not 0 <= value <= 1:
+        raise _MalformedAnswer("refer_threshold is outside [0, 1]")
+    return float(value)
 
 
 def _png_square_side(png: bytes) -> int:

@@ -134,6 +134,8 @@ class FunctionSettings:
     max_pixels: int = 50_000_000
     history_page_max: int = 100
     history_default_hours: int = 24
+    # Refer an answer whose top probability is below this; None: the model's own threshold.
+    refer_below: float | None = None
     users_cache_seconds: float = 5.0
     # How long past `users_cache_seconds` the cached users still answer while the users file
     # cannot be read (a storage outage): a user disabled meanwhile may pass for that long.
@@ -181,6 +183,11 @@ class FunctionSettings:
             max_pixels=env.integer("MAX_PIXELS", 50_000_000, minimum=1, maximum=_PIXEL_CEILING),
             history_page_max=env.integer("HISTORY_PAGE_MAX", 100, minimum=1, maximum=1000),
             history_default_hours=env.integer("HISTORY_DEFAULT_HOURS", 24, minimum=1, maximum=8784),
+            refer_below=(
+                env.number("REFER_BELOW", 0.0, minimum=0, maximum=1)
+                if env.optional("REFER_BELOW") is not None
+                else None
+            ),
             users_cache_seconds=env.number("USERS_CACHE_SECONDS", 5.0, minimum=0, maximum=300),
             users_stale_seconds=env.number("USERS_STALE_SECONDS", 60.0, minimum=0, maximum=3600),
             serving=_read_serving(env, environ),

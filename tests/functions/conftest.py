@@ -76,6 +76,7 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         fake.version, fake.predicted_index, fake.attempts = 3, 1, 0
         fake.versions_without_overlay = set()
         fake.unassigned_labels = set()
+        fake.refer_threshold = None
 
 
 @dataclass

@@ -74,6 +74,8 @@ class FakeTFServing:
     model_name: str = "cnn_vit"
     run_id: str = "20261127T101500Z-ab12cd"
     predicted_index: int = 1
+    # The refer_threshold output; None: a version exported before abstention (no such output).
+    refer_threshold: float | None = None
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     heatmap_size: int = HEATMAP_SIZE
     overlay_size: int = OVERLAY_SIZE
@@ -203,7 +205,7 @@ class FakeTFServing:
         command = json.loads(handler.rfile.read(length) or b"{}")
         action = command.pop("action")
         if action == "set":
-            for name in ("version", "predicted_index", "run_id"):
+            for name in ("version", "predicted_index", "run_id", "refer_threshold"):
                 if name in command:
                     setattr(self, name, command[name])
             if "versions_without_overlay" in command:
@@ -349,6 +351,8 @@ class FakeTFServing:
             "model_version": received.version_answered,
             "model_run_id": self.run_id,
         }
+        if self.refer_threshold is not None:
+            row["refer_threshold"] = self.refer_threshold
         if received.signature in _GRADCAM_SIGNATURES:
             target = received.target_classes[index]
             if received.signature == "gradcam":
