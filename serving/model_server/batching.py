@@ -13,7 +13,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,17 +75,20 @@ class _Task:
 
 
 def _task_size(inputs: Tensors) -> int:
+    """The task's dimension-0 size, checked as TF Serving's ComputeTensorBatchSize does."""
+    if not inputs:
+        raise ServingError.invalid_argument("Batching Run() must have at least one input tensor")
     sizes = set()
     for array in inputs.values():
         if array.ndim == 0:
             raise ServingError.invalid_argument(
-                "Batching session Run() input tensors must have at least one dimension"
+                "Batching Run() input tensors must have at least one dimension"
             )
         sizes.add(array.shape[0])
-    if len(sizes) != 1:
-        raise ServingError.invalid_argument(
-            "Batching session Run() input tensors must have equal 0th-dimension size"
-        )
+        if len(sizes) != 1:
+            raise ServingError.invalid_argument(
+                "Batching Run() input tensors must have equal 0th-dimension size"
+            )
     return sizes.pop()
 
 
@@ -99,8 +102,15 @@ class BatchScheduler:
         limiter: threading.Semaphore,
         name: str,
         on_batch: Callable[[int], None] | None = None,
+        input_names: Mapping[str, str] | None = None,
+        output_names: Mapping[str, str] | None = None,
     ) -> None:
+        """`input_names`/`output_names`: the SignatureDef's tensor name of each alias (TF
+        Serving's batching session sees tensor names, not aliases); an alias stands for itself
+        when missing."""
         self._run = run
+        self._input_names = dict(input_names or {})
+        self._output_names = dict(output_names or {})
         self._parameters = parameters
         self._limiter = limiter
         self._on_batch = on_batch
@@ -197,25 +207,21 @@ class BatchScheduler:
         total = sum(sizes)
         padded = self._padded_size(total)
         try:
-            if len(batch) == 1 and padded == total:
-                merged = batch[0].inputs
-            else:
-                merged = {}
-                for alias in batch[0].inputs:
-                    parts = [task.inputs[alias] for task in batch]
-                    if padded > total:
-                        # Pad with copies of the first row, as TF's batching session does.
-                        first = parts[0][:1]
-                        parts.append(np.repeat(first, padded - total, axis=0))
-                    merged[alias] = _concatenate(parts)
-            outputs = self._run(merged)
+            # Recorded as TF Serving does: the size after padding, before the inputs are merged
+            # (so also for a batch that fails afterwards).
             if self._on_batch is not None:
-                self._on_batch(total)
-            for alias, array in outputs.items():
-                if array.ndim == 0 or array.shape[0] != padded:
-                    raise ServingError.internal(
-                        f"Batched output tensor {alias} has 0th dimension "
-                        f"{array.shape[0] if array.ndim else 'none'}, expected {padded}"
+                self._on_batch(padded)
+            merged = _merge_inputs(batch, padded - total, self._input_names)
+            outputs = self._run(merged)
+            # SplitOutputTensors checks the outputs in the order of their tensor names.
+            for alias in sorted(outputs, key=lambda alias: self._output_names.get(alias, alias)):
+                array = outputs[alias]
+                if array.ndim == 0:
+                    raise ServingError.failed_precondition("Batched output tensor has 0 dimensions")
+                if array.shape[0] != padded:
+                    raise ServingError.failed_precondition(
+                        "Batched output tensor's 0th dimension does not equal the sum of the "
+                        "0th dimension sizes of the input tensors"
                     )
             offsets = np.cumsum([0, *sizes]).tolist()
             for index, task in enumerate(batch):
@@ -233,6 +239,34 @@ class BatchScheduler:
                 task.done.set()
 
 
+def _merge_inputs(batch: list[_Task], padding: int, names: Mapping[str, str]) -> Tensors:
+    """BatchingSession::MergeInputTensors without pad_variable_length_inputs.
+
+    Every task's tensor must have the first task's shape past dimension 0; `padding` rows are
+    copies of the first row of the last task's tensor.
+    """
+    reference = batch[0].inputs
+    for task in batch[1:]:
+        for alias, array in task.inputs.items():
+            if array.shape[1:] != reference[alias].shape[1:]:
+                name = names.get(alias, alias)
+                raise ServingError.failed_precondition(
+                    f"Tensors with name '{name}' from different tasks have different shapes "
+                    "and padding is turned off. Set pad_variable_length_inputs to true, or "
+                    "ensure that all tensors with the same name have equal dimensions starting "
+                    "with the first dim."
+                )
+    if len(batch) == 1 and not padding:
+        return reference
+    merged = {}
+    for alias in reference:
+        parts = [task.inputs[alias] for task in batch]
+        if padding:
+            parts.append(np.repeat(parts[-1][:1], padding, axis=0))
+        merged[alias] = _concatenate(parts)
+    return merged
+
+
 def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
     if parts[0].dtype == object:
         total = sum(part.shape[0] for part in parts)
@@ -244,7 +278,5 @@ def _concatenate(parts: list[np.ndarray]) -> np.ndarray:
         return merged
     try:
         return np.concatenate(parts, axis=0)
-    except ValueError as error:
-        raise ServingError.invalid_argument(
-            f"Batching session inputs cannot be concatenated: {error}"
-        ) from None
+    except ValueError as error:  # not expected: shapes and dtypes were checked before
+        raise ServingError.internal(f"Tensor concat operation failed: {error}") from None

@@ -94,6 +94,8 @@ class ModelServer:
                     self._batch_slots,
                     f"{name}-{version}-{key}",
                     on_batch=functools.partial(self.metrics.record_batch, name),
+                    input_names=_tensor_names(loaded, key, "inputs"),
+                    output_names=_tensor_names(loaded, key, "outputs"),
                 )
                 loaded.set_runner(key, scheduler.submit, scheduler.close)
         return loaded
@@ -238,6 +240,15 @@ class ModelServer:
         if self._grpc is not None:
             self._grpc.stop()
         self.manager.stop()
+
+
+def _tensor_names(loaded: LoadedVersion, key: str, side: str) -> dict[str, str]:
+    """Alias -> tensor name of one side ("inputs" or "outputs") of a SignatureDef."""
+    definitions = loaded.signature_def_map.signature_def
+    if key not in definitions:  # (indexing a protobuf map would add the key)
+        return {}
+    infos = definitions[key].inputs if side == "inputs" else definitions[key].outputs
+    return {alias: info.name for alias, info in infos.items() if info.name}
 
 
 def _configure_tensorflow(options: ServerOptions) -> None:
