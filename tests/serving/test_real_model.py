@@ -72,7 +72,9 @@ def test_real_model_predict_row_format_with_b64_image(real_model_server: ServerP
         "model_run_id",
         "model_version",
         "probabilities",
+        "refer_threshold",
     ]
+    assert row["refer_threshold"] == 0.0  # exported without one: never refer
     assert len(row["probabilities"]) == 3
     assert abs(sum(row["probabilities"]) - 1.0) < 1e-4
     assert row["class_names"] == ["normal", "covid", "no-covid"]
