@@ -22,6 +22,7 @@ __all__ = [
     "MethodNotAllowed",
     "ModelTimeout",
     "ModelUnavailable",
+    "NotAChestXray",
     "NotFound",
     "OAuthError",
     "PayloadTooLarge",
@@ -111,6 +112,14 @@ class InvalidImage(ApiError):
     status = 422
     code = "invalid_image"
     default_message = "the image cannot be decoded"
+
+
+class NotAChestXray(ApiError):
+    """The model says the image is not a frontal chest X-ray of the kind it was trained on."""
+
+    status = 422
+    code = "not_a_chest_xray"
+    default_message = "this does not look like a frontal chest X-ray"
 
 
 class TooManyPixels(ApiError):

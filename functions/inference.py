@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.logs import log_event
-from functions.errors import InvalidParameter
+from functions.errors import InvalidParameter, NotAChestXray
 from functions.images import ValidatedImage
 from functions.records import RECORD_SCHEMA, iso_time
 from functions.serving_client import GradcamAnswer, Prediction, ServingClient
@@ -61,14 +61,21 @@ class InferenceService:
         # Replaced whole (one attribute assignment, atomic), never mutated: no lock needed.
         self._class_names: tuple[str, ...] | None = None
 
-    def predict(self, user_id: str, image: ValidatedImage, started: float) -> dict[str, Any]:
-        """Predict one image and store its record; returns the record (also the answer)."""
+    def predict(
+        self, user_id: str, image: ValidatedImage, started: float, *, accept_ood: bool = False
+    ) -> dict[str, Any]:
+        """Predict one image and store its record; returns the record (also the answer).
+
+        An image the model says is not a chest film is refused (NotAChestXray, its record
+        stored saying so) unless `accept_ood`, which answers anyway, flagged.
+        """
         moment = self._clock()
         model_started = time.perf_counter()
         (prediction,) = self._client.predict([image.data])
         model_ms = (time.perf_counter() - model_started) * 1000
         self._class_names = prediction.class_names
         record = self._record("predict", user_id, moment, image, prediction, model_ms, started)
+        self._refuse_if_not_a_chest_film(user_id, record, prediction, accept_ood)
         self._write_record(user_id, record)
         return record
 
@@ -80,6 +87,7 @@ class InferenceService:
         started: float,
         *,
         with_heatmap: bool = False,
+        accept_ood: bool = False,
     ) -> GradcamOutcome:
         """Grad-CAM for the predicted class or the named one; stores the overlay and a record.
 
@@ -93,6 +101,8 @@ class InferenceService:
         record = self._record(
             "gradcam", user_id, moment, image, result.prediction, model_ms, started
         )
+        # Refused: the record says so and no overlay is stored.
+        self._refuse_if_not_a_chest_film(user_id, record, result.prediction, accept_ood)
         facts: dict[str, Any] = {
             "target_class": result.target_class,
             "target_class_index": result.target_class_index,
@@ -168,6 +178,32 @@ class InferenceService:
             },
         }
 
+    def _refuse_if_not_a_chest_film(
+        self, user_id: str, record: dict[str, Any], prediction: Prediction, accept_ood: bool
+    ) -> None:
+        reason = prediction.ood_reason
+        facts: dict[str, Any]
+        if reason is None:
+            facts = {
+                "checked": False,
+                "note": f"model version {prediction.model.version} does not check whether "
+                "an image is a chest film (exported before the check)",
+            }
+        else:
+            facts = {"checked": True, "reason": reason, "score": prediction.ood_score}
+            if reason:
+                facts["accepted"] = accept_ood
+        record["ood"] = facts
+        if not reason or accept_ood:
+            return
+        record["decision"] = NotAChestXray.code
+        self._write_record(user_id, record)
+        raise NotAChestXray(
+            f"{_OOD_MESSAGES.get(reason, _OOD_MESSAGES['features'])}; an expert can ask for "
+            "the classification anyway with accept_ood=true",
+            details={"inference_id": record["id"], "reason": reason},
+        )
+
     def _decision(self, prediction: Prediction) -> dict[str, Any]:
         """`decision`: the class, or `refer` when the answer's confidence is below the
         threshold (the deployment's, else the model's), and what it was decided on."""
@@ -208,6 +244,15 @@ class InferenceService:
     def _write_record(self, user_id: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8")
         self._create_once(keys.inference_record(user_id, record["id"]), data, "application/json")
+
+
+_OOD_MESSAGES = {
+    "colour": "this looks like a colour photograph, not an X-ray (X-rays are grey)",
+    "nearly_constant": "this image is nearly blank: there is nothing to read",
+    "aspect_ratio": "this image is far from square (over 2:1), unlike a frontal chest film",
+    "features": "this does not look like a frontal chest X-ray of the kind the model was "
+    "trained on",
+}
 
 
 def _unknown_class(name: str, valid: tuple[str, ...]) -> InvalidParameter:

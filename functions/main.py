@@ -157,8 +157,11 @@ def auth(request: flask.Request) -> flask.Response:
 def _predict(request: flask.Request) -> flask.Response:
     runtime = get_runtime()
     principal = _authenticate(request, runtime)
-    image, _ = _image(request, runtime)
-    record = runtime.inference.predict(principal.user_id, image, started=flask.g.started)
+    image, fields = _image(request, runtime)
+    accept_ood = _flag(_parameter(request, fields, "accept_ood"), "accept_ood")
+    record = runtime.inference.predict(
+        principal.user_id, image, started=flask.g.started, accept_ood=accept_ood
+    )
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
     return web.json_response(record)
 
@@ -196,8 +199,14 @@ def _gradcam(request: flask.Request) -> flask.Response:
     as_json = _wants_json(request, _parameter(request, fields, "format"))
     # The heatmap only travels in JSON answers; a PNG answer never fetches it from the model.
     with_heatmap = _flag(_parameter(request, fields, "heatmap"), "heatmap") and as_json
+    accept_ood = _flag(_parameter(request, fields, "accept_ood"), "accept_ood")
     outcome = runtime.inference.gradcam(
-        principal.user_id, image, target_class, started=flask.g.started, with_heatmap=with_heatmap
+        principal.user_id,
+        image,
+        target_class,
+        started=flask.g.started,
+        with_heatmap=with_heatmap,
+        accept_ood=accept_ood,
     )
     record, result = outcome.record, outcome.result
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
@@ -361,7 +370,11 @@ def _legacy_xray(request: flask.Request) -> flask.Response:
     runtime = get_runtime()
     principal = _authenticate(request, runtime)
     image = _legacy_image(request, runtime)
-    record = runtime.inference.predict(principal.user_id, image, started=flask.g.started)
+    # The original never refused an image and its clients know no such answer: the legacy
+    # routes answer anyway, and the record is flagged.
+    record = runtime.inference.predict(
+        principal.user_id, image, started=flask.g.started, accept_ood=True
+    )
     web.note(model_version=record["model"]["version"], inference_id=record["id"])
     return web.json_response(original.legacy_prediction(record))
 
@@ -372,7 +385,7 @@ def _legacy_grad_cam(request: flask.Request) -> flask.Response:
     principal = _authenticate(request, runtime)
     image = _legacy_image(request, runtime)
     outcome = runtime.inference.gradcam(
-        principal.user_id, image, None, started=flask.g.started, with_heatmap=False
+        principal.user_id, image, None, started=flask.g.started, with_heatmap=False, accept_ood=True
     )
     record = outcome.record
     web.note(model_version=record["model"]["version"], inference_id=record["id"])

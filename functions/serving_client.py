@@ -60,6 +60,9 @@ from model_contract.artifact import (
     MODEL_NAME_OUTPUT,
     MODEL_RUN_ID_OUTPUT,
     MODEL_VERSION_OUTPUT,
+    OOD_REASON_OUTPUT,
+    OOD_REASONS,
+    OOD_SCORE_OUTPUT,
     OVERLAY_PNG_OUTPUT,
     PREDICTED_CLASS,
     PROBABILITIES_OUTPUT,
@@ -119,6 +122,10 @@ class Prediction:
     model: ModelIdentity
     # The model's confidence below which to refer; None from versions exported before it.
     refer_threshold: float | None = None
+    # Why the model says the input is not a chest film ("" when it is one); None from versions
+    # exported before the check. `ood_score`: the feature distance over its threshold.
+    ood_reason: str | None = None
+    ood_score: float | None = None
 
     @property
     def confidence(self) -> float:
@@ -560,9 +567,28 @@ def _prediction(row: dict[str, Any]) -> Prediction:
         )
     except ValueError as exc:
         raise _MalformedAnswer(f"the model identity is not valid: {exc}") from None
+    reason, score = _ood(row)
     return Prediction(
-        class_names, tuple(probabilities), class_index, identity, _refer_threshold(row)
+        class_names,
+        tuple(probabilities),
+        class_index,
+        identity,
+        _refer_threshold(row),
+        reason,
+        score,
     )
+
+
+def _ood(row: dict[str, Any]) -> tuple[str | None, float | None]:
+    if OOD_REASON_OUTPUT not in row:
+        return None, None  # a version exported before the check
+    reason = row[OOD_REASON_OUTPUT]
+    if not isinstance(reason, str) or (reason and reason not in OOD_REASONS):
+        raise _MalformedAnswer("ood_reason is not one of the known reasons")
+    score = row.get(OOD_SCORE_OUTPUT, 0.0)
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise _MalformedAnswer("ood_score is not a finite number")
+    return reason, float(score)
 
 
 def _refer_threshold(row: dict[str, Any]) -> float | None:

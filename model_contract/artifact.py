@@ -26,6 +26,9 @@ __all__ = [
     "MODEL_NAME_OUTPUT",
     "MODEL_RUN_ID_OUTPUT",
     "MODEL_VERSION_OUTPUT",
+    "OOD_REASONS",
+    "OOD_REASON_OUTPUT",
+    "OOD_SCORE_OUTPUT",
     "OVERLAY_PNG_OUTPUT",
     "PREDICTED_CLASS",
     "PREDICT_OUTPUTS",
@@ -65,6 +68,14 @@ MODEL_RUN_ID_OUTPUT = "model_run_id"
 # The confidence (top probability) below which the model's answer should be referred to a
 # person rather than taken as a class; 0: never. Versions exported before it lack it.
 REFER_THRESHOLD_OUTPUT = "refer_threshold"
+# Whether the input looks like the frontal chest films the model was trained on: `ood_reason`
+# is "" when it does, else why not (colour, nearly_constant, aspect_ratio, features);
+# `ood_score` is the feature distance over its threshold (1 is the boundary; 0 when the
+# version has no feature model). Versions exported before them lack both.
+OOD_SCORE_OUTPUT = "ood_score"
+OOD_REASON_OUTPUT = "ood_reason"
+# Every non-empty `ood_reason` (cnn_vit/ood.py computes them in this order).
+OOD_REASONS: tuple[str, ...] = ("colour", "nearly_constant", "aspect_ratio", "features")
 PREDICT_OUTPUTS: tuple[str, ...] = (
     PROBABILITIES_OUTPUT,
     CLASS_INDEX_OUTPUT,
@@ -74,6 +85,8 @@ PREDICT_OUTPUTS: tuple[str, ...] = (
     MODEL_VERSION_OUTPUT,
     MODEL_RUN_ID_OUTPUT,
     REFER_THRESHOLD_OUTPUT,
+    OOD_SCORE_OUTPUT,
+    OOD_REASON_OUTPUT,
 )
 # The Grad-CAM signatures add these (`gradcam_overlay` all but the heatmap).
 HEATMAP_OUTPUT = "heatmap"

@@ -43,6 +43,13 @@ from cnn_vit.gradcam import (
     upsample_heatmap,
 )
 from cnn_vit.model import build_model
+from cnn_vit.ood import (
+    OOD_REASONS,
+    OodStatistics,
+    encoder_statistics_model,
+    image_check_reasons,
+    statistics_from_outputs,
+)
 from cnn_vit.preprocessing import (
     equalized_image_bytes,
     preprocess_batch,
@@ -61,6 +68,8 @@ from model_contract.artifact import (
     MODEL_NAME_OUTPUT,
     MODEL_RUN_ID_OUTPUT,
     MODEL_VERSION_OUTPUT,
+    OOD_REASON_OUTPUT,
+    OOD_SCORE_OUTPUT,
     OVERLAY_PNG_OUTPUT,
     PROBABILITIES_OUTPUT,
     REFER_THRESHOLD_OUTPUT,
@@ -148,8 +157,15 @@ class ServingFunctions:
         overlay_size: int | None = None,
         temperature: float = 1.0,
         refer_threshold: float = 0.0,
+        ood: OodStatistics | None = None,
     ) -> None:
         self._model = model
+        self._ood = ood
+        # With OOD statistics: the probabilities and the encoder's maps from one forward pass
+        # (predict), the encoder's maps alone (Grad-CAM, whose explainer runs its own pass).
+        self._with_maps = encoder_statistics_model(model, True) if ood is not None else None
+        self._maps_only = encoder_statistics_model(model, False) if ood is not None else None
+        self._ood_reasons = tf.constant([*OOD_REASONS, ""], dtype=tf.string)
         self._temperature = _temperature(temperature)
         self._refer_threshold = _refer_threshold(refer_threshold)
         self._image_size = config.image_size
@@ -196,6 +212,28 @@ class ServingFunctions:
         logits = tf.math.log(tf.maximum(probabilities, floor))
         return tf.nn.softmax(logits / tf.constant(self._temperature, tf.float32), axis=-1)
 
+    def _ood_outputs(
+        self, image_bytes: tf.Tensor, features: tf.Tensor | None
+    ) -> dict[str, tf.Tensor]:
+        """`ood_score` and `ood_reason` (cnn_vit/ood.py); nothing checked without statistics."""
+        batch_size = tf.shape(image_bytes)[0]
+        if self._ood is None or features is None:
+            return {
+                OOD_SCORE_OUTPUT: tf.zeros([batch_size], tf.float32),
+                OOD_REASON_OUTPUT: tf.fill([batch_size], tf.constant("")),
+            }
+        score = self._ood.score(features)
+        cheap = image_check_reasons(image_bytes)
+        feature_index = OOD_REASONS.index("features")
+        reason = tf.where(cheap >= 0, cheap, tf.where(score > 1.0, feature_index, -1))
+        none_index = len(OOD_REASONS)
+        return {
+            OOD_SCORE_OUTPUT: score,
+            OOD_REASON_OUTPUT: tf.gather(
+                self._ood_reasons, tf.where(reason < 0, none_index, reason)
+            ),
+        }
+
     def _prediction(self, probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = self._calibrated(probabilities)
         batch_size = tf.shape(probabilities)[0]
@@ -213,8 +251,14 @@ class ServingFunctions:
 
     def predict(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         images = preprocess_batch(image_bytes, self._image_size)
-        probabilities = tf.cast(self._model(images, training=False), tf.float32)
-        return self._prediction(probabilities)
+        features = None
+        if self._with_maps is not None:
+            probabilities, *maps = self._with_maps(images, training=False)
+            features = statistics_from_outputs(maps)
+        else:
+            probabilities = self._model(images, training=False)
+        probabilities = tf.cast(probabilities, tf.float32)
+        return {**self._prediction(probabilities), **self._ood_outputs(image_bytes, features)}
 
     def explain(self, image_bytes: tf.Tensor, target_class: tf.Tensor) -> dict[str, tf.Tensor]:
         images, display_films = self._inputs_and_display_films(image_bytes)
@@ -243,8 +287,13 @@ class ServingFunctions:
             # The layer's map upsampled once, straight to the display size.
             films = display_films
             display_heat = upsample_heatmap(result.heatmap, self._overlay_size)
+        features = None
+        if self._maps_only is not None:
+            maps = self._maps_only(images, training=False)
+            features = statistics_from_outputs(maps if isinstance(maps, list) else [maps])
         return {
             **self._prediction(result.probabilities),
+            **self._ood_outputs(image_bytes, features),
             HEATMAP_OUTPUT: heatmap,
             OVERLAY_PNG_OUTPUT: encode_png_batch(blend_overlay(films, display_heat)),
             TARGET_CLASS_INDEX_OUTPUT: result.target_class,
@@ -341,6 +390,8 @@ def export_saved_model(
     calibration: Mapping[str, Any] | None = None,
     refer_threshold: float = 0.0,
     abstention: Mapping[str, Any] | None = None,
+    ood: OodStatistics | None = None,
+    ood_report: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write `model` as a SavedModel with the `serving_default`, `gradcam` and
     `gradcam_overlay` signatures.
@@ -356,7 +407,9 @@ def export_saved_model(
     (how it was fitted and what it changed) goes into the model info with it.
     `refer_threshold` is served as the `refer_threshold` output of every signature: the
     calibrated confidence below which an answer is to be referred (0: never); `abstention`
-    (how it was chosen) goes into the model info with it.
+    (how it was chosen) goes into the model info with it. `ood` (fitted by the training job)
+    turns on the out-of-distribution checks (`cnn_vit/ood.py`): without it `ood_score` is 0
+    and `ood_reason` empty; `ood_report` (what was measured) goes into the model info.
     `export_dir` must not exist or be empty.
     """
     target = Path(export_dir)
@@ -384,6 +437,7 @@ def export_saved_model(
             overlay_size=display_size,
             temperature=temperature,
             refer_threshold=refer_threshold,
+            ood=ood,
         )
 
         archive = keras.export.ExportArchive()
@@ -421,6 +475,11 @@ def export_saved_model(
             **dict(calibration or {}),
         },
         "abstention": {"refer_threshold": refer_threshold, **dict(abstention or {})},
+        "ood": (
+            {"enabled": True, **ood.to_json(), **dict(ood_report or {})}
+            if ood is not None
+            else {"enabled": False}
+        ),
         "signatures": list(SIGNATURES),
         "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keras_version": keras.__version__,

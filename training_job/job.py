@@ -125,6 +125,10 @@ class _Run:
     # The confidence below which answers are referred, chosen on the validation split.
     refer_threshold: float = 0.0
     abstention: dict[str, Any] = field(default_factory=dict)
+    # The out-of-distribution statistics fitted on the training split (cnn_vit/ood.py).
+    ood: Any = None
+    ood_report: dict[str, Any] = field(default_factory=dict)
+    test_ood_reasons: dict[str, Any] = field(default_factory=dict)
     # The test split's probabilities as each evaluated SavedModel answered them.
     test_probabilities: dict[str, Any] = field(default_factory=dict)
 
@@ -388,6 +392,7 @@ def _evaluate(
         )
     report = classification_report(test.labels, predictions.probabilities, CLASS_NAMES)
     run.test_probabilities[role] = predictions.probabilities
+    run.test_ood_reasons[role] = predictions.ood_reasons
     run.log.event(
         "evaluated",
         role=role,
@@ -453,6 +458,8 @@ def _save_and_export(
         calibration=run.calibration,
         refer_threshold=run.refer_threshold,
         abstention=run.abstention,
+        ood=run.ood,
+        ood_report=run.ood_report,
     )
     log.event("exported", compute_dtype=options.compute_dtype)
     return model_path, export_dir, exported
@@ -468,9 +475,13 @@ def _evaluate_and_decide(
 ) -> JobResult:
     options, log = run.options, run.log
     _fit_calibration(run, candidate, splits["val"])
+    _fit_ood(run, candidate, splits)
     model_path, export_dir, exported = _save_and_export(run, candidate, starting, splits, workdir)
     candidate_report, candidate_identity = _evaluate(run, "candidate", export_dir, splits["test"])
-    calibration_metrics = _measure_test_calibration(run, splits["test"])
+    calibration_metrics = {
+        **_measure_test_calibration(run, splits["test"]),
+        **_measure_ood(run, export_dir, splits["test"]),
+    }
 
     stable_report = stable_evaluation[0] if stable_evaluation else None
     stable_label = f"stable version {run.stable.version}" if run.stable else "stable"
@@ -595,6 +606,126 @@ def _choose_refer_threshold(run: _Run, served: Any, val: _Split) -> None:
         val_accuracy_kept=None if chosen.accuracy is None else round(chosen.accuracy, 4),
         reached=chosen.reached,
     )
+
+
+def _fit_ood(run: _Run, candidate: TrainedCandidate, splits: Mapping[str, _Split]) -> None:
+    """Fit the out-of-distribution statistics on the training split's encoder statistics and
+    their threshold on cross-fitted and validation scores (training_job/ood.py)."""
+    train, val = splits["train"], splits["val"]
+    if len(train) < 10:
+        run.ood_report = {"skipped": f"{len(train)} training images: too few to fit on"}
+        run.log.event("ood_skipped", reason=run.ood_report["skipped"])
+        return
+    from training_job.ood import SHRINKAGE, THRESHOLD_QUANTILE, fit_ood
+
+    train_features = _encoder_statistics(run, candidate, train)
+    val_features = _encoder_statistics(run, candidate, val) if len(val) else None
+    import numpy as np
+
+    held_out = val_features if val_features is not None else np.zeros((0, train_features.shape[1]))
+    run.ood = fit_ood(train_features, held_out)
+    run.ood_report = {
+        "method": "mahalanobis on the encoder's channel statistics, one shrunk Gaussian",
+        "fitted_on": {"split": "train", "images": len(train)},
+        "threshold_from": {
+            "train_cross_fitted": len(train),
+            "val": len(val),
+            "quantile": THRESHOLD_QUANTILE,
+        },
+        "shrinkage": SHRINKAGE,
+    }
+    run.log.event(
+        "ood_fitted",
+        features=int(train_features.shape[1]),
+        threshold=round(run.ood.threshold, 3),
+        train_images=len(train),
+        val_images=len(val),
+    )
+
+
+def _encoder_statistics(run: _Run, candidate: TrainedCandidate, split: _Split) -> Any:
+    import numpy as np
+
+    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
+    from training_job.pipeline import make_dataset
+
+    model = encoder_statistics_model(candidate.model, with_probabilities=False)
+    batches = make_dataset(
+        split.paths,
+        None,
+        run.config.image_size,
+        run.options.batch_size,
+        training=False,
+        cache=False,
+    )
+    rows = []
+    for images in batches:
+        maps = model(images, training=False)
+        rows.append(statistics_from_outputs(maps if isinstance(maps, list) else [maps]).numpy())
+    return np.concatenate(rows, axis=0).astype(np.float64)
+
+
+def _grey_films(split: _Split, count: int) -> list[Any]:
+    """The first `count` films of `split` as grey uint8 arrays (to turn and cut)."""
+    import numpy as np
+    from PIL import Image
+
+    films = []
+    for path in split.paths[:count]:
+        with Image.open(path) as image:
+            films.append(np.asarray(image.convert("L"), np.uint8))
+    return films
+
+
+def _measure_ood(run: _Run, export_dir: Path, test: _Split) -> dict[str, float]:
+    """The exported model's refusals: on the held-out test films (false refusals) and on
+    images that are not chest films (synthetic/not_chest.py); flat numbers for the registry."""
+    if run.ood is None:
+        return {}
+    from collections import Counter
+
+    from training_job.evaluation import predict_saved_model
+    from training_job.not_chest import not_chest_images
+
+    reasons = run.test_ood_reasons.get("candidate") or ()
+    refused = [reason for reason in reasons if reason]
+    run.ood_report["test"] = {
+        "images": len(reasons),
+        "false_refusals": len(refused),
+        "false_refusal_rate": len(refused) / max(1, len(reasons)),
+        "reasons": dict(Counter(refused)),
+    }
+    metrics = {"ood_false_refusal_rate": run.ood_report["test"]["false_refusal_rate"]}
+    per_kind = run.options.ood_check_per_kind
+    if per_kind:
+        images = list(not_chest_images(per_kind, run.options.seed, _grey_films(test, per_kind)))
+        answered = predict_saved_model(export_dir, [], encoded=[data for _, data in images])
+        outcome = answered.ood_reasons or ("",) * len(images)
+        kinds: dict[str, dict[str, Any]] = {}
+        for (kind, _), reason in zip(images, outcome, strict=True):
+            entry = kinds.setdefault(kind, {"images": 0, "refused": 0, "reasons": Counter()})
+            entry["images"] += 1
+            entry["refused"] += bool(reason)
+            if reason:
+                entry["reasons"][reason] += 1
+        total_refused = sum(entry["refused"] for entry in kinds.values())
+        run.ood_report["not_chest"] = {
+            "images": len(images),
+            "refused": total_refused,
+            "refusal_rate": total_refused / len(images),
+            "per_kind": {
+                kind: {**entry, "reasons": dict(entry["reasons"])} for kind, entry in kinds.items()
+            },
+        }
+        metrics["ood_refusal_rate"] = total_refused / len(images)
+    run.log.event(
+        "ood_measured",
+        test_false_refusal_rate=round(metrics["ood_false_refusal_rate"], 4),
+        not_chest_refusal_rate=(
+            round(metrics["ood_refusal_rate"], 4) if "ood_refusal_rate" in metrics else None
+        ),
+    )
+    return metrics
 
 
 def _network_probabilities(run: _Run, candidate: TrainedCandidate, split: _Split) -> Any:
@@ -793,6 +924,7 @@ def _write_outputs(
                 key: value for key, value in run.calibration.items() if key != "bins"
             }
             document["abstention"] = dict(run.abstention)
+            document["ood"] = dict(run.ood_report)
         outputs.put_json(report_file(role), document)
         outputs.put(
             confusion_file(role),

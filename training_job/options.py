@@ -102,6 +102,11 @@ class TrainingOptions:
         "fewest validation images a temperature is fitted on (fewer: served uncalibrated, "
         "said in the report)",
     )
+    ood_check_per_kind: int = _option(
+        12,
+        "not-a-chest-film images of each kind (synthetic/not_chest.py) the exported model is "
+        "measured on for the report (0: none)",
+    )
     refer_target_accuracy: float = _option(
         0.95,
         "abstention: the served refer threshold is the lowest confidence at which the "
@@ -168,6 +173,8 @@ class TrainingOptions:
             problems.append("patience, min delta and weight decay must not be negative")
         if not 0 <= self.label_smoothing < 1:
             problems.append("label smoothing must lie in [0, 1)")
+        if self.ood_check_per_kind < 0:
+            problems.append("ood check images per kind must not be negative")
         if not 0 < self.refer_target_accuracy <= 1:
             problems.append("the refer target accuracy must lie in (0, 1]")
         if self.calibration_min_images < 1:

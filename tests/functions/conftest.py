@@ -77,6 +77,7 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         fake.versions_without_overlay = set()
         fake.unassigned_labels = set()
         fake.refer_threshold = None
+        fake.ood_reason, fake.ood_score = None, 0.0
 
 
 @dataclass

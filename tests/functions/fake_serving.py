@@ -76,6 +76,9 @@ class FakeTFServing:
     predicted_index: int = 1
     # The refer_threshold output; None: a version exported before abstention (no such output).
     refer_threshold: float | None = None
+    # The ood_reason and ood_score outputs; None: a version exported before the check.
+    ood_reason: str | None = None
+    ood_score: float = 0.0
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     heatmap_size: int = HEATMAP_SIZE
     overlay_size: int = OVERLAY_SIZE
@@ -205,7 +208,14 @@ class FakeTFServing:
         command = json.loads(handler.rfile.read(length) or b"{}")
         action = command.pop("action")
         if action == "set":
-            for name in ("version", "predicted_index", "run_id", "refer_threshold"):
+            for name in (
+                "version",
+                "predicted_index",
+                "run_id",
+                "refer_threshold",
+                "ood_reason",
+                "ood_score",
+            ):
                 if name in command:
                     setattr(self, name, command[name])
             if "versions_without_overlay" in command:
@@ -353,6 +363,9 @@ class FakeTFServing:
         }
         if self.refer_threshold is not None:
             row["refer_threshold"] = self.refer_threshold
+        if self.ood_reason is not None:
+            row["ood_reason"] = self.ood_reason
+            row["ood_score"] = self.ood_score
         if received.signature in _GRADCAM_SIGNATURES:
             target = received.target_classes[index]
             if received.signature == "gradcam":

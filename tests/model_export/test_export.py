@@ -34,6 +34,8 @@ PREDICTION_OUTPUTS = {
     "model_version": (types_pb2.DT_INT64, [-1]),
     "model_run_id": (types_pb2.DT_STRING, [-1]),
     "refer_threshold": (types_pb2.DT_FLOAT, [-1]),
+    "ood_score": (types_pb2.DT_FLOAT, [-1]),
+    "ood_reason": (types_pb2.DT_STRING, [-1]),
 }
 GRADCAM_INPUTS = {
     "image_bytes": (types_pb2.DT_STRING, [-1]),
@@ -412,3 +414,70 @@ def test_export_temperature_or_threshold_out_of_range_raises_before_writing(
             **{option: value},
         )
     assert not (tmp_path / "export").exists()
+
+
+def test_ood_statistics_make_every_signature_refuse_what_is_not_a_chest_film(
+    trained: Trained,
+    float32_export: Path,
+    float32_loaded: Any,
+    test_films: list[HeldOutFilm],
+    tmp_path: Path,
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
+    from training_job.not_chest import generate_not_chest
+    from training_job.ood import fit_ood
+
+    films = _pngs(test_films)
+    maps = encoder_statistics_model(trained.model, False)(
+        preprocess_batch(films, trained.config.image_size)
+    )
+    features = statistics_from_outputs(maps).numpy().astype(np.float64)
+    ood = fit_ood(features[::2], features[1::2])
+    export_dir = tmp_path / "ood"
+    export_saved_model(
+        trained.model,
+        trained.config,
+        export_dir,
+        model_name=MODEL_NAME,
+        gradcam_layer=GRADCAM_LAYER,
+        ood=ood,
+        ood_report={"fitted_on": "test films"},
+    )
+    loaded = tf.saved_model.load(str(export_dir))
+    rng = np.random.default_rng(0)
+    grey_film = np.asarray(Image.open(io.BytesIO(test_films[0].png)).convert("L"))
+    odd = {
+        "colour": generate_not_chest("noise", np.random.default_rng(3)),
+        "flat": generate_not_chest("flat", rng),
+        "wide": generate_not_chest("wide", rng, film=grey_film),
+        "skull": generate_not_chest("skull", rng),
+    }
+    inputs = tf.constant([test_films[1].png, *odd.values()])
+    plain = float32_loaded.signatures["serving_default"](image_bytes=inputs)
+
+    for name in ("serving_default", "gradcam", "gradcam_overlay"):
+        signature = loaded.signatures[name]
+        answer = (
+            signature(image_bytes=inputs)
+            if name == "serving_default"
+            else signature(image_bytes=inputs, target_class=tf.constant([-1] * 5, tf.int32))
+        )
+        reasons = [value.decode() for value in answer["ood_reason"].numpy()]
+        assert reasons[0] == ""  # a chest film passes
+        assert answer["ood_score"].numpy()[0] < 1.0
+        assert reasons[1:4] == ["colour", "nearly_constant", "aspect_ratio"]
+        assert reasons[4] == "features"
+        assert answer["ood_score"].numpy()[4] > 1.0
+        # The checks add outputs and change nothing else.
+        np.testing.assert_allclose(
+            answer["probabilities"].numpy(), plain["probabilities"].numpy(), atol=1e-5
+        )
+    info = read_model_info(export_dir)["ood"]
+    assert info["enabled"] is True
+    assert info["threshold"] == pytest.approx(ood.threshold)
+    assert info["fitted_on"] == "test films"
+    assert read_model_info(float32_export)["ood"] == {"enabled": False}

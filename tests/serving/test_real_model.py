@@ -71,9 +71,12 @@ def test_real_model_predict_row_format_with_b64_image(real_model_server: ServerP
         "model_name",
         "model_run_id",
         "model_version",
+        "ood_reason",
+        "ood_score",
         "probabilities",
         "refer_threshold",
     ]
+    assert (row["ood_reason"], row["ood_score"]) == ("", 0.0)  # exported without the check
     assert row["refer_threshold"] == 0.0  # exported without one: never refer
     assert len(row["probabilities"]) == 3
     assert abs(sum(row["probabilities"]) - 1.0) < 1e-4

@@ -291,6 +291,34 @@ def test_run_job_calibrates_on_the_validation_split_and_serves_and_reports_it(
         assert abstention["validation"]["accuracy"] >= 0.95
     (chosen,) = _events(run, "refer_threshold_chosen")
     assert chosen["threshold"] == pytest.approx(threshold, abs=1e-4)
+
+
+@pytest.mark.parametrize("run_name", ["first", "better", "worse"])
+def test_run_job_fits_the_ood_check_and_measures_both_sets(chain: Chain, run_name: str) -> None:
+    run: Run = getattr(chain, run_name)
+    prefix = keys.learning_run_prefix(run.result.run_id)
+    report = _read_json(chain.store, prefix + "report_candidate.json")["ood"]
+    info = _read_json(chain.store, prefix + "candidate/assets.extra/model_info.json")["ood"]
+    test, not_chest = report["test"], report["not_chest"]
+
+    assert info["enabled"] is True
+    assert info["threshold"] > 0
+    assert report["fitted_on"]["split"] == "train"
+    assert test["images"] == _decision(chain.store, run)["test_images"]
+    assert test["false_refusals"] == sum(test["reasons"].values())
+    assert not_chest["images"] == 9 * 12
+    assert set(not_chest["per_kind"]) == {
+        "noise", "flat", "photo", "drawing", "hand", "skull", "mri", "turned_film", "wide"
+    }  # fmt: skip
+    # Whatever the features learnt, the cheap checks alone refuse these.
+    assert not_chest["per_kind"]["flat"]["refused"] == 12
+    assert not_chest["per_kind"]["wide"]["refused"] == 12
+    (measured,) = _events(run, "ood_measured")
+    assert measured["not_chest_refusal_rate"] == pytest.approx(not_chest["refusal_rate"], abs=1e-4)
+    if run.result.published_version is not None:
+        entry = ModelRegistry(chain.store, MODEL).load().versions[run.result.published_version]
+        assert entry.metrics["ood_refusal_rate"] == pytest.approx(not_chest["refusal_rate"])
+        assert entry.metrics["ood_false_refusal_rate"] == pytest.approx(test["false_refusal_rate"])
     assert chain.store.get_bytes(prefix + "reliability_diagram.png").startswith(b"\x89PNG")
 
 
