@@ -345,6 +345,38 @@ def test_stack_retraining_promotes_version_2_then_rollback_restores_version_1(
         assert answer["model"]["version"] == 2
         assert answer["model"]["run_id"] != "v1"
         assert answer["predicted_class"] == name
+        # Version 2 comes from the training job: calibrated, with a refer threshold and the
+        # out-of-distribution check, all read by the functions from its outputs.
+        assert answer["ood"]["checked"] is True
+        assert answer["ood"]["reason"] == ""
+        assert answer["abstention"]["source"] == "model"
+        assert answer["decision"] in {name, "refer"}
+
+    # A photograph and a synthetic skull film: refused in words, recorded, no overlay.
+    from training_job.not_chest import generate_not_chest
+
+    rng = np.random.default_rng(0)
+    for kind, reason in (("photo", None), ("skull", "features")):
+        image = generate_not_chest(kind, rng)
+        refused = requests.post(
+            stack.base + "/gradcam",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            files={"file": ("photo.png", image, "image/png")},
+            timeout=60,
+        )
+        assert refused.status_code == 422, refused.text
+        body = refused.json()
+        assert body["error"] == "not_a_chest_xray"
+        assert reason is None or body["reason"] == reason
+        assert "accept_ood=true" in body["message"]
+        flagged = requests.post(
+            stack.base + "/predict?accept_ood=true",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"file": ("photo.png", image, "image/png")},
+            timeout=60,
+        )
+        assert flagged.status_code == 200, flagged.text
+        assert flagged.json()["ood"]["accepted"] is True
 
     rollback = stack.run("model_contract", "rollback", timeout=60)
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
