@@ -57,6 +57,8 @@ COVID_QU_EX_CLASS_FOLDERS = {"normal": "Normal", "covid": "COVID-19", "no-covid"
 # Real COVID-QU-Ex folders hold these beside `images/`; loaders must skip them.
 _MASK_FOLDER = "lung masks"
 _MASKS_PER_FOLDER = 2
+# COVID-QU-Ex's lesion masks: written for every film with a class pattern (covid, no-covid).
+INFECTION_MASK_FOLDER = "infection masks"
 
 Layout = Literal["covid-qu-ex", "plain"]
 
@@ -399,7 +401,9 @@ def iter_dataset_files(
     """The files of a synthetic image database, with paths relative to its root.
 
     `covid-qu-ex`: `Train/COVID-19/images/covid_00001.png`, plus the first few films' lung masks
-    in `Train/COVID-19/lung masks/` (not training images). `plain`: `train/covid/covid_00001.png`.
+    in `Train/COVID-19/lung masks/` and every patterned film's lesion mask in
+    `Train/COVID-19/infection masks/` (not training images; the training job measures
+    explanations against the latter). `plain`: `train/covid/covid_00001.png`.
     """
     for split, index, film in generate_dataset(counts, seed, classes=classes):
         stem = f"{film.class_name.replace('-', '_')}_{index + 1:05d}.png"
@@ -410,6 +414,14 @@ def iter_dataset_files(
             yield SyntheticFile(
                 f"{folder}/images/{stem}", split, film.class_name, encode_png(film.image)
             )
+            if film.mask.any():
+                yield SyntheticFile(
+                    f"{folder}/{INFECTION_MASK_FOLDER}/{stem}",
+                    split,
+                    film.class_name,
+                    encode_png(film.mask),
+                    is_image=False,
+                )
             if index < _MASKS_PER_FOLDER:
                 yield SyntheticFile(
                     f"{folder}/{_MASK_FOLDER}/{stem}",

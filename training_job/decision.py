@@ -3,7 +3,10 @@
 Pure and TensorFlow-free (DESIGN.md decision 7). With a stable model, the candidate is promoted
 when its macro-F1 beats the stable one's by at least the margin (a tie never replaces the
 champion) and no class's F1 drops by more than the tolerance; both were evaluated on the same
-test images. Without a stable model, the candidate must clear a minimum macro-F1.
+test images. Without a stable model, the candidate must clear a minimum macro-F1. Where the
+test split has lesion masks, the explanations are compared too: the candidate's pointing game
+(the share of films whose Grad-CAM peak lies on the lesion) must not fall more than its
+tolerance below the stable model's.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class PromotionPolicy:
     margin: float = 0.005
     per_class_tolerance: float = 0.05
     min_macro_f1: float = 0.6
+    explanation_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.margin <= 1.0:
@@ -35,12 +39,15 @@ class PromotionPolicy:
             raise ValueError("the per-class F1 tolerance must lie in [0, 1]")
         if not 0.0 <= self.min_macro_f1 <= 1.0:
             raise ValueError("the minimum macro-F1 must lie in [0, 1]")
+        if not 0.0 <= self.explanation_tolerance <= 1.0:
+            raise ValueError("the explanation tolerance must lie in [0, 1]")
 
     def to_json(self) -> dict[str, float]:
         return {
             "margin": self.margin,
             "per_class_tolerance": self.per_class_tolerance,
             "min_macro_f1": self.min_macro_f1,
+            "explanation_tolerance": self.explanation_tolerance,
         }
 
 
@@ -109,8 +116,12 @@ def decide(
     policy: PromotionPolicy,
     *,
     stable_label: str = "stable",
+    pointing_game: tuple[float, float] | None = None,
 ) -> Decision:
-    """Whether `candidate` replaces `stable` (both evaluated on the same test images)."""
+    """Whether `candidate` replaces `stable` (both evaluated on the same test images).
+
+    `pointing_game`: (candidate, stable) on the same masked test films, when there are any.
+    """
     if stable is None:
         return _first_model(candidate, policy)
     if candidate.classes != stable.classes:
@@ -147,6 +158,24 @@ def decide(
                     f"{'drop' if drop > 0 else 'change'} {abs(drop):.4f} "
                     f"({'within' if within else 'beyond'} the tolerance "
                     f"{policy.per_class_tolerance:.4f})"
+                ),
+            )
+        )
+    if pointing_game is not None:
+        ours, theirs = pointing_game
+        drop = theirs - ours
+        within = drop <= policy.explanation_tolerance + _EPSILON
+        checks.append(
+            Check(
+                name="explanation_pointing_game",
+                passed=within,
+                value=drop,
+                threshold=policy.explanation_tolerance,
+                detail=(
+                    f"Grad-CAM pointing game {ours:.4f} vs {stable_label} {theirs:.4f}: "
+                    f"{'drop' if drop > 0 else 'change'} {abs(drop):.4f} "
+                    f"({'within' if within else 'beyond'} the tolerance "
+                    f"{policy.explanation_tolerance:.4f})"
                 ),
             )
         )

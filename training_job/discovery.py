@@ -126,6 +126,8 @@ class DatasetIndex:
     ignored: int = 0  # files that are not training images (masks, other files)
     source: str = ""
     carved: Mapping[str, int] = field(default_factory=dict)  # split -> images split off here
+    # Image key -> its lesion mask's key (COVID-QU-Ex `infection masks/` beside `images/`).
+    masks: Mapping[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> list[ImageRecord]:
         return [record for record in self.records if record.split == name]
@@ -302,7 +304,8 @@ def discover_dataset(
     db: Store, *, split_seed: int = 0, fractions: SplitFractions | None = None
 ) -> DatasetIndex:
     """List the database and index every training image (see the module docstring)."""
-    records, ignored = index_images(db.list(""))
+    listing = list(db.list(""))
+    records, ignored = index_images(listing)
     if not records:
         raise DatasetError(
             f"no training images under {db.describe()} "
@@ -316,4 +319,23 @@ def discover_dataset(
         ignored=ignored,
         source=db.describe(),
         carved=carved,
+        masks=lesion_masks(info.key for info in listing),
     )
+
+
+def _is_infection_mask_folder(name: str) -> bool:
+    return name.strip().lower().replace("_", " ") == "infection masks"
+
+
+def lesion_masks(object_keys: Iterable[str]) -> dict[str, str]:
+    """Image key -> lesion mask key, for every image with a mask of the same name in the
+    `infection masks/` folder beside its `images/` (COVID-QU-Ex)."""
+    keys_seen = set(object_keys)
+    masks: dict[str, str] = {}
+    for key in keys_seen:
+        parts = key.split("/")
+        if len(parts) >= 2 and _is_infection_mask_folder(parts[-2]):
+            image = "/".join([*parts[:-2], _IMAGES_FOLDER, parts[-1]])
+            if image in keys_seen:
+                masks[image] = key
+    return masks

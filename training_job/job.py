@@ -13,6 +13,7 @@ writes its outputs under `output/learning/<run_id>/`, promoted or not.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import secrets
 import tempfile
@@ -129,6 +130,8 @@ class _Run:
     ood: Any = None
     ood_report: dict[str, Any] = field(default_factory=dict)
     test_ood_reasons: dict[str, Any] = field(default_factory=dict)
+    # Grad-CAM against the test split's lesion masks, per evaluated role.
+    explanations: dict[str, Any] = field(default_factory=dict)
     # The test split's probabilities as each evaluated SavedModel answered them.
     test_probabilities: dict[str, Any] = field(default_factory=dict)
 
@@ -485,7 +488,22 @@ def _evaluate_and_decide(
 
     stable_report = stable_evaluation[0] if stable_evaluation else None
     stable_label = f"stable version {run.stable.version}" if run.stable else "stable"
-    decision = decide(candidate_report, stable_report, options.policy(), stable_label=stable_label)
+    explanations = {"candidate": _measure_explanations(run, export_dir, splits["test"])}
+    stable_dir = workdir / f"stable-{run.stable.version}" if run.stable else None
+    if stable_dir is not None and stable_dir.is_dir():
+        explanations["stable"] = _measure_explanations(run, stable_dir, splits["test"])
+    pointing = None
+    ours, theirs = explanations["candidate"], explanations.get("stable")
+    if ours is not None and theirs is not None:
+        pointing = (ours["pointing_game"], theirs["pointing_game"])
+    run.explanations = explanations
+    decision = decide(
+        candidate_report,
+        stable_report,
+        options.policy(),
+        stable_label=stable_label,
+        pointing_game=pointing,
+    )
     log.event(
         "decided",
         verdict=decision.verdict,
@@ -663,6 +681,89 @@ def _encoder_statistics(run: _Run, candidate: TrainedCandidate, split: _Split) -
         maps = model(images, training=False)
         rows.append(statistics_from_outputs(maps if isinstance(maps, list) else [maps]).numpy())
     return np.concatenate(rows, axis=0).astype(np.float64)
+
+
+_EXPLAINED_PER_CLASS = 40  # masked test films explained per class, at most
+_MASK_DILATION = 3  # pixels at the model's input size: a peak next to the lesion counts
+
+
+def _measure_explanations(run: _Run, saved_model_dir: Path, test: _Split) -> dict[str, Any] | None:
+    """Grad-CAM of the true class on masked test films, through the SavedModel's `gradcam`
+    signature: the pointing game (the heat's peak on the dilated lesion mask) and the share of
+    heat inside the mask, per class and their mean over the classes measured; None without
+    masks."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    assert run.dataset is not None
+    chosen: dict[int, list[int]] = {}
+    for index, record in enumerate(test.records):
+        if record.key in run.dataset.masks:
+            picked = chosen.setdefault(record.label, [])
+            if len(picked) < _EXPLAINED_PER_CLASS:
+                picked.append(index)
+    if not chosen:
+        return None
+    import tensorflow as tf
+
+    from model_contract.artifact import GRADCAM_SIGNATURE, HEATMAP_OUTPUT
+
+    signature = tf.saved_model.load(str(saved_model_dir)).signatures[GRADCAM_SIGNATURE]
+    size = run.config.image_size
+    per_class: dict[str, dict[str, Any]] = {}
+    for label, indices in sorted(chosen.items()):
+        hits, shares = 0, []
+        for start in range(0, len(indices), 16):
+            batch = indices[start : start + 16]
+            images = [Path(test.paths[i]).read_bytes() for i in batch]
+            answer = signature(
+                image_bytes=tf.constant(images), target_class=tf.constant([label] * len(batch))
+            )
+            for heat, i in zip(answer[HEATMAP_OUTPUT].numpy(), batch, strict=True):
+                mask_key = run.dataset.masks[test.records[i].key]
+                with Image.open(io.BytesIO(run.areas.db.get_bytes(mask_key))) as raw:
+                    mask = np.asarray(raw.convert("L")) > 127
+                height, width = mask.shape
+                side = min(height, width)
+                top, left = (height - side) // 2, (width - side) // 2
+                square = Image.fromarray(
+                    mask[top : top + side, left : left + side].astype(np.float32), mode="F"
+                ).resize((size, size), Image.Resampling.BILINEAR)
+                lesion = np.asarray(square) > 0.5
+                dilated = (
+                    np.asarray(
+                        Image.fromarray(lesion.astype(np.uint8) * 255).filter(
+                            ImageFilter.MaxFilter(2 * _MASK_DILATION + 1)
+                        )
+                    )
+                    > 0
+                )
+                peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                hits += bool(dilated[peak])
+                total = float(heat.sum())
+                shares.append(float(heat[lesion].sum()) / total if total > 0 else 0.0)
+        per_class[CLASS_NAMES[label]] = {
+            "films": len(indices),
+            "pointing_game": hits / len(indices),
+            "heat_share_in_mask": float(np.mean(shares)),
+        }
+    pointing_game = float(np.mean([v["pointing_game"] for v in per_class.values()]))
+    heat_share = float(np.mean([v["heat_share_in_mask"] for v in per_class.values()]))
+    result: dict[str, Any] = {
+        "target": "the true class",
+        "mask_dilation_pixels": _MASK_DILATION,
+        "per_class": per_class,
+        "pointing_game": pointing_game,
+        "heat_share_in_mask": heat_share,
+    }
+    run.log.event(
+        "explanations_measured",
+        model=saved_model_dir.name,
+        pointing_game=round(pointing_game, 4),
+        heat_share_in_mask=round(heat_share, 4),
+        per_class={name: round(v["pointing_game"], 4) for name, v in per_class.items()},
+    )
+    return result
 
 
 def _grey_films(split: _Split, count: int) -> list[Any]:
@@ -925,6 +1026,7 @@ def _write_outputs(
             }
             document["abstention"] = dict(run.abstention)
             document["ood"] = dict(run.ood_report)
+        document["explanations"] = run.explanations.get(role)
         outputs.put_json(report_file(role), document)
         outputs.put(
             confusion_file(role),

@@ -122,6 +122,11 @@ class TrainingOptions:
     min_macro_f1: float = _option(
         _POLICY.min_macro_f1, "macro-F1 a first model must reach", PROMOTION
     )
+    explanation_tolerance: float = _option(
+        _POLICY.explanation_tolerance,
+        "largest drop of the Grad-CAM pointing game (on masked test films) allowed",
+        PROMOTION,
+    )
     dry_run: bool = _option(
         False, "train, evaluate and write the outputs, but publish and promote nothing", PROMOTION
     )
@@ -212,6 +217,7 @@ class TrainingOptions:
             margin=self.promotion_margin,
             per_class_tolerance=self.per_class_tolerance,
             min_macro_f1=self.min_macro_f1,
+            explanation_tolerance=self.explanation_tolerance,
         )
 
     def replace(self, **changes: Any) -> TrainingOptions:

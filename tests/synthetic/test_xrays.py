@@ -155,7 +155,19 @@ def test_write_covid_qu_ex_writes_release_layout_with_lung_masks_beside(tmp_path
     image_records = [item for item in written if item.is_image]
     assert len(image_records) == 3 * (3 + 2 + 1)
     assert all("/images/" in item.path for item in image_records)
-    assert all("lung masks" in item.path for item in written if not item.is_image)
+    assert all(
+        "lung masks" in item.path or "infection masks" in item.path
+        for item in written
+        if not item.is_image
+    )
+    # Every film with a class pattern has its lesion mask, named as its image.
+    lesions = {
+        item.path.replace("infection masks", "images")
+        for item in written
+        if "infection masks" in item.path
+    }
+    patterned = {item.path for item in image_records if item.class_name != "normal"}
+    assert lesions == patterned
     first = Image.open(tmp_path / image_records[0].path)
     assert first.mode == "L"
 

@@ -95,8 +95,45 @@ def test_decide_worse_challenger_kept_with_every_failed_rule_in_the_reason() -> 
 
 
 @pytest.mark.parametrize(
-    "values", [{"margin": -0.1}, {"per_class_tolerance": 1.5}, {"min_macro_f1": 2.0}]
+    "values",
+    [
+        {"margin": -0.1},
+        {"per_class_tolerance": 1.5},
+        {"min_macro_f1": 2.0},
+        {"explanation_tolerance": -0.5},
+    ],
 )
 def test_promotion_policy_out_of_range_raises(values: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         PromotionPolicy(**values)
+
+
+def test_decide_better_f1_but_worse_explanations_is_kept_with_the_reason() -> None:
+    decision = decide(
+        _report((19, 19, 19)),
+        _report((15, 15, 15)),
+        PromotionPolicy(),
+        stable_label="stable version 3",
+        pointing_game=(0.55, 0.85),
+    )
+
+    assert decision.verdict == "keep"
+    (failed,) = decision.failed()
+    assert failed.name == "explanation_pointing_game"
+    assert failed.value == pytest.approx(0.30)
+    assert "Grad-CAM pointing game 0.5500 vs stable version 3 0.8500" in decision.reason
+    assert "beyond the tolerance 0.1000" in decision.reason
+
+
+def test_decide_explanations_within_the_tolerance_or_better_promote() -> None:
+    for pointing in ((0.80, 0.85), (0.95, 0.85)):
+        decision = decide(
+            _report((19, 19, 19)), _report((15, 15, 15)), PromotionPolicy(), pointing_game=pointing
+        )
+        assert decision.verdict == "promote"
+        assert decision.checks[-1].name == "explanation_pointing_game"
+
+
+def test_decide_without_masks_has_no_explanation_check() -> None:
+    decision = decide(_report((19, 19, 19)), _report((15, 15, 15)), PromotionPolicy())
+    assert "explanation_pointing_game" not in [check.name for check in decision.checks]

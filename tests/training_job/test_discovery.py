@@ -233,3 +233,21 @@ def test_index_images_unusable_keys_are_ignored_not_fatal() -> None:
     records, ignored = index_images(objects)
     assert [record.key for record in records] == ["b1/train/Normal/a.png"]
     assert ignored == 2
+
+
+def test_lesion_masks_pair_each_image_with_its_infection_mask() -> None:
+    from training_job.discovery import lesion_masks
+
+    keys_listed = [
+        "b1/Train/COVID-19/images/covid_1.png",
+        "b1/Train/COVID-19/infection masks/covid_1.png",
+        "b1/Train/COVID-19/lung masks/covid_1.png",
+        "b1/Train/COVID-19/images/covid_2.png",
+        "b1/Train/COVID-19/Infection_Masks/covid_2.png",
+        "b1/Train/COVID-19/infection masks/orphan.png",
+    ]
+
+    assert lesion_masks(keys_listed) == {
+        "b1/Train/COVID-19/images/covid_1.png": "b1/Train/COVID-19/infection masks/covid_1.png",
+        "b1/Train/COVID-19/images/covid_2.png": "b1/Train/COVID-19/Infection_Masks/covid_2.png",
+    }

@@ -293,6 +293,25 @@ def test_run_job_calibrates_on_the_validation_split_and_serves_and_reports_it(
     assert chosen["threshold"] == pytest.approx(threshold, abs=1e-4)
 
 
+def test_run_job_measures_explanations_on_masked_films_and_compares_them(chain: Chain) -> None:
+    run = chain.better  # a stable model exists: both are measured on the same films
+    prefix = keys.learning_run_prefix(run.result.run_id)
+    candidate = _read_json(chain.store, prefix + "report_candidate.json")["explanations"]
+    stable = _read_json(chain.store, prefix + "report_stable.json")["explanations"]
+    decision = _decision(chain.store, run)
+
+    # The first batch's test films of covid and no-covid have lesion masks (normal has none).
+    assert set(candidate["per_class"]) == {"covid", "no-covid"}
+    for name, scores in candidate["per_class"].items():
+        assert scores["films"] == 15, name
+        assert 0.0 <= scores["pointing_game"] <= 1.0
+        assert 0.0 <= scores["heat_share_in_mask"] <= 1.0
+    (check,) = [c for c in decision["checks"] if c["name"] == "explanation_pointing_game"]
+    assert check["value"] == pytest.approx(stable["pointing_game"] - candidate["pointing_game"])
+    assert check["threshold"] == 0.1
+    assert len(_events(run, "explanations_measured")) == 2
+
+
 @pytest.mark.parametrize("run_name", ["first", "better", "worse"])
 def test_run_job_fits_the_ood_check_and_measures_both_sets(chain: Chain, run_name: str) -> None:
     run: Run = getattr(chain, run_name)
