@@ -712,6 +712,36 @@ def _breaker(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _trust(results: dict[str, Any]) -> list[str]:
+    figures = results.get("trust")
+    if not figures:
+        return []
+    lines = [
+        "## What the trust outputs cost",
+        "",
+        f"The `{figures['preset']}` model exported three ways and called in-process, one image "
+        f"per call, the variants interleaved ({figures['calls']} calls each): `plain`; "
+        "`calibrated` (a temperature and a refer threshold); `checked` (also the "
+        "out-of-distribution check: the image checks decode the upload again, the encoder's "
+        "channel statistics feed one Mahalanobis product, and Grad-CAM runs the encoder once "
+        "more).",
+        "",
+        "| signature | plain p50 ms | calibrated | checked | checked / plain |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for signature in ("serving_default", "gradcam_overlay"):
+        row = figures.get(signature)
+        if not row:
+            continue
+        p50, ratio = row["p50_ms"], row["ratio_to_plain"]
+        lines.append(
+            f"| {signature} | {p50['plain']:.1f} | {p50['calibrated']:.1f} | "
+            f"{p50['checked']:.1f} | {ratio['checked']:.3f} |"
+        )
+    lines.append("")
+    return lines
+
+
 def _soak(results: dict[str, Any]) -> list[str]:
     figures = results.get("soak")
     if not figures:
@@ -938,6 +968,7 @@ def write_report(results: dict[str, Any], bench_dir: Path) -> None:
     lines += _agreement(results)
     lines += _formatting(results)
     lines += _breaker(results)
+    lines += _trust(results)
     lines += _soak(results)
     lines += _machine(results)
     text = "\n".join(lines).rstrip() + "\n"

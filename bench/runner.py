@@ -552,6 +552,23 @@ def _soak(run: _Run) -> None:
         server.stop()
 
 
+def _trust(run: _Run) -> None:
+    """What calibration, the refer threshold and the out-of-distribution check cost per call,
+    on the full-size seed model (`bench/trust.py`)."""
+    from bench.trust import measure_trust_costs
+
+    assert run.seed is not None
+    run.results["trust"] = measure_trust_costs(
+        "seed",
+        run.seed.weights_file,
+        run.work.exports,
+        run.images,
+        calls=40 if run.plan.quick else 200,
+        fit_images=stack.bench_images(48, IMAGE_SIZE, seed=21),
+    )
+    gc.collect()
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("floor", _compute_floor),
     ("serving", _serving_unbatched),
@@ -562,6 +579,7 @@ SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("training", _training),
     ("agreement", _agreement),
     ("formatting", _formatting),
+    ("trust", _trust),
     ("breaker", _breaker),
     ("soak", _soak),
 )

@@ -67,6 +67,8 @@ class GradcamResult:
     heatmap: tf.Tensor  # float32 [B, h, w] in [0, 1]
     probabilities: tf.Tensor  # float32 [B, classes]
     target_class: tf.Tensor  # int32 [B]
+    # The outputs of the layers named in `extra_outputs`, from the same forward pass.
+    extras: tuple[tf.Tensor, ...] = ()
 
 
 def _is_softmax_dense(layer: keras.layers.Layer) -> bool:
@@ -150,6 +152,7 @@ class GradcamExplainer:
         *,
         weighting: Weighting = "elementwise",
         smoothing: float = DEFAULT_SMOOTHING,
+        extra_outputs: tuple[str, ...] = (),
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
@@ -166,7 +169,10 @@ class GradcamExplainer:
         final_layer = model.layers[-1]
         self._final_layer = final_layer if _is_softmax_dense(final_layer) else None
         head_input = final_layer.input if self._final_layer is not None else model.output
-        self._split = keras.Model(model.inputs, [layer.output, head_input], name="gradcam_split")
+        extras = [model.get_layer(name).output for name in extra_outputs]
+        self._split = keras.Model(
+            model.inputs, [layer.output, head_input, *extras], name="gradcam_split"
+        )
 
     def _logits_and_probabilities(self, head_input: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if self._final_layer is None:
@@ -181,7 +187,7 @@ class GradcamExplainer:
     def __call__(self, images: tf.Tensor, target_class: tf.Tensor | None = None) -> GradcamResult:
         """Grad-CAM of `images` [B, S, S, 1] for `target_class` [B] (-1 or None: predicted)."""
         with tf.GradientTape() as tape:
-            feature_map, head_input = self._split(images, training=False)
+            feature_map, head_input, *extras = self._split(images, training=False)
             logits, probabilities = self._logits_and_probabilities(head_input)
             predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             if target_class is None:
@@ -203,7 +209,12 @@ class GradcamExplainer:
         # gathers the gradient that max pooling routes to one cell of each 2 x 2 window.
         sigma_cells = self.smoothing * int(feature_map.shape[2])
         heatmap = normalize_per_image(tf.nn.relu(smooth_maps(weighted, sigma_cells)))
-        return GradcamResult(heatmap=heatmap, probabilities=probabilities, target_class=target)
+        return GradcamResult(
+            heatmap=heatmap,
+            probabilities=probabilities,
+            target_class=target,
+            extras=tuple(extras),
+        )
 
 
 def gradcam_heatmap(

@@ -7,9 +7,12 @@ Two parts, both in the exported SavedModel (the functions only read their output
   spread under 2 % of the range), an extreme aspect ratio (over 2:1 either way; chest films
   are close to square).
 - A feature score: the Mahalanobis distance of the encoder's channel statistics (mean and
-  standard deviation of every channel of every encoder convolution: low-level texture and
-  contrast, what makes an image look like these films) from their mean on the training split,
-  with a shrunk covariance. One Gaussian, not one per class: the question is "like the training
+  standard deviation of every channel after every encoder block's pooling: low-level texture
+  and contrast, what makes an image look like these films) from their mean on the training
+  split, with a shrunk covariance. After the pooling, not on the convolutions' full maps: the
+  first block's map of the seed preset is 256 x 256 x 128, and its statistics alone cost 40 %
+  of the model's own time (measured: +26 ms against +4 ms on the pooled maps, in one pass of
+  mean and mean square). One Gaussian, not one per class: the question is "like the training
   films", not "like which class". Measured on synthetic films against images that are not chest
   films (synthetic/not_chest.py), these statistics separated them far better than the head's
   features, whose distances have a heavy tail on confident in-distribution films.
@@ -29,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnn_vit.model import encoder_conv_name
+from cnn_vit.model import encoder_conv_name, encoder_pool_name
 
 __all__ = [
     "MAX_ASPECT_RATIO",
@@ -40,6 +43,7 @@ __all__ = [
     "encoder_statistics_model",
     "image_check_reasons",
     "statistics_from_outputs",
+    "statistics_layers",
 ]
 
 MAX_ASPECT_RATIO = 2.0
@@ -64,19 +68,31 @@ def encoder_conv_layers(model: keras.Model) -> list[str]:
     return found
 
 
+def statistics_layers(model: keras.Model) -> tuple[str, ...]:
+    """The layers whose outputs the statistics are computed on: every encoder block's pooling."""
+    return tuple(
+        encoder_pool_name(block) for block in range(1, len(encoder_conv_layers(model)) + 1)
+    )
+
+
 def encoder_statistics_model(model: keras.Model, with_probabilities: bool) -> keras.Model:
-    """A model giving the encoder convolutions' maps (and the probabilities when asked): one
+    """A model giving the encoder blocks' pooled maps (and the probabilities when asked): one
     forward pass for both when the probabilities are needed too."""
-    maps = [model.get_layer(name).output for name in encoder_conv_layers(model)]
+    maps = [model.get_layer(name).output for name in statistics_layers(model)]
     outputs = [model.output, *maps] if with_probabilities else maps
     return keras.Model(model.input, outputs, name=f"{model.name}_encoder_statistics")
 
 
 def statistics_from_outputs(maps: Sequence[tf.Tensor]) -> tf.Tensor:
     """[B, 2 * sum(channels)] float32: every channel's spatial mean, then its standard
-    deviation, layer by layer."""
-    means = [tf.reduce_mean(tf.cast(item, tf.float32), axis=[1, 2]) for item in maps]
-    spreads = [tf.math.reduce_std(tf.cast(item, tf.float32), axis=[1, 2]) for item in maps]
+    deviation, layer by layer (from the mean and the mean square: one pass over each map)."""
+    values = [tf.cast(item, tf.float32) for item in maps]
+    means = [tf.reduce_mean(item, axis=[1, 2]) for item in values]
+    squares = [tf.reduce_mean(tf.square(item), axis=[1, 2]) for item in values]
+    spreads = [
+        tf.sqrt(tf.maximum(square - mean * mean, 0.0))
+        for square, mean in zip(squares, means, strict=True)
+    ]
     return tf.concat(means + spreads, axis=-1)
 
 

@@ -49,6 +49,7 @@ from cnn_vit.ood import (
     encoder_statistics_model,
     image_check_reasons,
     statistics_from_outputs,
+    statistics_layers,
 )
 from cnn_vit.preprocessing import (
     equalized_image_bytes,
@@ -162,16 +163,21 @@ class ServingFunctions:
         self._model = model
         self._ood = ood
         # With OOD statistics: the probabilities and the encoder's maps from one forward pass
-        # (predict), the encoder's maps alone (Grad-CAM, whose explainer runs its own pass).
+        # (predict); Grad-CAM's explainer returns them from its own pass.
         self._with_maps = encoder_statistics_model(model, True) if ood is not None else None
-        self._maps_only = encoder_statistics_model(model, False) if ood is not None else None
         self._ood_reasons = tf.constant([*OOD_REASONS, ""], dtype=tf.string)
         self._temperature = _temperature(temperature)
         self._refer_threshold = _refer_threshold(refer_threshold)
         self._image_size = config.image_size
         self._overlay_size = _overlay_size(config.image_size, overlay_size)
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
-        self._explainer = GradcamExplainer(model, gradcam_layer)
+        # With OOD statistics, the explainer's forward pass also yields the pooled maps they
+        # are computed on: Grad-CAM pays no second encoder pass for the check.
+        self._explainer = GradcamExplainer(
+            model,
+            gradcam_layer,
+            extra_outputs=statistics_layers(model) if ood is not None else (),
+        )
         self._identity_table = identity_table
         # The Grad-CAM graph traced once and called by both Grad-CAM signatures: an export
         # traces each endpoint twice, and this one is most of the tracing time.
@@ -287,10 +293,7 @@ class ServingFunctions:
             # The layer's map upsampled once, straight to the display size.
             films = display_films
             display_heat = upsample_heatmap(result.heatmap, self._overlay_size)
-        features = None
-        if self._maps_only is not None:
-            maps = self._maps_only(images, training=False)
-            features = statistics_from_outputs(maps if isinstance(maps, list) else [maps])
+        features = statistics_from_outputs(list(result.extras)) if result.extras else None
         return {
             **self._prediction(result.probabilities),
             **self._ood_outputs(image_bytes, features),
