@@ -296,6 +296,7 @@ def _print_banner(
     lines = [
         "",
         "=" * 78,
+        f" Open the web app: {base}/app/",
         f" The X-ray classifier is running at {base}",
         f" API docs:       {base}/docs      (OpenAPI: {base}/openapi.yaml)",
         f" Model server:   http://127.0.0.1:{options.rest_port}/v1/models/cnn_vit  (gRPC :"

@@ -7,7 +7,9 @@ New routes `/auth`, `/predict`, `/gradcam`, `/history` (werkzeug's DispatcherMid
 prefix such as `POST /predict` is served in place, not redirected, since clients do not repeat a
 POST after a redirect), the original system's `/token`, `/user/me`, `/x-ray`, `/grad_cam`,
 `/user/results` and `/` (the `legacy` function: the original's answers), and `/openapi.yaml`,
-`/openapi.json`, `/docs` (`/redoc` leads there). Served by gunicorn's threaded
+`/openapi.json`, `/docs` (`/redoc` leads there), and the web app at `/app/`
+(functions/webapp.py; a browser asking for `/` with `Accept: text/html` is sent there, API
+clients keep the original's answer). Served by gunicorn's threaded
 worker (keep-alive connections, one process, `--threads` concurrent requests), or by werkzeug's
 threaded server with `--server werkzeug`. The settings are checked before serving: a bad or
 missing SECRET_KEY outside ENVIRONMENT=local stops the start.
@@ -29,6 +31,7 @@ from common.settings import SettingsError, load_environment
 from functions.docs import DocsApp
 from functions.runtime import Runtime, install_runtime
 from functions.settings import FunctionSettings
+from functions.webapp import APP_PREFIX, WebApp, wants_html
 
 __all__ = ["FUNCTIONS", "LEGACY_FUNCTION", "LEGACY_ROUTES", "build_gateway", "main"]
 
@@ -45,12 +48,21 @@ class _Gateway:
     def __init__(self, apps: dict[str, WsgiApp], legacy: WsgiApp, fallback: WsgiApp) -> None:
         self._apps = apps
         self._legacy = legacy
+        self._webapp = WebApp()
         self._dispatcher = DispatcherMiddleware(
             fallback, {f"/{name}": app for name, app in apps.items()}
         )
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
+        if path == APP_PREFIX or path.startswith(APP_PREFIX + "/"):
+            return self._webapp(environ, start_response)
+        if path == "/" and environ.get("REQUEST_METHOD") == "GET" and wants_html(environ):
+            start_response(
+                "302 Found",
+                [("Location", APP_PREFIX + "/"), ("Content-Length", "0"), ("Vary", "Accept")],
+            )
+            return [b""]
         if path in LEGACY_ROUTES:
             return self._legacy(environ, start_response)
         if path.lstrip("/") in self._apps:

@@ -32,6 +32,7 @@ from functions.history import HistoryQuery, parse_time
 from functions.images import ValidatedImage, validate_image
 from functions.runtime import Runtime, get_runtime
 from functions.throttle import client_address
+from functions.webapp import APP_PREFIX, WebApp
 from storage import keys
 
 __all__ = ["auth", "gradcam", "history", "legacy", "predict"]
@@ -97,6 +98,23 @@ def _flag(value: str | None, name: str) -> bool:
     if value in ("0", "false"):
         return False
     raise InvalidParameter(f"{name} must be true or false")
+
+
+# -- web app -------------------------------------------------------------------------------------
+
+_WEBAPP = WebApp(prefix="")
+
+
+@functions_framework.http
+def webapp(request: flask.Request) -> flask.Response:
+    """The web app's static files (functions/webapp.py), for a deployment without the gateway:
+    deploy this function at the site's root or under `/app/`; it talks to the API on its
+    origin."""
+    path = request.path
+    if path.startswith(APP_PREFIX + "/") or path == APP_PREFIX:
+        path = path[len(APP_PREFIX) :] or "/"
+    status, headers, body = _WEBAPP.answer(path, request.method)
+    return flask.Response(body, status=status, headers=headers)
 
 
 # -- auth ----------------------------------------------------------------------------------------

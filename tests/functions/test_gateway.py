@@ -266,3 +266,37 @@ def test_function_under_the_functions_framework_cli_without_secret_key_refuses_t
     assert result.returncode != 0
     assert "SettingsError" in result.stderr
     assert "SECRET_KEY is required" in result.stderr
+
+
+def test_gateway_serves_the_web_app_with_strict_headers(gateway: Gateway) -> None:
+    page = requests.get(gateway.url + "/app/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    bare = requests.get(gateway.url + "/app", timeout=10, allow_redirects=False)
+    assert (bare.status_code, bare.headers["Location"]) == (301, "/app/")
+    for missing in ("/app/nothing.js", "/app/../main.py", "/app/%2e%2e/main.py"):
+        assert requests.get(gateway.url + missing, timeout=10).status_code == 404
+    assert requests.post(gateway.url + "/app/index.html", timeout=10).status_code == 405
+
+
+def test_gateway_sends_browsers_to_the_app_and_api_clients_to_the_original_answer(
+    gateway: Gateway,
+) -> None:
+    browser = requests.get(
+        gateway.url + "/",
+        headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        timeout=10,
+        allow_redirects=False,
+    )
+    assert (browser.status_code, browser.headers["Location"]) == (302, "/app/")
+    for accept in ("application/json", "*/*", None):
+        headers = {"Accept": accept} if accept else {}
+        answer = requests.get(gateway.url + "/", headers=headers, timeout=10)
+        assert answer.status_code == 200
+        assert answer.json() == "The API is available."
