@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import functions_framework
 import pytest
 
 from functions.webapp import SECURITY_HEADERS, STATIC_FOLDER, WebApp, static_files, wants_html
-
-MAIN = str(Path(__file__).resolve().parents[2] / "functions" / "main.py")
+from tests.functions.conftest import Stack
 
 
 @pytest.fixture
@@ -61,8 +59,8 @@ def test_wants_html_only_for_browsers(accept: str, html: bool) -> None:
     assert wants_html({"HTTP_ACCEPT": accept}) is html
 
 
-def test_the_webapp_function_serves_the_shipped_app() -> None:
-    client = functions_framework.create_app("webapp", MAIN).test_client()
+def test_the_webapp_function_serves_the_shipped_app(stack: Stack) -> None:
+    client = stack.client("webapp")
     assert "index.html" in static_files(STATIC_FOLDER)
 
     for path in ("/", "/app/"):
