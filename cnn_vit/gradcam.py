@@ -12,6 +12,15 @@ Two choices, both measured on synthetic X-rays (see the report in `GradcamExplai
   confident answers and its gradient vanishes, which would leave a confident model with an empty
   heatmap; and the softmax ignores whatever all logits share, so evidence that raises every
   class alike explains no class (the centred logit is also the centred log-probability).
+- With a reference class (the export passes `normal`), a disease is explained against it: the
+  score is the class's logit minus the reference's, so the map shows why this film is this
+  disease rather than normal, which is where the lesion is. Measured over three trainings
+  (seeds 0-2, 40 held-out films per class, true class, the training job's pointing game: peak
+  on the lesion dilated by 3 px): centred logit 0.95 / 0.79 mean, worst 0.90 / 0.475
+  (covid / no-covid); against normal 0.97 / 0.92 mean, worst 0.925 / 0.80, at the same cost.
+  (Averaging the gradient along 16 scaled copies of the film from black, path-integrated, gave
+  1.00 / 0.98 but costs 16 forward and backward passes per image: not for serving.) The
+  reference class itself keeps the centred score (against itself it would be identically 0).
 - The feature map is weighted element-wise by its gradient (HiResCAM, Draelos & Carin 2020),
   not by the gradient's spatial mean per channel (the original Grad-CAM). The CNN-ViT's head
   flattens the tokens into a dense layer, so the gradient differs from position to position;
@@ -153,6 +162,7 @@ class GradcamExplainer:
         weighting: Weighting = "elementwise",
         smoothing: float = DEFAULT_SMOOTHING,
         extra_outputs: tuple[str, ...] = (),
+        reference_class: int | None = None,
     ) -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
@@ -164,6 +174,7 @@ class GradcamExplainer:
             raise ValueError(f"Grad-CAM needs a 4-D feature map; {layer_name!r} is not one")
         self.layer_name = layer_name
         self.weighting = weighting
+        self.reference_class = reference_class
         self.smoothing = smoothing
         self.model = model
         final_layer = model.layers[-1]
@@ -197,6 +208,10 @@ class GradcamExplainer:
                 target = tf.where(target_class < 0, predicted, target_class)
             centred = logits - tf.reduce_mean(logits, axis=1, keepdims=True)
             score = tf.gather(centred, target, axis=1, batch_dims=1)
+            if self.reference_class is not None:
+                reference = self.reference_class
+                against = tf.gather(logits, target, axis=1, batch_dims=1) - logits[:, reference]
+                score = tf.where(target == reference, score, against)
         gradients = tf.cast(tape.gradient(score, feature_map), tf.float32)
         feature_map = tf.cast(feature_map, tf.float32)
         if self.weighting == "elementwise":

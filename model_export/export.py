@@ -173,10 +173,13 @@ class ServingFunctions:
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
         # With OOD statistics, the explainer's forward pass also yields the pooled maps they
         # are computed on: Grad-CAM pays no second encoder pass for the check.
+        # Diseases explained against `normal` (cnn_vit/gradcam.py says why and what it measured).
+        reference = config.classes.index("normal") if "normal" in config.classes else None
         self._explainer = GradcamExplainer(
             model,
             gradcam_layer,
             extra_outputs=statistics_layers(model) if ood is not None else (),
+            reference_class=reference,
         )
         self._identity_table = identity_table
         # The Grad-CAM graph traced once and called by both Grad-CAM signatures: an export
@@ -470,6 +473,12 @@ def export_saved_model(
         "gradcam_layer": layer,
         "gradcam_weighting": functions.explainer.weighting,
         "gradcam_smoothing": functions.explainer.smoothing,
+        "gradcam_score": (
+            "centred logit"
+            if functions.explainer.reference_class is None
+            else f"logit minus {config.classes[functions.explainer.reference_class]}'s "
+            "(centred logit for that class)"
+        ),
         "compute_dtype": compute_dtype,
         "overlay_size": display_size,
         "calibration": {

@@ -124,8 +124,11 @@ def test_gradcam_heat_falls_mostly_on_the_class_pattern(
     hot_on_pattern, peak_on_pattern = _localisation(answer["heatmap"].numpy(), films)
     chance = float(np.mean([_dilate(film.mask, TOLERANCE_PX).mean() for film in films]))
 
-    assert hot_on_pattern > 0.5, (hot_on_pattern, peak_on_pattern, chance)
-    assert peak_on_pattern > max(0.5, 1.5 * chance), (hot_on_pattern, peak_on_pattern, chance)
+    # Clearly good, not borderline: with the diseases explained against normal, this model
+    # measured hot 0.95 / 0.93 and peak 1.00 / 0.98 (covid / no-covid; chance 0.27 / 0.11);
+    # over three trainings the worst peak share was 0.93 / 0.80 (cnn_vit/gradcam.py).
+    assert hot_on_pattern > 0.7, (hot_on_pattern, peak_on_pattern, chance)
+    assert peak_on_pattern > max(0.75, 2 * chance), (hot_on_pattern, peak_on_pattern, chance)
 
 
 def test_gradcam_elementwise_weighting_localises_better_than_channel_mean(

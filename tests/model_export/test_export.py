@@ -264,6 +264,7 @@ def test_model_info_holds_classes_preset_layer_dtype_and_training(float32_export
     assert info["input_size"] == SIZE
     assert info["gradcam_layer"] == GRADCAM_LAYER
     assert info["gradcam_weighting"] == "elementwise"
+    assert info["gradcam_score"] == "logit minus normal's (centred logit for that class)"
     assert info["compute_dtype"] == "float32"
     assert info["overlay_size"] == OVERLAY_SIZE
     assert info["config"]["encoder_filters"] == [16, 32, 32]
