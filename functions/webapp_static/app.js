@@ -38,7 +38,6 @@ function el(tag, attributes = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (name === "class") node.className = value;
     else if (name === "text") node.textContent = value;
-    else if (name.startsWith("data-")) node.setAttribute(name, value);
     else node.setAttribute(name, value === true ? "" : value);
   }
   node.append(...children.filter((child) => child !== null && child !== undefined));
@@ -269,7 +268,8 @@ async function run(item, options) {
   const refreshing = item.record !== null;
   setMessage($(".message", card), "");
   show($(".message-actions", card), false);
-  setState(item, "working", options.targetClass ? `Explaining ${options.targetClass}…` : "Classifying…");
+  const doing = options.targetClass ? `Explaining ${classLabel(options.targetClass)}…` : "Classifying…";
+  setState(item, "working", doing);
   show($(".frame-spinner", card), refreshing);
   $(".target", card).disabled = true;
   try {
@@ -285,6 +285,9 @@ async function run(item, options) {
     show($(".message-actions", card), error.transient || anyway);
     show($(".retry", card), error.transient);
     show($(".anyway", card), anyway);
+    if (item.record && item.record.gradcam) {
+      $(".target", card).value = item.record.gradcam.target_class; // the overlay still shown
+    }
   } finally {
     show($(".frame-spinner", card), false);
     $(".target", card).disabled = false;
@@ -572,7 +575,7 @@ function historyRow(record, user) {
   );
   const row = el(
     "tr",
-    { "data-id": record.id },
+    { "data-id": record.id, "data-decision": record.decision || record.predicted_class },
     el("td", {}, picture),
     el("td", {}, el("time", { datetime: record.created_at, text: when })),
     el("td", {}, decisionChip(record)),

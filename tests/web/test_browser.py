@@ -7,6 +7,7 @@ the page's memory only). The tests save docs/screenshots/{sign-in,classify,histo
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,8 @@ def test_classify_one_film_of_each_class_as_the_api_does(
 
 
 def test_history_pages_and_one_records_detail(browser: Any, web_stack: WebStack) -> None:
+    from selenium.webdriver.support.ui import Select
+
     # Twelve inferences of alice's through the API: more than one page (10 a page), most of
     # them with a stored overlay (thumbnails), some without.
     for index in range(11):
@@ -239,6 +242,21 @@ def test_history_pages_and_one_records_detail(browser: Any, web_stack: WebStack)
     )
     by_css(browser, "#history-show").click()
     wait_for(lambda: visible(browser, "#history-table"), what="the history again")
+
+    # Only one decision: every row has it, the newest among them.
+    Select(by_css(browser, "#history-decision")).select_by_value(newest["decision"])
+    by_css(browser, "#history-show").click()
+    wait_for(
+        lambda: (
+            {row.get_attribute("data-decision") for row in all_css(browser, "#history-rows tr")}
+            == {newest["decision"]}
+        ),
+        what="the filtered history",
+    )
+    assert all_css(browser, "#history-rows tr")[0].get_attribute("data-id") == newest["id"]
+    Select(by_css(browser, "#history-decision")).select_by_value("")
+    by_css(browser, "#history-show").click()
+    wait_for(lambda: len(all_css(browser, "#history-rows tr")) == 10, what="every decision")
     rows = all_css(browser, "#history-rows tr")
     for row in rows[:5]:
         images = row.find_elements("css selector", ".thumb img")
@@ -271,6 +289,30 @@ def test_history_pages_and_one_records_detail(browser: Any, web_stack: WebStack)
     assert all_css(browser, "#history-rows tr")[0].get_attribute("data-id") == newest["id"]
     assert foreign_requests(browser, web_stack.url) == []
     assert console_problems(browser) == []
+
+
+def test_a_film_dropped_on_the_zone_is_classified(browser: Any, web_stack: WebStack) -> None:
+    """Drag and drop: a `drop` event carrying a file, as a browser sends it."""
+    data = film("no-covid", 21)
+    expected = api_answer(web_stack, "/predict", data)
+    signed_in(browser, web_stack.url, ALICE)
+    browser.execute_script(
+        """
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+        const zone = document.querySelector("#drop-zone");
+        for (const type of ["dragenter", "dragover", "drop"]) {
+          zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true,
+                                                   cancelable: true }));
+        }
+        """,
+        base64.b64encode(data).decode(),
+    )
+    card = wait_settled(browser, 1)[0]
+    assert card.find_element("css selector", ".file-name").text == "dropped.png"
+    assert card.get_attribute("data-predicted-class") == expected["predicted_class"]
+    assert "dragging" not in (by_css(browser, "#drop-zone").get_attribute("class") or "")
 
 
 def test_a_referred_answer_is_shown_as_refer(
@@ -394,3 +436,19 @@ def test_a_refused_token_and_signing_out_return_to_the_sign_in_form(
     browser.get(web_stack.url + "/app/#history")  # nothing to see without signing in
     wait_for(lambda: visible(browser, "#view-sign-in"), what="the sign-in form")
     assert not visible(browser, "#view-history")
+
+
+def test_the_session_ends_when_the_token_expires(browser: Any, web_stack: WebStack) -> None:
+    """The page arms a timer from `expires_in` (an hour here); the page's long timers are run
+    early (a shim over setTimeout) so that the test need not wait the hour."""
+    open_app(browser, web_stack.url)
+    browser.execute_script(
+        "const realSetTimeout = window.setTimeout;"
+        "window.setTimeout = (callback, delay, ...rest) =>"
+        "  realSetTimeout(callback, delay >= 600000 ? 1500 : delay, ...rest);"
+    )
+    sign_in(browser, ALICE)
+    wait_for(lambda: visible(browser, "#view-classify"), what="the classify view")
+    wait_for(lambda: visible(browser, "#view-sign-in"), 10, "the sign-in form after expiry")
+    assert by_css(browser, "#notice").text == "Your session has expired. Please sign in again."
+    assert not visible(browser, "#account")
