@@ -40,6 +40,33 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
+def _export_with_ood_check(trained: Any, films: list[Any], export_dir: Path) -> Path:
+    """The session's demo model exported as the training job would: with the "not a chest
+    X-ray" check fitted on held-out films (half for the fit, half for the threshold)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
+    from cnn_vit.preprocessing import preprocess_batch
+    from model_export.export import export_saved_model
+    from tests.trained_models import GRADCAM_LAYER, MODEL_NAME, RUN_ID
+    from training_job.ood import fit_ood
+
+    images = preprocess_batch(tf.constant([f.png for f in films]), trained.config.image_size)
+    maps = encoder_statistics_model(trained.model, False)(images)
+    features = statistics_from_outputs(maps).numpy().astype(np.float64)
+    export_saved_model(
+        trained.model,
+        trained.config,
+        export_dir,
+        model_name=MODEL_NAME,
+        run_id=RUN_ID,
+        gradcam_layer=GRADCAM_LAYER,
+        ood=fit_ood(features[::2], features[1::2]),
+    )
+    return export_dir
+
+
 @pytest.fixture(scope="module")
 def web_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -47,7 +74,11 @@ def web_stack(
     """Model server (the session's exported demo model, label `stable`) + gateway, for the
     module."""
     require_browser()  # before the export, which costs seconds
-    export: Path = request.getfixturevalue("float32_export")
+    export = _export_with_ood_check(
+        request.getfixturevalue("trained"),
+        request.getfixturevalue("test_films"),
+        tmp_path_factory.mktemp("web-export") / "model",
+    )
     stack = start_web_stack(export, tmp_path_factory.mktemp("web"))
     try:
         yield stack

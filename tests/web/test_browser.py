@@ -2,7 +2,8 @@
 
 The gateway serves the app at /app/ in front of the local model server with the session's
 exported demo model. Each test starts from a fresh page load, so signed out (the token lives in
-the page's memory only). The tests save docs/screenshots/{sign-in,classify,history,record}.png.
+the page's memory only). With UPDATE_SCREENSHOTS=1 the tests rewrite
+docs/screenshots/{sign-in,classify,history,record}.png.
 """
 
 from __future__ import annotations
@@ -337,6 +338,37 @@ def test_a_referred_answer_is_shown_as_refer(
             f"{top * 100:.1f} %, below the 100.0 % it needs."
         )
         assert card.find_element("css selector", ".state").text == "Done: refer"
+
+
+def test_an_image_that_is_not_a_chest_film_is_refused_in_words_then_classified_on_request(
+    browser: Any, web_stack: WebStack, images_folder: Path
+) -> None:
+    import numpy as np
+
+    from training_job.not_chest import generate_not_chest
+
+    path = images_folder / "skull.png"
+    path.write_bytes(generate_not_chest("skull", np.random.default_rng(5)))
+    signed_in(browser, web_stack.url, ALICE)
+    choose_files(browser, [path])
+    card = wait_settled(browser, 1)[0]
+
+    assert card.get_attribute("data-state") == "failed"
+    message = card.find_element("css selector", ".message").text
+    assert message == (
+        "This does not look like a chest X-ray: it does not resemble the chest films the model "
+        "learned from. The model only reads frontal chest X-rays."
+    )
+    assert no_spinner(card)
+    anyway = card.find_element("css selector", "button.anyway")
+    assert anyway.is_displayed()
+    assert not card.find_element("css selector", "button.retry").is_displayed()
+
+    anyway.click()
+    wait_for(lambda: card.get_attribute("data-state") == "done", 30, "the answer on request")
+    note = card.find_element("css selector", ".decision-note").text
+    assert "Flagged: this may not be a chest X-ray (answered on request)." in note
+    assert console_problems(browser) == []
 
 
 def test_an_admin_reads_another_users_history(browser: Any, web_stack: WebStack) -> None:
