@@ -45,3 +45,18 @@ def project_mask(mask: npt.NDArray[np.bool_], size: int) -> npt.NDArray[np.bool_
     square = mask[top : top + side, left : left + side].astype(np.float32)
     resized = Image.fromarray(square, mode="F").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized) > 0.5
+
+
+def fitted_ood_check(trained: Trained, films: list[HeldOutFilm]) -> Any:
+    """The "not a chest X-ray" statistics of the trained model, fitted on held-out films (every
+    other one for the fit, the rest for the threshold), as the training job fits them."""
+    import tensorflow as tf
+
+    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
+    from cnn_vit.preprocessing import preprocess_batch
+    from training_job.ood import fit_ood
+
+    images = preprocess_batch(tf.constant([f.png for f in films]), trained.config.image_size)
+    maps = encoder_statistics_model(trained.model, False)(images)
+    features = statistics_from_outputs(maps).numpy().astype(np.float64)
+    return fit_ood(features[::2], features[1::2])

@@ -662,13 +662,25 @@ def _fit_ood(run: _Run, candidate: TrainedCandidate, splits: Mapping[str, _Split
 
 
 def _encoder_statistics(run: _Run, candidate: TrainedCandidate, split: _Split) -> Any:
+    """The encoder statistics (cnn_vit/ood.py) of `split`'s films, in order."""
     import numpy as np
 
     from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
-    from training_job.pipeline import make_dataset
 
     model = encoder_statistics_model(candidate.model, with_probabilities=False)
-    batches = make_dataset(
+    rows = []
+    for images in _evaluation_batches(run, split):
+        maps = model(images, training=False)
+        rows.append(statistics_from_outputs(maps if isinstance(maps, list) else [maps]).numpy())
+    return np.concatenate(rows, axis=0).astype(np.float64)
+
+
+def _evaluation_batches(run: _Run, split: _Split) -> Any:
+    """`split`'s films preprocessed as the model sees them, in order, in batches (eager forward
+    passes on the chief alone: no collective op, so other workers need not take part)."""
+    from training_job.pipeline import make_dataset
+
+    return make_dataset(
         split.paths,
         None,
         run.config.image_size,
@@ -676,11 +688,6 @@ def _encoder_statistics(run: _Run, candidate: TrainedCandidate, split: _Split) -
         training=False,
         cache=False,
     )
-    rows = []
-    for images in batches:
-        maps = model(images, training=False)
-        rows.append(statistics_from_outputs(maps if isinstance(maps, list) else [maps]).numpy())
-    return np.concatenate(rows, axis=0).astype(np.float64)
 
 
 _EXPLAINED_PER_CLASS = 40  # masked test films explained per class, at most
@@ -830,21 +837,13 @@ def _measure_ood(run: _Run, export_dir: Path, test: _Split) -> dict[str, float]:
 
 
 def _network_probabilities(run: _Run, candidate: TrainedCandidate, split: _Split) -> Any:
-    """The trained network's probabilities for `split`, in order (eager forward passes on the
-    chief alone: no collective op, so other workers need not take part)."""
+    """The trained network's probabilities for `split`, in order."""
     import numpy as np
 
-    from training_job.pipeline import make_dataset
-
-    batches = make_dataset(
-        split.paths,
-        None,
-        run.config.image_size,
-        run.options.batch_size,
-        training=False,
-        cache=False,
-    )
-    rows = [np.asarray(candidate.model(images, training=False), np.float32) for images in batches]
+    rows = [
+        np.asarray(candidate.model(images, training=False), np.float32)
+        for images in _evaluation_batches(run, split)
+    ]
     return np.concatenate(rows, axis=0)
 
 

@@ -21,7 +21,14 @@ from model_contract.artifact import MODEL_INFO_PATH, WARMUP_PATH, read_model_inf
 from model_contract.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from model_export.export import MAX_OVERLAY_SIZE, default_overlay_size, export_saved_model
 from model_export.warmup import read_warmup_records
-from tests.trained_models import GRADCAM_LAYER, MODEL_NAME, RUN_ID, HeldOutFilm, Trained
+from tests.trained_models import (
+    GRADCAM_LAYER,
+    MODEL_NAME,
+    RUN_ID,
+    HeldOutFilm,
+    Trained,
+    fitted_ood_check,
+)
 
 SIZE = 64  # the small preset's input size
 OVERLAY_SIZE = 256  # its default overlay size: max(SIZE, 256)
@@ -428,16 +435,9 @@ def test_ood_statistics_make_every_signature_refuse_what_is_not_a_chest_film(
 
     from PIL import Image
 
-    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
     from training_job.not_chest import generate_not_chest
-    from training_job.ood import fit_ood
 
-    films = _pngs(test_films)
-    maps = encoder_statistics_model(trained.model, False)(
-        preprocess_batch(films, trained.config.image_size)
-    )
-    features = statistics_from_outputs(maps).numpy().astype(np.float64)
-    ood = fit_ood(features[::2], features[1::2])
+    ood = fitted_ood_check(trained, test_films)
     export_dir = tmp_path / "ood"
     export_saved_model(
         trained.model,

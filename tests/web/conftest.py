@@ -42,19 +42,10 @@ def require_browser() -> None:
 
 def _export_with_ood_check(trained: Any, films: list[Any], export_dir: Path) -> Path:
     """The session's demo model exported as the training job would: with the "not a chest
-    X-ray" check fitted on held-out films (half for the fit, half for the threshold)."""
-    import numpy as np
-    import tensorflow as tf
-
-    from cnn_vit.ood import encoder_statistics_model, statistics_from_outputs
-    from cnn_vit.preprocessing import preprocess_batch
+    X-ray" check fitted on held-out films."""
     from model_export.export import export_saved_model
-    from tests.trained_models import GRADCAM_LAYER, MODEL_NAME, RUN_ID
-    from training_job.ood import fit_ood
+    from tests.trained_models import GRADCAM_LAYER, MODEL_NAME, RUN_ID, fitted_ood_check
 
-    images = preprocess_batch(tf.constant([f.png for f in films]), trained.config.image_size)
-    maps = encoder_statistics_model(trained.model, False)(images)
-    features = statistics_from_outputs(maps).numpy().astype(np.float64)
     export_saved_model(
         trained.model,
         trained.config,
@@ -62,7 +53,7 @@ def _export_with_ood_check(trained: Any, films: list[Any], export_dir: Path) -> 
         model_name=MODEL_NAME,
         run_id=RUN_ID,
         gradcam_layer=GRADCAM_LAYER,
-        ood=fit_ood(features[::2], features[1::2]),
+        ood=fitted_ood_check(trained, films),
     )
     return export_dir
 
