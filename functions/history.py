@@ -26,7 +26,7 @@ from typing import Any
 
 from common.logs import log_event
 from functions.errors import InvalidParameter, NotFound
-from functions.records import iso_time
+from functions.records import as_served, iso_time
 from storage import ObjectNotFound, Store, keys
 
 __all__ = ["HistoryPage", "HistoryQuery", "HistoryService", "parse_time"]
@@ -260,7 +260,7 @@ class HistoryService:
                 "skipping an unreadable inference record",
             )
             return None
-        return record if isinstance(record, dict) else None
+        return as_served(record) if isinstance(record, dict) else None
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:
@@ -289,7 +289,7 @@ class HistoryService:
             raise NotFound("no such inference") from None
         if not isinstance(record, dict):
             raise NotFound("no such inference")
-        return record
+        return as_served(record)
 
     def gradcam_png(self, user_id: str, inference_id: str) -> bytes:
         _record_key(user_id, inference_id)  # validates the id

@@ -22,8 +22,10 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from functions.errors import (
@@ -34,7 +36,7 @@ from functions.errors import (
     UnsupportedMediaType,
 )
 
-__all__ = ["ValidatedImage", "normalise_content_type", "validate_image"]
+__all__ = ["ValidatedImage", "image_statistics", "normalise_content_type", "validate_image"]
 
 # Pillow only warns between MAX_IMAGE_PIXELS and twice that (reliability.md §2.1); its security
 # handbook says to treat the warning as an error. A process-wide filter, set once: a
@@ -71,8 +73,9 @@ class ValidatedImage:
     def pixels(self) -> int:
         return self.width * self.height
 
-    def describe(self) -> dict[str, object]:
-        """The facts recorded with an inference (never the bytes)."""
+    def describe(self, stats: Mapping[str, float] | None = None) -> dict[str, object]:
+        """The facts recorded with an inference (never the bytes); `stats`: the grey-level
+        statistics of `data` (`image_statistics`), when they were taken."""
         return {
             "sha256": self.sha256,
             "size_bytes": self.size_bytes,
@@ -82,7 +85,43 @@ class ValidatedImage:
             "format": self.format,
             "mode": self.mode,
             "transformation": self.transformation,
+            **({"stats": dict(stats)} if stats is not None else {}),
         }
+
+
+# Statistics are taken on at most this many pixels a side (box-averaged): cheap, and stable
+# across resolutions, so a 2,048 px film and its 256 px copy describe alike.
+_STATS_SIDE = 128
+
+
+def image_statistics(data: bytes) -> dict[str, float]:
+    """The grey-level mean and standard deviation of a PNG or JPEG, in [0, 1].
+
+    What the drift monitor compares between live traffic and the training data (one function
+    for both, so both sides are measured alike): colour reduced to luma as Pillow does (ITU-R
+    601), 16-bit grey scaled by its full depth, the image box-averaged to at most 128 px a side
+    first (JPEG decoded at reduced scale). Raises OSError/ValueError for bytes Pillow cannot read.
+    """
+    with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
+        width, height = image.size
+        if image.format == "JPEG":
+            image.draft("L", (max(1, width // 8), max(1, height // 8)))
+        image.load()
+        sixteen = image.mode in ("I;16", "I;16B", "I;16L", "I")
+        if sixteen:
+            grey_image = image.convert("I") if image.mode != "I" else image
+        elif image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        ):
+            grey_image = image.convert("RGBA").convert("RGB").convert("L")
+        else:
+            grey_image = image.convert("L") if image.mode != "L" else image
+        factor = max(1, -(-max(grey_image.size) // _STATS_SIDE))
+        if factor > 1:
+            grey_image = grey_image.reduce(factor)  # box average, in C
+        scale = 65535.0 if sixteen else 255.0
+        grey = np.clip(np.asarray(grey_image, dtype=np.float64) / scale, 0.0, 1.0)
+    return {"mean": round(float(grey.mean()), 5), "std": round(float(grey.std()), 5)}
 
 
 def normalise_content_type(value: str | None) -> str:

@@ -14,18 +14,34 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from common.logs import log_event
-from functions.errors import InvalidParameter, NotAChestXray
-from functions.images import ValidatedImage
+from functions.errors import (
+    ApiError,
+    BadGateway,
+    InvalidParameter,
+    ModelTimeout,
+    ModelUnavailable,
+    NotAChestXray,
+)
+from functions.images import ValidatedImage, image_statistics
 from functions.records import RECORD_SCHEMA, iso_time
 from functions.serving_client import GradcamAnswer, Prediction, ServingClient
+from functions.traffic import CANARY_LABEL, STABLE_LABEL, TrafficSettings, in_canary
 from storage import PreconditionFailed, StorageError, Store, keys
+
+_T = TypeVar("_T")
+# A canary that fails for one of these (its server's fault, not the image's) is replaced by the
+# stable model for that request: the caller gets an answer, the record says what happened.
+_CANARY_FAULTS = (ModelUnavailable, ModelTimeout, BadGateway)
 
 __all__ = ["GradcamOutcome", "InferenceService"]
 
@@ -50,10 +66,27 @@ class InferenceService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         refer_below: float | None = None,
+        canary: ServingClient | None = None,
+        traffic: TrafficSettings | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._clock = clock
+        # The client of the `canary` label (CANARY_PERCENT, SHADOW); None: stable only.
+        self._canary = canary
+        self._traffic = traffic or TrafficSettings()
+        # Image statistics and shadow calls run beside the model call. Two pools: statistics
+        # are short and always wanted; shadow calls may hang on a sick canary and must never
+        # hold up the statistics of the next request.
+        self._side_work = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-stats")
+        self._shadow_pool = (
+            ThreadPoolExecutor(
+                max_workers=self._traffic.shadow_max_in_flight, thread_name_prefix="shadow"
+            )
+            if canary is not None and self._traffic.shadow == CANARY_LABEL
+            else None
+        )
+        self._shadow_slots = threading.BoundedSemaphore(self._traffic.shadow_max_in_flight)
         # The deployment's refer threshold (REFER_BELOW); None: each model version's own.
         self._refer_below = refer_below
         # The model's class list, learnt from its answers (functions never import it): lets a
@@ -70,11 +103,15 @@ class InferenceService:
         stored saying so) unless `accept_ood`, which answers anyway, flagged.
         """
         moment = self._clock()
+        label = self._label_for(user_id)
+        stats = self._side_work.submit(_statistics, image.data)
+        shadow = self._start_shadow(label, image.data)
         model_started = time.perf_counter()
-        (prediction,) = self._client.predict([image.data])
+        prediction, routing = self._on_label(label, lambda client: client.predict([image.data])[0])
         model_ms = (time.perf_counter() - model_started) * 1000
         self._class_names = prediction.class_names
         record = self._record("predict", user_id, moment, image, prediction, model_ms, started)
+        self._complete(record, routing, stats, shadow)
         self._refuse_if_not_a_chest_film(user_id, record, prediction, accept_ood)
         self._write_record(user_id, record)
         return record
@@ -95,12 +132,18 @@ class InferenceService:
         more to write as JSON than to compute); the overlay is always there.
         """
         moment = self._clock()
+        label = self._label_for(user_id)
+        stats = self._side_work.submit(_statistics, image.data)
+        shadow = self._start_shadow(label, image.data)
         model_started = time.perf_counter()
-        result = self._explain(image.data, target_class, with_heatmap)
+        result, routing = self._on_label(
+            label, lambda client: self._explain(client, image.data, target_class, with_heatmap)
+        )
         model_ms = (time.perf_counter() - model_started) * 1000
         record = self._record(
             "gradcam", user_id, moment, image, result.prediction, model_ms, started
         )
+        self._complete(record, routing, stats, shadow)
         # Refused: the record says so and no overlay is stored.
         self._refuse_if_not_a_chest_film(user_id, record, result.prediction, accept_ood)
         facts: dict[str, Any] = {
@@ -130,14 +173,103 @@ class InferenceService:
             raise
         return GradcamOutcome(record=record, result=result)
 
+    # -- traffic: stable, canary, shadow ------------------------------------------------------
+
+    def _label_for(self, user_id: str) -> str:
+        if self._canary is not None and in_canary(user_id, self._traffic.canary_percent):
+            return CANARY_LABEL
+        return STABLE_LABEL
+
+    def _on_label(
+        self, label: str, call: Callable[[ServingClient], _T]
+    ) -> tuple[_T, dict[str, Any]]:
+        """`call` on the label's client; a canary failing on its server's side is replaced by
+        the stable model (the record says so: `canary_fallback`)."""
+        if label != CANARY_LABEL or self._canary is None:
+            return call(self._client), {"routed_to": STABLE_LABEL}
+        try:
+            return call(self._canary), {"routed_to": CANARY_LABEL}
+        except _CANARY_FAULTS as exc:
+            log_event(
+                logger,
+                "canary_fallback",
+                logging.WARNING,
+                f"the canary failed ({exc.code}): the stable model answers instead",
+                error=exc.code,
+            )
+            routing = {"routed_to": STABLE_LABEL, "canary_fallback": {"error": exc.code}}
+            return call(self._client), routing
+
+    def _start_shadow(self, label: str, image: bytes) -> Future[dict[str, Any]] | None:
+        """Ask the canary the same question, on the side, when in shadow mode."""
+        pool, canary = self._shadow_pool, self._canary
+        if pool is None or canary is None or label != STABLE_LABEL:
+            return None
+        if not self._shadow_slots.acquire(blocking=False):
+            future: Future[dict[str, Any]] = Future()
+            future.set_result({"label": CANARY_LABEL, "status": "skipped", "reason": "busy"})
+            return future
+
+        def ask() -> dict[str, Any]:
+            started = time.perf_counter()
+            try:
+                (answer,) = canary.predict([image])
+            except ApiError as exc:
+                return {
+                    "label": CANARY_LABEL,
+                    "status": "error",
+                    "error": exc.code,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            finally:
+                self._shadow_slots.release()
+            return {
+                "label": CANARY_LABEL,
+                "status": "ok",
+                "model": answer.model.to_json(),
+                "predicted_class": answer.class_name,
+                "probabilities": answer.probabilities_by_class(),
+                "confidence": answer.confidence,
+                "decision": self._decision(answer)["decision"],
+                **({"ood_reason": answer.ood_reason} if answer.ood_reason else {}),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+
+        try:
+            return pool.submit(ask)
+        except RuntimeError:  # the pool is shut down (process ending)
+            self._shadow_slots.release()
+            return None
+
+    def _complete(
+        self,
+        record: dict[str, Any],
+        routing: dict[str, Any],
+        stats: Future[dict[str, float] | None],
+        shadow: Future[dict[str, Any]] | None,
+    ) -> None:
+        """Add the routing, the image statistics and the shadow answer to a record."""
+        record.update(routing)
+        measured = stats.result()
+        if measured is not None:
+            record["input"]["stats"] = measured
+        if shadow is not None:
+            budget = self._traffic.shadow_budget_ms
+            try:
+                record["shadow"] = shadow.result(timeout=budget / 1000)
+            except FutureTimeout:
+                record["shadow"] = {"label": CANARY_LABEL, "status": "late", "budget_ms": budget}
+
     # -- helpers -------------------------------------------------------------------------------
 
-    def _explain(self, image: bytes, target_class: str | None, with_heatmap: bool) -> GradcamAnswer:
+    def _explain(
+        self, client: ServingClient, image: bytes, target_class: str | None, with_heatmap: bool
+    ) -> GradcamAnswer:
         known = self._class_names
         if target_class is not None and known is not None and target_class not in known:
             raise _unknown_class(target_class, known)
         index = known.index(target_class) if target_class is not None and known else None
-        result = self._client.gradcam(image, index, with_heatmap=with_heatmap)
+        result = client.gradcam(image, index, with_heatmap=with_heatmap)
         names = self._class_names = result.prediction.class_names
         if target_class is None or result.target_class == target_class:
             return result
@@ -145,7 +277,7 @@ class InferenceService:
         # class list), or the model's class list changed since: ask again by the right index.
         if target_class not in names:
             raise _unknown_class(target_class, names)
-        return self._client.gradcam(image, names.index(target_class), with_heatmap=with_heatmap)
+        return client.gradcam(image, names.index(target_class), with_heatmap=with_heatmap)
 
     def _record(
         self,
@@ -253,6 +385,14 @@ _OOD_MESSAGES = {
     "features": "this does not look like a frontal chest X-ray of the kind the model was "
     "trained on",
 }
+
+
+def _statistics(data: bytes) -> dict[str, float] | None:
+    try:
+        return image_statistics(data)
+    except (OSError, ValueError) as exc:  # validated already: should not happen
+        log_event(logger, "image_statistics_failed", logging.WARNING, str(exc))
+        return None
 
 
 def _unknown_class(name: str, valid: tuple[str, ...]) -> InvalidParameter:

@@ -30,6 +30,7 @@ from functions.auth import Principal, parse_password_grant
 from functions.errors import InvalidParameter, OAuthError
 from functions.history import HistoryQuery, parse_time
 from functions.images import ValidatedImage, validate_image
+from functions.records import as_served
 from functions.runtime import Runtime, get_runtime
 from functions.throttle import client_address
 from functions.webapp import APP_PREFIX, WebApp
@@ -98,6 +99,25 @@ def _flag(value: str | None, name: str) -> bool:
     if value in ("0", "false"):
         return False
     raise InvalidParameter(f"{name} must be true or false")
+
+
+def _note_inference(record: dict[str, object]) -> None:
+    """What the access log (and the metrics read from it) says about an answered inference."""
+    model = record["model"]
+    assert isinstance(model, dict)
+    latency, shadow = record.get("latency_ms"), record.get("shadow")
+    abstention = record.get("abstention")
+    web.note(
+        inference_id=record["id"],
+        model_name=model["name"],
+        model_version=model["version"],
+        model_label=record.get("routed_to", "stable"),
+        predicted_class=record["predicted_class"],
+        confidence=abstention.get("confidence") if isinstance(abstention, dict) else None,
+        decision=record.get("decision"),
+        model_ms=latency.get("model") if isinstance(latency, dict) else None,
+        shadow=shadow.get("status") if isinstance(shadow, dict) else None,
+    )
 
 
 # -- web app -------------------------------------------------------------------------------------
@@ -180,8 +200,8 @@ def _predict(request: flask.Request) -> flask.Response:
     record = runtime.inference.predict(
         principal.user_id, image, started=flask.g.started, accept_ood=accept_ood
     )
-    web.note(model_version=record["model"]["version"], inference_id=record["id"])
-    return web.json_response(record)
+    _note_inference(record)
+    return web.json_response(as_served(record))
 
 
 _PREDICT = web.Router(
@@ -227,7 +247,7 @@ def _gradcam(request: flask.Request) -> flask.Response:
         accept_ood=accept_ood,
     )
     record, result = outcome.record, outcome.result
-    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    _note_inference(record)
     naming = {
         "X-Inference-Id": record["id"],
         "X-Predicted-Class": record["predicted_class"],
@@ -237,7 +257,7 @@ def _gradcam(request: flask.Request) -> flask.Response:
         "X-Model-Run-Id": record["model"]["run_id"],
     }
     if as_json:
-        body = dict(record)
+        body = as_served(record)
         body["overlay_png_b64"] = base64.b64encode(result.overlay_png).decode("ascii")
         if result.heatmap is not None:
             body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
@@ -393,7 +413,7 @@ def _legacy_xray(request: flask.Request) -> flask.Response:
     record = runtime.inference.predict(
         principal.user_id, image, started=flask.g.started, accept_ood=True
     )
-    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    _note_inference(record)
     return web.json_response(original.legacy_prediction(record))
 
 
@@ -406,7 +426,7 @@ def _legacy_grad_cam(request: flask.Request) -> flask.Response:
         principal.user_id, image, None, started=flask.g.started, with_heatmap=False, accept_ood=True
     )
     record = outcome.record
-    web.note(model_version=record["model"]["version"], inference_id=record["id"])
+    _note_inference(record)
     return web.png_response(outcome.result.overlay_png, {"X-Inference-Id": record["id"]})
 
 

@@ -13,11 +13,21 @@ from typing import Any
 
 from storage import keys
 
-__all__ = ["LEGACY_MODEL", "RECORD_SCHEMA", "iso_time", "migrated_record"]
+__all__ = ["LEGACY_MODEL", "RECORD_SCHEMA", "as_served", "iso_time", "migrated_record"]
 
 RECORD_SCHEMA = 1
 # The model a migrated record names: the original system's, unknown beyond that.
 LEGACY_MODEL: Mapping[str, object] = {"name": "legacy", "version": 0, "run_id": ""}
+
+
+# Kept in the store for the operators (the monitoring's comparison reads them), never served
+# to a caller: `shadow` is the canary's answer to the caller's image, which is not their answer.
+_OPERATOR_ONLY = ("shadow",)
+
+
+def as_served(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored record as a caller sees it: without the operator-only fields."""
+    return {name: value for name, value in record.items() if name not in _OPERATOR_ONLY}
 
 
 def iso_time(moment: datetime) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 
@@ -27,6 +28,7 @@ from functions.serving_client import ServingClient
 from functions.settings import FunctionSettings
 from functions.throttle import LoginThrottle
 from functions.tokens import TokenService
+from functions.traffic import CANARY_LABEL
 from functions.users import SeedUser, UserDirectory
 from storage import Store, open_areas
 
@@ -123,7 +125,20 @@ class Runtime:
             self.root_store,
             self.serving,
             refer_below=self.settings.refer_below,
+            canary=self.canary_serving,
+            traffic=self.settings.traffic,
         )
+
+    @cached_property
+    def canary_serving(self) -> ServingClient | None:
+        """The client of the `canary` label when traffic goes to it (CANARY_PERCENT, SHADOW):
+        its own connection pool, circuit breaker and bulkhead. One attempt per call: a canary
+        that fails is replaced by the stable model (or, for a shadow, recorded as failed)."""
+        traffic = self.settings.traffic
+        if not traffic.uses_canary:
+            return None
+        settings = replace(self.settings.serving, model_label=CANARY_LABEL, max_attempts=1)
+        return ServingClient(settings)
 
     @cached_property
     def history(self) -> HistoryService:

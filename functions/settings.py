@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from common.logs import log_event
 from common.settings import EnvReader
 from functions.breaker import BreakerSettings
+from functions.traffic import CANARY_LABEL, TrafficSettings
 from model_contract.settings import DEFAULT_MODEL_NAME, read_model_name
 from storage import StorageSettings
 
@@ -141,6 +142,7 @@ class FunctionSettings:
     # cannot be read (a storage outage): a user disabled meanwhile may pass for that long.
     users_stale_seconds: float = 60.0
     serving: ServingSettings = field(default_factory=ServingSettings)
+    traffic: TrafficSettings = field(default_factory=TrafficSettings)
     password_hash: PasswordHashSettings = field(default_factory=PasswordHashSettings)
     login_throttle: LoginThrottleSettings = field(default_factory=LoginThrottleSettings)
     api_port: int = 8080
@@ -191,6 +193,7 @@ class FunctionSettings:
             users_cache_seconds=env.number("USERS_CACHE_SECONDS", 5.0, minimum=0, maximum=300),
             users_stale_seconds=env.number("USERS_STALE_SECONDS", 60.0, minimum=0, maximum=3600),
             serving=_read_serving(env, environ),
+            traffic=_read_traffic(env),
             password_hash=PasswordHashSettings.read(env),
             login_throttle=LoginThrottleSettings.read(env),
             api_port=env.integer("API_PORT", 8080, minimum=1, maximum=65535),
@@ -198,6 +201,11 @@ class FunctionSettings:
             api_user_password=env.optional("API_USER_PASSWORD"),
             log_level=env.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
         )
+        if settings.traffic.uses_canary and settings.serving.model_label != "stable":
+            env.problem(
+                "CANARY_PERCENT and SHADOW route between the stable and canary labels: "
+                "they need MODEL_LABEL=stable (the default) and no MODEL_VERSION"
+            )
         if (settings.api_user_email is None) != (settings.api_user_password is None):
             env.problem("API_USER_EMAIL and API_USER_PASSWORD must be set together")
         env.check()
@@ -285,6 +293,28 @@ def _read_serving(env: EnvReader, environ: Mapping[str, str]) -> ServingSettings
         pool_size=env.integer("TF_SERVING_POOL_SIZE", 16, minimum=1, maximum=256),
         retry_after_seconds=env.integer("RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600),
         breaker=_read_breaker(env),
+    )
+
+
+def _read_traffic(env: EnvReader) -> TrafficSettings:
+    percent = env.number("CANARY_PERCENT", 0.0, minimum=0, maximum=100)
+    shadow = env.optional("SHADOW")
+    shadow = shadow.strip().lower() if shadow is not None else None
+    if shadow in ("", "none", "off"):
+        shadow = None
+    if shadow is not None and shadow != CANARY_LABEL:
+        env.problem(f"SHADOW={shadow!r} is not supported: only SHADOW=canary (or unset)")
+        shadow = None
+    if shadow is not None and percent > 0:
+        env.problem(
+            "SHADOW=canary and CANARY_PERCENT exclude each other: shadow first (every caller "
+            "gets the stable answer), then a canary share"
+        )
+    return TrafficSettings(
+        canary_percent=percent,
+        shadow=shadow,
+        shadow_budget_ms=env.number("SHADOW_BUDGET_MS", 200.0, minimum=0, maximum=10_000),
+        shadow_max_in_flight=env.integer("SHADOW_MAX_IN_FLIGHT", 8, minimum=1, maximum=256),
     )
 
 

@@ -76,6 +76,8 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         fake.version, fake.predicted_index, fake.attempts = 3, 1, 0
         fake.versions_without_overlay = set()
         fake.unassigned_labels = set()
+        fake.label_versions, fake.label_predicted = {}, {}
+        fake.label_delay, fake.label_status = {}, {}
         fake.refer_threshold = None
         fake.ood_reason, fake.ood_score = None, 0.0
 

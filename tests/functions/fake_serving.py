@@ -24,6 +24,7 @@ import io
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -84,6 +85,12 @@ class FakeTFServing:
     overlay_size: int = OVERLAY_SIZE
     versions_without_overlay: set[int] = field(default_factory=set)
     unassigned_labels: set[str] = field(default_factory=set)
+    # Per version label (canary tests): the version that answers it, the class it predicts,
+    # a delay before answering, and a status it answers instead (503...).
+    label_versions: dict[str, int] = field(default_factory=dict)
+    label_predicted: dict[str, int] = field(default_factory=dict)
+    label_delay: dict[str, float] = field(default_factory=dict)
+    label_status: dict[str, int] = field(default_factory=dict)
     requests: list[ReceivedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -289,6 +296,11 @@ class FakeTFServing:
             # TF Serving resolves the label after parsing, before the signature (tfserving.md).
             self._error(handler, 400, f"Unrecognized servable version label: {label}")
             return
+        if label is not None and label in self.label_status:
+            self._error(handler, self.label_status[label], f"status for label {label}")
+            return
+        if label is not None and label in self.label_delay:
+            time.sleep(self.label_delay[label])
         try:
             received = self._parse(handler.path, match, request)
         except (ValueError, KeyError, TypeError) as exc:
@@ -296,7 +308,7 @@ class FakeTFServing:
             return
         with self._lock:
             # One version per answer, read once: a swap never splits a batch.
-            received.version_answered = self.version
+            received.version_answered = self.label_versions.get(label or "", self.version)
             received.refused = (
                 received.signature == "gradcam_overlay"
                 and self.version in self.versions_without_overlay
@@ -349,7 +361,7 @@ class FakeTFServing:
 
     def _row(self, received: ReceivedRequest, index: int, kind: str) -> dict[str, Any]:
         count = len(self.class_names)
-        predicted = self.predicted_index
+        predicted = self.label_predicted.get(received.label or "", self.predicted_index)
         probabilities = [0.1 / (count - 1)] * count
         probabilities[predicted] = 0.9
         row: dict[str, Any] = {
