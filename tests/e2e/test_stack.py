@@ -478,3 +478,85 @@ def test_stack_short_soak_fails_no_request_and_leaks_no_file(stack: Stack) -> No
         # Connection pools (boto3's to S3 among them) open and close a few files as load moves;
         # a file left open per request would climb by the hundreds of requests made.
         assert max(warm) - min(warm) <= 32, (name, series)
+
+
+def _extra_gateway(stack: Stack, group: ProcessGroup, **settings: str) -> str:
+    """Another gateway on the same store and model server, with other traffic settings."""
+    from devstack.processes import wait_until
+
+    port = free_port()
+    env = {**stack.env, **settings}
+    gateway = group.start(
+        f"gateway-{port}",
+        [sys.executable, "-m", "functions.gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        log_dir=stack.work / "logs",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return requests.get(base + "/openapi.yaml", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(answers, timeout=60, what="the extra gateway", alive=gateway.alive)
+    return base
+
+
+def test_stack_canary_by_user_then_shadow_through_the_real_model_server(stack: Stack) -> None:
+    """The registry's canary label reaches the model server through the sync; a gateway with
+    CANARY_PERCENT sends each user to one label; one with SHADOW=canary answers from stable and
+    records the canary's answer beside it."""
+    from devstack.processes import label_assigned, wait_until
+    from functions.traffic import in_canary
+    from model_contract.registry import ModelRegistry
+
+    registry = ModelRegistry(stack.root, MODEL_NAME)
+    stable = registry.load().stable
+    assert stable == 2  # promoted under load by the test before
+    registry.promote(1, "canary")
+    wait_until(
+        lambda: label_assigned(stack.env["TF_SERVING_URL"], MODEL_NAME, "canary"),
+        timeout=60,
+        what="the canary label on the model server",
+    )
+    tokens = {"1": stack.token(*ALICE), "2": stack.token(*ADMIN)}
+    group = ProcessGroup()
+    try:
+        base = _extra_gateway(stack, group, CANARY_PERCENT="50")
+        for user_id, token in tokens.items():
+            expected = 1 if in_canary(user_id, 50) else 2
+            for name in CLASSES:
+                answer = requests.post(
+                    base + "/predict",
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"},
+                    data=stack.samples[name],
+                    timeout=60,
+                )
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                assert body["model"]["version"] == expected
+                assert body["routed_to"] == ("canary" if expected == 1 else "stable")
+                assert set(body["input"]["stats"]) == {"mean", "std"}
+        group.stop_all()
+        group = ProcessGroup()
+        base = _extra_gateway(stack, group, SHADOW="canary", SHADOW_BUDGET_MS="5000")
+        answer = requests.post(
+            base + "/predict",
+            headers={"Authorization": f"Bearer {tokens['1']}", "Content-Type": "image/png"},
+            data=stack.samples["covid"],
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["model"]["version"] == 2
+        assert "shadow" not in body
+        stored = stack.root.get_json(keys.inference_record("1", body["id"]))
+        assert stored["shadow"]["status"] == "ok", stored["shadow"]
+        assert stored["shadow"]["model"]["version"] == 1
+        assert set(stored["shadow"]["probabilities"]) == set(CLASSES)
+    finally:
+        group.stop_all()
+        registry.clear_canary()
