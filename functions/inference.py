@@ -259,6 +259,9 @@ class InferenceService:
                 record["shadow"] = shadow.result(timeout=budget / 1000)
             except FutureTimeout:
                 record["shadow"] = {"label": CANARY_LABEL, "status": "late", "budget_ms": budget}
+            except Exception as exc:  # a shadow never fails the caller's answer
+                log_event(logger, "shadow_failed", logging.ERROR, f"shadow call failed: {exc!r}")
+                record["shadow"] = {"label": CANARY_LABEL, "status": "error", "error": "internal"}
 
     # -- helpers -------------------------------------------------------------------------------
 
