@@ -402,7 +402,12 @@ const THRESHOLD_SOURCES = {
 
 /** One line of facts about a record: [term, detail], or null when the record has no such fact. */
 const FACTS = {
-  model: ({ model }) => ["Model", `${model.name} version ${model.version}, run ${model.run_id || "unknown"}`],
+  model: ({ model, routed_to: routed, canary_fallback: fallback }) => {
+    let detail = `${model.name} version ${model.version}, run ${model.run_id || "unknown"}`;
+    if (routed === "canary") detail += " (the canary: a new version tried on some users)";
+    else if (fallback) detail += " (the canary was unavailable; the stable version answered)";
+    return ["Model", detail];
+  },
   time: (record) => ["Time", formatTime(record.created_at)],
   target: ({ gradcam }) => gradcam && ["Heat map of", classLabel(gradcam.target_class)],
   kind: ({ kind }) => ["Request", kind === "gradcam" ? "Classify and explain (Grad-CAM)" : "Classify"],
