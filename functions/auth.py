@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.logs import log_event
+from functions import metrics
 from functions.errors import BearerChallenge, OAuthError
 from functions.passwords import LoginCost, PasswordHasher, password_within_limits
 from functions.throttle import LoginThrottle
@@ -120,6 +121,18 @@ def bearer_token(authorization: Sequence[str]) -> str:
     return token
 
 
+def _count_failure(error: OAuthError) -> None:
+    """`xray_login_failures_total{reason}`: bad credentials, a disabled account, or another
+    refusal of the grant (its RFC 6749 code)."""
+    if isinstance(error, AccountDisabledGrant):
+        reason = "account_disabled"
+    elif error.code == "invalid_grant":
+        reason = "bad_credentials"
+    else:
+        reason = error.code
+    metrics.login_failure(reason)
+
+
 class Authenticator:
     def __init__(
         self,
@@ -145,11 +158,16 @@ class Authenticator:
         and unknown usernames alike).
         """
         if self._throttle is None:
-            return self._check_credentials(grant)
+            try:
+                return self._check_credentials(grant)
+            except OAuthError as exc:
+                _count_failure(exc)
+                raise
         attempt = self._throttle.begin(grant.username, client)
         try:
             issued = self._check_credentials(grant)
-        except OAuthError:
+        except OAuthError as exc:
+            _count_failure(exc)
             attempt.failed()
             raise
         except BaseException:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.logs import log_event
+from functions import metrics
 
 __all__ = [
     "BreakerSettings",
@@ -117,6 +118,7 @@ class CircuitBreaker:
         self._probe_in_flight = False
         self._transitions: dict[str, int] = {}
         self._rejected = 0
+        metrics.breaker_state(name, "closed")  # `xray_model_breaker_state`
 
     @property
     def state(self) -> State:
@@ -171,6 +173,7 @@ class CircuitBreaker:
     def _move(self, state: State, reason: str) -> None:
         before, self._state = self._state, state
         key = f"{before}->{state}"
+        metrics.breaker_state(self.name, state)
         self._transitions[key] = self._transitions.get(key, 0) + 1
         level = logging.WARNING if state == "open" else logging.INFO
         log_event(

@@ -46,6 +46,7 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from common.logs import log_event
+from functions import tracing
 from functions.breaker import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, Permit
 from functions.errors import BadGateway, InvalidImage, ModelTimeout, ModelUnavailable
 from functions.settings import ServingSettings
@@ -228,6 +229,7 @@ class ServingClient:
         self._url = _predict_url(settings)
         self._overlay_support = _OverlaySupport(clock)
         endpoint = _endpoint_name(settings)
+        self._endpoint = endpoint
         self._breaker = CircuitBreaker(endpoint, settings.breaker, clock=clock)
         self._bulkhead = Bulkhead(endpoint, settings.breaker.max_in_flight)
 
@@ -346,15 +348,23 @@ class ServingClient:
                 read=min(settings.read_timeout, remaining),
             )
             try:
-                response = self._pool.request(
-                    "POST",
-                    self._url,
-                    body=body,
-                    headers={"Content-Type": "application/json", "Accept": "application/json"},
-                    timeout=timeout,
-                    retries=False,
-                    redirect=False,
-                )
+                # Tracing and metrics (functions/tracing.py): a CLIENT span per attempt, its
+                # `traceparent` sent along, the attempt's duration and outcome counted.
+                with tracing.model_call(self._endpoint, self._url, attempt) as call:
+                    response = self._pool.request(
+                        "POST",
+                        self._url,
+                        body=body,
+                        headers={
+                            "Content-Type": "application/json",
+                            "Accept": "application/json",
+                            **call.headers,
+                        },
+                        timeout=timeout,
+                        retries=False,
+                        redirect=False,
+                    )
+                    call.answered(response.status)
             except ReadTimeoutError:
                 # Not retried: the server may still be working on it, and the deadline is
                 # better spent answering than queueing a second copy.

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.logs import log_event
+from functions import metrics
 from functions.errors import OAuthError
 from functions.settings import LoginThrottleSettings
 from storage import StorageError, Store, keys
@@ -340,10 +341,16 @@ class LoginThrottle:
     def begin(self, username: str, client: str) -> LoginAttempt:
         """Reserve this attempt against both limits; LoginThrottled (429) if either is reached."""
         bucket = client_bucket(client)
-        client_reservation = self.clients.reserve(bucket)
+        try:
+            client_reservation = self.clients.reserve(bucket)
+        except LoginThrottled:
+            metrics.login_throttled("client")  # `xray_login_throttled_total`
+            raise
         try:
             user_key = self.users.reserve(username)
-        except BaseException:
+        except BaseException as exc:
             self.clients.release(bucket, client_reservation)
+            if isinstance(exc, LoginThrottled):
+                metrics.login_throttled("user")
             raise
         return LoginAttempt(self, username, bucket, client_reservation, user_key)

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, Rule
 
 from common.logs import log_event
-from common.settings import SettingsError
+from common.settings import SettingsError, load_environment
+from functions import metrics, tracing
 from functions.errors import (
     ApiError,
     InvalidParameter,
@@ -282,31 +284,98 @@ def _unexpected(exc: Exception) -> flask.Response:
 def _start() -> None:
     flask.g.started = time.perf_counter()
     flask.g.function = flask.current_app.name  # functions-framework names the app by target
-    incoming = flask.request.headers.get("X-Request-ID", "")
+    request = flask.request
+    incoming = request.headers.get("X-Request-ID", "")
     flask.g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+    # The request's trace: a SERVER span when tracing is on, else the caller's trace id only.
+    flask.g.trace = tracing.start_request(
+        request.headers.get("traceparent"), f"{flask.g.function} {request.method}"
+    )
 
 
 def _finish(response: flask.Response) -> flask.Response:
     g = flask.g
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    total = time.perf_counter() - g.get("started", time.perf_counter())
+    trace: tracing.RequestTrace | None = g.get("trace")
     fields = {
         "function": g.get("function"),
         "route": g.get("route", "unknown"),
         "method": flask.request.method,
         "status": response.status_code,
-        "latency_ms": round(
-            (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 3
-        ),
+        "latency_ms": round(total * 1000, 3),
         "request_id": g.get("request_id"),
+        "trace_id": trace.trace_id if trace is not None else None,
         "user_id": None,
         "model_version": None,
     }
-    fields.update(g.get("log_fields", {}))
-    if g.get("error_code"):
-        fields["error"] = g.error_code
+    noted = g.get("log_fields", {})
+    fields.update(noted)
+    error_code = g.get("error_code")
+    if error_code:
+        fields["error"] = error_code
     message = f"{fields['method']} {fields['route']} {fields['status']}"
     log_event(access_logger, "request", logging.INFO, message, **fields)
+    _observe(fields, noted, total, error_code)
     return response
+
+
+def _observe(
+    fields: Mapping[str, Any], noted: Mapping[str, Any], total: float, error_code: str | None
+) -> None:
+    """The request's metrics and the end of its span."""
+    function, route = str(fields["function"]), str(fields["route"])
+    status = int(fields["status"])
+    model_ms = noted.get("model_ms")
+    model_seconds = model_ms / 1000 if isinstance(model_ms, int | float) else None
+    if metrics.enabled():
+        metrics.request(
+            function, route, str(fields["method"]), status, error_code, total, model_seconds
+        )
+        metrics.inference(function, noted)
+    trace: tracing.RequestTrace | None = flask.g.pop("trace", None)
+    if trace is not None:
+        tracing.finish_request(
+            trace,
+            f"{function} {route}",
+            {
+                "http.request.method": fields["method"],
+                "http.route": route,
+                "http.response.status_code": status,
+                "xray.function": function,
+                "xray.request_id": fields["request_id"],
+                "xray.error": error_code,
+                "xray.model.name": noted.get("model_name"),
+                "xray.model.version": noted.get("model_version"),
+                "xray.model.label": noted.get("model_label"),
+                "xray.model_ms": model_ms,
+            },
+            error=status >= 500,
+        )
+
+
+def _teardown(_: BaseException | None) -> None:
+    """A request that ended without `_finish` (an error escaped): close its span anyway."""
+    trace: tracing.RequestTrace | None = flask.g.pop("trace", None)
+    if trace is not None:
+        tracing.finish_request(trace, f"{flask.g.get('function')} unknown", {}, error=True)
+
+
+_observability_lock = threading.Lock()
+_observability_ready = False
+
+
+def _setup_observability() -> None:
+    """Metrics and tracing as the environment says, once per process (functions/metrics.py,
+    functions/tracing.py): both cost nothing, not even their imports, when not configured."""
+    global _observability_ready
+    with _observability_lock:
+        if _observability_ready:
+            return
+        _observability_ready = True
+        environ = load_environment()
+        metrics.setup(metrics.MetricsSettings.from_env(environ))
+        tracing.configure(tracing.TracingSettings.from_env(environ))
 
 
 class _UploadRequest(flask.Request):
@@ -335,8 +404,10 @@ def install(app: flask.Flask) -> None:
     app.extensions["functions.web"] = True
     app.request_class = _UploadRequest
     configure_logging()
+    _setup_observability()
     app.before_request(_start)
     app.after_request(_finish)
+    app.teardown_request(_teardown)
     app.register_error_handler(HTTPException, _http_error)
     # Replaces functions-framework's HTML crash page.
     app.register_error_handler(500, _server_error)

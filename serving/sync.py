@@ -18,6 +18,7 @@ label moves; one cycle after that, the old version leaves the config. Its folder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from common.logs import configure_json_logging, log_event
@@ -57,6 +58,7 @@ __all__ = [
     "ModelSync",
     "RestAvailabilityProbe",
     "SyncError",
+    "SyncMetrics",
     "SyncSettings",
     "main",
 ]
@@ -85,12 +87,16 @@ class SyncSettings:
     interval_seconds: float = 10.0
     grace_seconds: float = 300.0
     tf_serving_url: str | None = None
+    # Prometheus metrics of `--watch` on this port (None: none served, nothing imported).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SyncSettings:
         """STORAGE_URL/STORAGE_PATH (and the other storage names), MODEL_NAME (alias
         PROD_MODEL_NAME), MODEL_BASE_PATH, MODEL_CONFIG_FILE, SYNC_INTERVAL_SECONDS,
-        SYNC_GRACE_SECONDS, TF_SERVING_URL. Every problem is reported at once."""
+        SYNC_GRACE_SECONDS, TF_SERVING_URL, SYNC_METRICS_PORT, METRICS_HOST. Every problem is
+        reported at once."""
         env = EnvReader(environ, "model sync")
         storage = StorageSettings.read(env)
         model_name = read_model_name(env)
@@ -101,6 +107,10 @@ class SyncSettings:
         url = env.optional("TF_SERVING_URL")
         if url is not None and not url.startswith(("http://", "https://")):
             env.problem(f"TF_SERVING_URL={url!r} is not an http(s) URL")
+        metrics_port: int | None = None
+        if env.raw("SYNC_METRICS_PORT") is not None:
+            metrics_port = env.integer("SYNC_METRICS_PORT", 0, minimum=1, maximum=65535) or None
+        metrics_host = env.string("METRICS_HOST", "127.0.0.1")
         env.check()
         return cls(
             storage=storage,
@@ -110,6 +120,8 @@ class SyncSettings:
             interval_seconds=interval,
             grace_seconds=grace,
             tf_serving_url=url.rstrip("/") if url else None,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
 
 
@@ -548,6 +560,101 @@ class ModelSync:
         return removed
 
 
+class SyncMetrics:
+    """The sidecar's Prometheus metrics (prometheus_client, imported only when served).
+
+    `xray_sync_cycles_total{outcome}` (ok, failed), `xray_sync_cycle_duration_seconds`,
+    `xray_sync_actions_total{action}` (installed, failed, incomplete, config_written, removed),
+    `xray_sync_last_success_timestamp_seconds`, `xray_sync_served_version{label}` (the version
+    each label points at in the config written), and `xray_sync_lag_seconds`: how long the
+    config's labels have differed from the registry's (0 when in step; a promotion is
+    normally in step within two cycles, once the new version is loaded).
+    """
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        where = REGISTRY if registry is None else registry
+        self.registry = where
+        self.cycles = Counter(
+            "xray_sync_cycles", "Sync cycles by outcome", ["outcome"], registry=where
+        )
+        self.duration = Histogram(
+            "xray_sync_cycle_duration_seconds",
+            "Duration of one sync cycle",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=where,
+        )
+        self.actions = Counter(
+            "xray_sync_actions", "What the sync did, by action", ["action"], registry=where
+        )
+        self.last_success = Gauge(
+            "xray_sync_last_success_timestamp_seconds",
+            "When a cycle last succeeded (Unix time)",
+            registry=where,
+        )
+        self.served = Gauge(
+            "xray_sync_served_version",
+            "The version each label points at in the config written",
+            ["label"],
+            registry=where,
+        )
+        self.lag = Gauge(
+            "xray_sync_lag_seconds",
+            "How long the served labels have differed from the registry's",
+            registry=where,
+        )
+        self._behind_since: float | None = None
+        for outcome in ("ok", "failed"):
+            self.cycles.labels(outcome)
+        for action in ("installed", "failed", "incomplete", "config_written", "removed"):
+            self.actions.labels(action)
+
+    def cycle(self, report: CycleReport | None, seconds: float, now: float) -> None:
+        """Record one cycle: its report, or None when it failed."""
+        self.duration.observe(seconds)
+        if report is None:
+            self.cycles.labels("failed").inc()
+            if self._behind_since is not None:
+                self.lag.set(now - self._behind_since)
+            return
+        self.cycles.labels("ok").inc()
+        self.last_success.set(now)
+        for action, count in (
+            ("installed", len(report.installed)),
+            ("failed", len(report.failed)),
+            ("incomplete", len(report.incomplete)),
+            ("config_written", int(report.config_written)),
+            ("removed", len(report.removed)),
+        ):
+            if count:
+                self.actions.labels(action).inc(count)
+        for label in ("stable", "canary"):
+            version = report.labels.get(label)
+            if version is None:
+                with contextlib.suppress(KeyError):
+                    self.served.remove(label)
+            else:
+                self.served.labels(label).set(version)
+        if dict(report.labels) == dict(report.registry.labels):
+            self._behind_since = None
+            self.lag.set(0)
+        else:
+            if self._behind_since is None:
+                self._behind_since = now
+            self.lag.set(now - self._behind_since)
+
+
+def serve_metrics(port: int, host: str) -> SyncMetrics:
+    """Start the metrics endpoint (a daemon thread) and return what it serves."""
+    from prometheus_client import start_http_server
+
+    sync_metrics = SyncMetrics()
+    start_http_server(port, host)
+    log_event(logger, "metrics_serving", port=port, host=host)
+    return sync_metrics
+
+
 def run_once(sync: ModelSync, *, attempts: int = _ONCE_ATTEMPTS, backoff: float = 0.5) -> int:
     """The init container: 0 once the stable version is in place, 2 with a message otherwise."""
     problem = "unknown"
@@ -590,6 +697,7 @@ def run_watch(
     *,
     stop: threading.Event | None = None,
     max_cycles: int | None = None,
+    metrics: SyncMetrics | None = None,
 ) -> int:
     """The sidecar: a cycle every interval; errors are logged and retried, never fatal."""
     stop = stop or threading.Event()
@@ -597,10 +705,15 @@ def run_watch(
     failures = 0
     while not stop.is_set():
         delay = interval_seconds
+        started = time.monotonic()
         try:
-            sync.run_cycle()
+            report = sync.run_cycle()
             failures = 0
+            if metrics is not None:
+                metrics.cycle(report, time.monotonic() - started, time.time())
         except Exception as exc:
+            if metrics is not None:
+                metrics.cycle(None, time.monotonic() - started, time.time())
             failures += 1
             # Back off while storage is down, but never longer than a minute past the interval.
             delay = min(interval_seconds * 2 ** min(failures - 1, 6), interval_seconds + 60)
@@ -650,7 +763,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop.set())
-    return run_watch(sync, settings.interval_seconds, stop=stop)
+    sync_metrics = None
+    if settings.metrics_port is not None:
+        sync_metrics = serve_metrics(settings.metrics_port, settings.metrics_host)
+    return run_watch(sync, settings.interval_seconds, stop=stop, metrics=sync_metrics)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from common.settings import SettingsError, load_environment
-from training_job.job import run_job
+from training_job.job import JobResult, run_job
 from training_job.options import TrainingOptions, add_option_arguments
+from training_job.run_metrics import RunMetricsSettings, render, write_textfile
 from training_job.settings import TrainingJobSettings
 
 __all__ = ["main", "parser"]
@@ -35,6 +37,32 @@ def parser() -> argparse.ArgumentParser:
     )
     add_option_arguments(build)
     return build
+
+
+def _write_run_metrics(
+    settings: RunMetricsSettings,
+    model_name: str,
+    started: float,
+    result: JobResult | None,
+    err: TextIO,
+) -> None:
+    """The run's outcome for Prometheus (METRICS_TEXTFILE), if asked; never fails the run."""
+    if settings.textfile is None:
+        return
+    text = render(
+        model_name,
+        verdict=result.verdict if result is not None else "failed",
+        started=started,
+        finished=time.time(),
+        promoted=bool(result and result.promoted),
+        stable_version=result.stable_version if result is not None else None,
+        published_version=result.published_version if result is not None else None,
+        metrics=result.metrics if result is not None else None,
+    )
+    try:
+        write_textfile(settings.textfile, text)
+    except OSError as exc:
+        print(f"cannot write the metrics file {settings.textfile}: {exc}", file=err)
 
 
 def main(
@@ -63,15 +91,22 @@ def main(
         problems.append(str(exc))
     except ValueError as exc:
         problems.append(f"error: {exc}")
+    try:
+        run_metrics = RunMetricsSettings.from_env(environment)
+    except SettingsError as exc:
+        problems.append(str(exc))
     if problems:
         print("\n".join(problems), file=err)
         return 2
+    started = time.time()
     try:
         result = run_job(settings, options, stream=out)
     except Exception as exc:
         # The log already holds the failure (job_failed); this line is for the person watching.
         print(f"training job failed: {type(exc).__name__}: {exc}", file=err)
+        _write_run_metrics(run_metrics, settings.model_name, started, None, err)
         return 1
+    _write_run_metrics(run_metrics, settings.model_name, started, result, err)
     print(f"{result.verdict}: {result.reason}", file=err)
     if result.report:  # a non-chief worker writes no report
         print(f"report: {result.report}", file=err)
