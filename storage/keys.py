@@ -16,6 +16,9 @@ Layout (kept from the original system so existing stores keep working)::
     output/learning/<run_id>/...             a training run's outputs
     output/inference/<user>/<day>/<time>-<id>.json   one record per inference, newest first
     output/grad_cam/<user>/<date>/<id>.png   Grad-CAM overlays returned to users
+    output/monitoring/<YYYY-MM-DD>/summary.json   the drift job's day: summary, one plot a version
+    output/monitoring/compare/<time>/report.json  a stable vs canary comparison and its plots
+    output/monitoring/reference/<run_id>.json     a training run's data, summarised for drift
 
 The original system's own files, which the migration reads (and the keys it keeps them under)::
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 __all__ = [
     "AUTH_AREA",
@@ -43,6 +46,7 @@ __all__ = [
     "LEGACY_HISTORY_FILE",
     "LOGIN_FAILURES_AREA",
     "MODEL_AREA",
+    "MONITORING_AREA",
     "USERS_FILE",
     "InferenceWindow",
     "check_model_name",
@@ -53,7 +57,9 @@ __all__ = [
     "inference_id_from_record",
     "inference_id_time",
     "inference_record",
+    "inference_user_from_key",
     "inference_user_prefix",
+    "inference_users_after",
     "inference_window",
     "learning_candidate_prefix",
     "learning_file",
@@ -68,6 +74,9 @@ __all__ = [
     "model_version_from_key",
     "model_version_manifest",
     "model_version_prefix",
+    "monitoring_compare_file",
+    "monitoring_day_file",
+    "monitoring_reference",
     "new_inference_id",
     "sample_image",
     "users_file",
@@ -81,6 +90,7 @@ MODEL_AREA = "input/model/"
 LEARNING_AREA = "output/learning/"
 INFERENCE_AREA = "output/inference/"
 GRAD_CAM_AREA = "output/grad_cam/"
+MONITORING_AREA = "output/monitoring/"
 
 # Within the auth area (which DB_AUTH_STORAGE_PATH may move elsewhere).
 USERS_FILE = "authentication.csv"
@@ -297,9 +307,55 @@ def inference_window(user_id: str, start: datetime, stop: datetime) -> Inference
     )
 
 
+def inference_user_from_key(key: str) -> str | None:
+    """The user a key under the inference area belongs to; None for a key outside any user's
+    folder (the original system's `history.csv`, or a key outside the area)."""
+    if not key.startswith(INFERENCE_AREA):
+        return None
+    user, slash, _ = key[len(INFERENCE_AREA) :].partition("/")
+    return user if slash and _NAME_RE.fullmatch(user) and ".." not in user else None
+
+
+def inference_users_after(user_id: str) -> str:
+    """A `start_after` past every key of `user_id` and before the next user's keys.
+
+    A user's keys are `<area><user>/...`; "0" is the character after "/", so `<area><user>0`
+    sorts after all of them, and every other user's keys sort either before `<area><user>/`
+    or after `<area><user>0`. Listing from here with one key at a time walks the users
+    without reading their records (S3 listings have no "skip to the next folder").
+    """
+    return f"{INFERENCE_AREA}{check_user_id(user_id)}0"
+
+
 def gradcam_image(user_id: str, inference_id: str) -> str:
     moment = inference_id_time(inference_id)
     return f"{GRAD_CAM_AREA}{check_user_id(user_id)}/{moment:%Y-%m-%d}/{inference_id}.png"
+
+
+# -- output/monitoring/ ------------------------------------------------------------------------
+
+
+def _check_day(day: date) -> str:
+    if not isinstance(day, date) or isinstance(day, datetime):
+        raise ValueError(f"invalid day: {day!r}")
+    return f"{day:%Y-%m-%d}"
+
+
+def monitoring_day_file(day: date, file_name: str) -> str:
+    """A file of the drift job's report on `day` (summary.json, plots)."""
+    return f"{MONITORING_AREA}{_check_day(day)}/{_check_name(file_name, 'monitoring file name')}"
+
+
+def monitoring_compare_file(moment: datetime, file_name: str) -> str:
+    """A file of the stable vs canary comparison made at `moment` (report.json, plots)."""
+    stamp = f"{_utc(moment):%Y%m%dT%H%M%SZ}"
+    name = _check_name(file_name, "monitoring file name")
+    return f"{MONITORING_AREA}compare/{stamp}/{name}"
+
+
+def monitoring_reference(run_id: str) -> str:
+    """The summary of a training run's data the drift job compares live traffic with."""
+    return f"{MONITORING_AREA}reference/{check_run_id(run_id)}.json"
 
 
 # -- the original system's files (read by the migration) -----------------------------------------
