@@ -33,6 +33,7 @@ MODULES = (
     "model_contract",
     "storage",
     "migration",
+    "monitoring",
     "synthetic",
     "devstack",
     "bench",
@@ -75,6 +76,7 @@ def test_every_entry_point_is_a_console_command_with_a_real_target() -> None:
         "xray-storage",
         "xray-migrate",
         "xray-bench",
+        "xray-monitor",
     }
     for name, target in SCRIPTS.items():
         assert name.startswith("xray-"), name

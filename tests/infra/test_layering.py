@@ -55,6 +55,9 @@ ALLOWED: dict[str, set[str]] = {
         "storage",
         "training_job",
     },
+    # Stable vs canary comparison and drift from the inference records (lean): the records'
+    # format and the functions' image statistics (one measure for live and training images).
+    "monitoring": {"common", "functions", "model_contract", "storage"},
 }
 # Edges limited to some modules of the imported package.
 ALLOWED_MODULES: dict[tuple[str, str], set[str]] = {
@@ -63,11 +66,12 @@ ALLOWED_MODULES: dict[tuple[str, str], set[str]] = {
         "model_contract.identity",
         "model_contract.settings",
     },
+    ("monitoring", "functions"): {"functions.images", "functions.records"},
 }
 # Tooling that may import anything of ours (and that nothing of ours imports).
 TOOLING = {"devstack", "bench", "tests"}
 # Lean code: no TensorFlow, Keras or TF Serving import anywhere in it.
-LEAN_PACKAGES = ("common", "storage", "model_contract", "functions", "serving")
+LEAN_PACKAGES = ("common", "storage", "model_contract", "functions", "serving", "monitoring")
 # Inside a lean package, the TensorFlow-heavy subpackage that is not lean.
 HEAVY_INSIDE_LEAN = ("serving/model_server/",)
 HEAVY_MODULES = ("tensorflow", "keras", "tf_keras", "tensorflow_serving")
@@ -192,8 +196,9 @@ sys.exit(1 if heavy else 0)
         ("functions",),
         ("serving",),
         ("common", "storage", "model_contract"),
+        ("monitoring",),
     ],
-    ids=["functions", "model-sync", "contract"],
+    ids=["functions", "model-sync", "contract", "monitoring"],
 )
 def test_layering_lean_code_imports_without_tensorflow(packages: tuple[str, ...]) -> None:
     probe = _PROBE.format(
