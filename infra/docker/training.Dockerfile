@@ -8,6 +8,7 @@
 #   docker run --gpus all --env-file .env xray-training xray-train --preset seed
 #   docker run --env-file .env xray-training xray-registry rollback
 #   docker run --env-file .env xray-training xray-migrate s3://original-bucket/storage
+#   docker run --env-file .env xray-training xray-monitor drift
 #
 # The job exits non-zero on failure and zero when it kept or promoted a model.
 
@@ -35,6 +36,7 @@ RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin
  && python -m pip install --constraint constraints.txt --requirement requirements.txt \
  && python install_commands.py pyproject.toml /usr/local/bin \
       xray-train xray-export xray-registry xray-storage xray-synthetic xray-migrate \
+      xray-monitor \
  && rm -rf /build
 
 RUN groupadd --system --gid 10001 app \
@@ -55,6 +57,9 @@ COPY synthetic/ synthetic/
 # The migration from the original system (its records are the functions' format).
 COPY functions/ functions/
 COPY migration/ migration/
+# The monitoring job (lean, but its image is this one: NumPy, Pillow and matplotlib are here;
+# it measures training images with the functions' image statistics).
+COPY monitoring/ monitoring/
 USER 10001:10001
 # A batch job: its health is its exit code.
 HEALTHCHECK NONE

@@ -39,6 +39,7 @@ ENTRY_MODULES = {
         "model_contract.__main__",
         "synthetic.__main__",
         "migration.__main__",
+        "monitoring.__main__",
     ],
 }
 EXTRAS = {"functions": "functions", "sync": "sync", "training": "training"}
