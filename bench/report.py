@@ -742,6 +742,36 @@ def _trust(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _observability(results: dict[str, Any]) -> list[str]:
+    figures = results.get("observability")
+    if not figures:
+        return []
+    p50, added = figures["p50_ms"], figures["added_us"]
+    imports = figures.get("import_ms", {})
+    rows = [
+        f"| {variant} | {p50[variant]:.3f} | {added.get(variant, 0.0):+.1f} |"
+        for variant in ("off", "metrics", "tracing", "both")
+    ]
+    return [
+        "## What metrics and tracing cost",
+        "",
+        f"The `predict` function in-process against a fake model server, {figures['requests']} "
+        "requests per variant, interleaved: `off` (the default: neither configured), `metrics` "
+        "(METRICS_PORT set), `tracing` (an OTLP endpoint set; spans batched to an exporter that "
+        "drops them), `both`.",
+        "",
+        "| variant | p50 ms | added us |",
+        "|---|---:|---:|",
+        *rows,
+        "",
+        "At start, only when configured: prometheus_client adds "
+        f"{imports.get('prometheus_client', 0):.1f} ms of imports, the OpenTelemetry SDK with "
+        f"its OTLP/HTTP exporter {imports.get('opentelemetry_sdk_and_otlp', 0):.1f} ms "
+        "(after the functions' own imports; off, neither is imported).",
+        "",
+    ]
+
+
 def _soak(results: dict[str, Any]) -> list[str]:
     figures = results.get("soak")
     if not figures:
@@ -969,6 +999,7 @@ def write_report(results: dict[str, Any], bench_dir: Path) -> None:
     lines += _formatting(results)
     lines += _breaker(results)
     lines += _trust(results)
+    lines += _observability(results)
     lines += _soak(results)
     lines += _machine(results)
     text = "\n".join(lines).rstrip() + "\n"

@@ -569,6 +569,17 @@ def _trust(run: _Run) -> None:
     gc.collect()
 
 
+def _observability(run: _Run) -> None:
+    """What metrics and tracing cost per request and at import (`bench/observability.py`)."""
+    from bench.observability import measure_import_costs, measure_request_costs
+
+    folder = run.work.root / "observability"
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = measure_request_costs(folder, run.images[0], 100 if run.plan.quick else 500)
+    figures["import_ms"] = measure_import_costs()
+    run.results["observability"] = figures
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("floor", _compute_floor),
     ("serving", _serving_unbatched),
@@ -581,6 +592,7 @@ SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("formatting", _formatting),
     ("trust", _trust),
     ("breaker", _breaker),
+    ("observability", _observability),
     ("soak", _soak),
 )
 

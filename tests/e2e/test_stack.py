@@ -155,6 +155,9 @@ def stack(
         PASSWORD_HASH_TIME_COST="1",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
+        # Each deployable's Prometheus metrics, on ports of their own (not the API's).
+        METRICS_PORT=str(free_port()),
+        SYNC_METRICS_PORT=str(free_port()),
     )
     areas = open_areas(StorageSettings.from_env(env))
     areas.auth.put_bytes(keys.USERS_FILE, _legacy_users_csv())
@@ -218,6 +221,82 @@ def test_stack_predicts_each_class_with_version_1_identity(stack: Stack) -> None
         assert set(answer["probabilities"]) == set(CLASSES)
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
         assert answer["predicted_class"] in CLASSES, name
+
+
+def _scrape(port: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _count(
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    """The sum of the samples of `name` whose labels include these."""
+    return sum(
+        value
+        for (sample, sample_labels), value in scraped.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+def test_stack_metrics_scraped_match_the_requests_made(stack: Stack) -> None:
+    """The gateway's and the sync's metrics ports, scraped before and after known requests:
+    names, labels and counts follow them; the API's port serves no metrics."""
+    gateway, sync = stack.env["METRICS_PORT"], stack.env["SYNC_METRICS_PORT"]
+    before = _scrape(gateway)
+    token = stack.token(*ALICE)
+    versions = [
+        _predict(stack, token, image)["model"]["version"] for image in stack.samples.values()
+    ]
+    unauthenticated = requests.post(
+        stack.base + "/predict", files={"file": ("x.png", b"x", "image/png")}, timeout=30
+    )
+    assert unauthenticated.status_code == 401
+    public = requests.get(stack.base + "/metrics", timeout=10)
+    assert public.status_code == 404
+    assert public.headers["Content-Type"].startswith("application/json")
+    after = _scrape(gateway)
+
+    def delta(name: str, **labels: str) -> float:
+        return _count(after, name, **labels) - _count(before, name, **labels)
+
+    ok = {"function": "predict", "route": "/", "method": "POST", "status": "200", "error": ""}
+    assert delta("xray_requests_total", **ok) == len(versions)
+    assert (
+        delta(
+            "xray_requests_total", function="predict", status="401", error="authentication_required"
+        )
+        == 1
+    )
+    assert delta("xray_requests_total", function="auth", route="/token", status="200") == 1
+    (version,) = set(versions)
+    model = {"model_name": MODEL_NAME, "model_version": str(version), "model_label": "stable"}
+    assert delta("xray_model_answers_total", function="predict", **model) == len(versions)
+    assert delta("xray_predictions_total", **model) == len(versions)
+    assert delta("xray_prediction_confidence_count", **model) == len(versions)
+    # Every request has a total and an own time; only the answered ones spent model time.
+    for part, count in (("total", len(versions) + 1), ("own", len(versions) + 1)):
+        assert (
+            delta("xray_request_duration_seconds_count", function="predict", route="/", part=part)
+            == count
+        )
+    model_time = delta(
+        "xray_request_duration_seconds_count", function="predict", route="/", part="model"
+    )
+    assert model_time == len(versions)
+    assert delta("xray_model_calls_total", outcome="200") >= len(versions)
+    assert _count(after, "xray_model_breaker_state", state="closed") >= 1
+
+    synced = _scrape(sync)
+    assert _count(synced, "xray_sync_served_version", label="stable") == version
+    assert _count(synced, "xray_sync_cycles_total", outcome="ok") >= 1
+    assert _count(synced, "xray_sync_lag_seconds") == 0
 
 
 def test_stack_gradcam_returns_a_png_overlay(stack: Stack) -> None:
