@@ -17,9 +17,11 @@ __all__ = [
     "ApiError",
     "BadGateway",
     "BearerChallenge",
+    "InvalidDicom",
     "InvalidImage",
     "InvalidParameter",
     "MethodNotAllowed",
+    "MissingPixelData",
     "ModelTimeout",
     "ModelUnavailable",
     "NotAChestXray",
@@ -28,7 +30,10 @@ __all__ = [
     "PayloadTooLarge",
     "StorageUnavailableError",
     "TooManyPixels",
+    "UnsupportedDicomImage",
     "UnsupportedMediaType",
+    "UnsupportedModality",
+    "UnsupportedTransferSyntax",
     "bearer_challenge",
 ]
 
@@ -105,13 +110,50 @@ class PayloadTooLarge(ApiError):
 class UnsupportedMediaType(ApiError):
     status = 415
     code = "unsupported_media_type"
-    default_message = "only PNG and JPEG images are accepted"
+    default_message = "only PNG, JPEG and DICOM images are accepted"
+
+
+class UnsupportedTransferSyntax(UnsupportedMediaType):
+    """A DICOM file encoded in a way no decoder here reads (video, JPIP, a private syntax)."""
+
+    code = "unsupported_transfer_syntax"
+    default_message = "the DICOM transfer syntax is not supported"
 
 
 class InvalidImage(ApiError):
     status = 422
     code = "invalid_image"
     default_message = "the image cannot be decoded"
+
+
+class InvalidDicom(ApiError):
+    """Not a readable DICOM file: no Part 10 header, truncated, corrupt attributes or pixels."""
+
+    status = 422
+    code = "invalid_dicom"
+    default_message = "the DICOM file cannot be read"
+
+
+class MissingPixelData(ApiError):
+    status = 422
+    code = "missing_pixel_data"
+    default_message = "the DICOM file has no pixel data"
+
+
+class UnsupportedModality(ApiError):
+    """A DICOM object that is not a projection X-ray (CT, MR, US, a segmentation...)."""
+
+    status = 422
+    code = "unsupported_modality"
+    default_message = "only projection X-rays (CR, DX, Secondary Capture) are accepted"
+
+
+class UnsupportedDicomImage(ApiError):
+    """A DICOM image laid out in a way not read here (1-bit, unknown photometric...)."""
+
+    status = 422
+    code = "unsupported_dicom_image"
+    default_message = "this DICOM image layout is not supported"
 
 
 class NotAChestXray(ApiError):

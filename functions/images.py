@@ -68,6 +68,8 @@ class ValidatedImage:
     size_bytes: int  # of the upload
     sha256: str  # of the upload
     transformation: str | None = None  # why `data` differs from the upload, if it does
+    # How a converted upload was read (a DICOM file: functions.dicom), recorded as `dicom`.
+    source: Mapping[str, object] | None = None
 
     @property
     def pixels(self) -> int:
@@ -86,6 +88,7 @@ class ValidatedImage:
             "mode": self.mode,
             "transformation": self.transformation,
             **({"stats": dict(stats)} if stats is not None else {}),
+            **({"dicom": dict(self.source)} if self.source is not None else {}),
         }
 
 
@@ -218,7 +221,8 @@ def validate_image(
     declared = normalise_content_type(declared_type)
     if declared not in _UNTYPED and declared not in _DECLARED_FORMATS:
         raise UnsupportedMediaType(
-            f"content type {declared or 'none'} is not accepted; send image/png or image/jpeg"
+            f"content type {declared or 'none'} is not accepted; send image/png, image/jpeg or "
+            "application/dicom"
         )
     detected = _sniff(data)
     if detected is None:

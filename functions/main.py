@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # functions-framework loads this file as a top-level module; make the project importable when
@@ -24,8 +25,8 @@ except ImportError:  # pragma: no cover - only outside an installed checkout
 import flask
 import functions_framework
 
+from functions import dicom, web
 from functions import legacy as original
-from functions import web
 from functions.auth import Principal, parse_password_grant
 from functions.errors import InvalidParameter, OAuthError
 from functions.history import HistoryQuery, parse_time
@@ -68,16 +69,31 @@ def _retry_after() -> int:
     return get_runtime().settings.serving.retry_after_seconds
 
 
-def _image(request: flask.Request, runtime: Runtime) -> tuple[ValidatedImage, dict[str, str]]:
+@dataclass(frozen=True)
+class _Upload:
+    image: ValidatedImage  # what the model receives
+    fields: dict[str, str]  # the multipart form's other fields
+    dicom: dicom.DicomSource | None  # a DICOM upload's identifiers (never recorded)
+
+
+def _image(request: flask.Request, runtime: Runtime) -> _Upload:
     settings = runtime.settings
     upload = web.read_upload(request, settings.max_upload_bytes)
+    if dicom.is_dicom_upload(upload.data, upload.declared_type):
+        converted = dicom.read_dicom(
+            upload.data,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_pixels,
+            key=dicom.uid_key(settings.secret_key),
+        )
+        return _Upload(converted.image, dict(upload.fields), converted.source)
     image = validate_image(
         upload.data,
         upload.declared_type,
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
     )
-    return image, dict(upload.fields)
+    return _Upload(image, dict(upload.fields), None)
 
 
 def _parameter(request: flask.Request, fields: dict[str, str], name: str) -> str | None:
@@ -195,10 +211,11 @@ def auth(request: flask.Request) -> flask.Response:
 def _predict(request: flask.Request) -> flask.Response:
     runtime = get_runtime()
     principal = _authenticate(request, runtime)
-    image, fields = _image(request, runtime)
+    upload = _image(request, runtime)
+    fields = upload.fields
     accept_ood = _flag(_parameter(request, fields, "accept_ood"), "accept_ood")
     record = runtime.inference.predict(
-        principal.user_id, image, started=flask.g.started, accept_ood=accept_ood
+        principal.user_id, upload.image, started=flask.g.started, accept_ood=accept_ood
     )
     _note_inference(record)
     return web.json_response(as_served(record))
@@ -232,7 +249,8 @@ def _wants_json(request: flask.Request, requested_format: str | None) -> bool:
 def _gradcam(request: flask.Request) -> flask.Response:
     runtime = get_runtime()
     principal = _authenticate(request, runtime)
-    image, fields = _image(request, runtime)
+    upload = _image(request, runtime)
+    image, fields = upload.image, upload.fields
     target_class = _parameter(request, fields, "target_class")
     as_json = _wants_json(request, _parameter(request, fields, "format"))
     # The heatmap only travels in JSON answers; a PNG answer never fetches it from the model.
