@@ -12,6 +12,7 @@ recognised as our own by its content and counts as written: no duplicate, no fal
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -236,7 +237,8 @@ class InferenceService:
             }
 
         try:
-            return pool.submit(ask)
+            # In the request's context (its trace span is the shadow call's parent).
+            return pool.submit(contextvars.copy_context().run, ask)
         except RuntimeError:  # the pool is shut down (process ending)
             self._shadow_slots.release()
             return None

@@ -19,6 +19,7 @@ from datetime import timedelta
 from functools import cached_property
 
 from common.settings import load_environment
+from functions import metrics
 from functions.auth import Authenticator
 from functions.history import HistoryService
 from functions.inference import InferenceService
@@ -63,8 +64,9 @@ class Runtime:
         with self._areas_lock:
             if self._root_store is None or self._auth_store is None:
                 areas = open_areas(self.settings.storage)
-                self._root_store = self._root_store or areas.root
-                self._auth_store = self._auth_store or areas.auth
+                # Timed and counted when metrics are on (METRICS_PORT); as is otherwise.
+                self._root_store = self._root_store or metrics.metered(areas.root, "root")
+                self._auth_store = self._auth_store or metrics.metered(areas.auth, "auth")
 
     @property
     def root_store(self) -> Store:

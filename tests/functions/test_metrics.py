@@ -364,3 +364,16 @@ def test_metrics_gateway_serves_them_on_their_own_port_never_the_public_one(
         'xray_model_answers_total{function="predict",model_label="stable",'
         'model_name="cnn_vit",model_version="3"} 2.0' in text
     )
+
+
+def test_metrics_the_runtime_meters_its_stores(stack: Stack) -> None:
+    """The functions' own stores are metered: a prediction's record write and the users file
+    read show up under `root` and `auth`."""
+    writes = _Delta("xray_storage_operations_total", store="root", operation="put", outcome="ok")
+    reads_before = _sum("xray_storage_operations_total", store="auth")
+    response = stack.client("predict").post(
+        "/", data=png_bytes(), headers={**stack.bearer("1"), "Content-Type": "image/png"}
+    )
+    assert response.status_code == 200
+    assert writes.value >= 1
+    assert _sum("xray_storage_operations_total", store="auth") > reads_before  # users file
