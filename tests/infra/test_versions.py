@@ -48,6 +48,8 @@ def test_versions_compose_serves_with_the_same_tensorflow_and_pinned_minio() -> 
     )
     assert cpu["minio"]["image"] == VERSIONS["minio"]
     assert cpu["minio-init"]["image"] == VERSIONS["minio_client"]
+    assert cpu["prometheus"]["image"] == VERSIONS["prometheus"]
+    assert cpu["grafana"]["image"] == VERSIONS["grafana"]
 
 
 @pytest.mark.parametrize(("overlay", "suffix"), [("dev", ""), ("gpu", "-gpu")])
