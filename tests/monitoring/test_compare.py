@@ -143,11 +143,15 @@ def test_compare_cli_promotes_only_when_thresholds_are_met(traffic: Monitored) -
     window = ["--since", DAY.isoformat(), "--until", (DAY + timedelta(days=1)).isoformat()]
 
     assert _cli(traffic, *window, "--promote") == EXIT_USAGE  # promote needs a threshold
-    strict = _cli(traffic, *window, "--min-agreement", "0.99", "--promote")
+    strict = _cli(
+        traffic, *window, "--min-agreement", "0.99", "--max-latency-p95-ratio", "1.05", "--promote"
+    )
     assert strict == EXIT_THRESHOLDS_NOT_MET
     assert (registry.load().stable, registry.load().canary) == (STABLE, CANARY)
-    slow = _cli(traffic, *window, "--max-latency-p95-ratio", "1.05")
-    assert slow == EXIT_THRESHOLDS_NOT_MET
+    report = traffic.root.get_json(keys.monitoring_compare_file(NOW, "report.json"))
+    checks = {check["name"]: check["passed"] for check in report["checks"]}
+    assert checks == {"min_samples": True, "min_agreement": False, "max_latency_p95_ratio": False}
+    assert report["promotion"] == {"asked": True, "promoted": False}
 
     met = _cli(
         traffic,

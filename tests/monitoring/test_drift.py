@@ -118,13 +118,11 @@ def test_drift_cli_exit_codes_and_metrics_textfile(
 ) -> None:
     textfile = tmp_path / "metrics" / "drift.prom"
 
-    def run(day: date) -> int:
-        return main(
-            ["drift", "--no-plots", "--day", day.isoformat(), "--metrics-textfile", str(textfile)],
-            environ=history.environ,
-        )
+    def run(*arguments: str, now: datetime) -> int:
+        command = ["drift", "--no-plots", "--weeks", "1", "--metrics-textfile", str(textfile)]
+        return main([*command, *arguments], environ=history.environ, clock=lambda: now)
 
-    assert run(DAY) == EXIT_DRIFT
+    assert run("--day", DAY.isoformat(), now=datetime(2026, 12, 20, tzinfo=UTC)) == EXIT_DRIFT
     text = textfile.read_text(encoding="utf-8")
     assert "xray_monitoring_drift_detected 1" in text
     assert (
@@ -132,13 +130,10 @@ def test_drift_cli_exit_codes_and_metrics_textfile(
         in text
     )
 
-    # The next day only version 1 answers, as before: no drift; yesterday is the default day.
-    assert run(NEXT_DAY) == EXIT_OK
+    # The next day (yesterday, the default day) only version 1 answers, as before: no drift.
+    assert run(now=datetime(2026, 12, 9, 1, 30, tzinfo=UTC)) == EXIT_OK
     assert "xray_monitoring_drift_detected 0" in textfile.read_text(encoding="utf-8")
     assert not list(textfile.parent.glob(".*"))  # no temporary file left behind
-    after = datetime(2026, 12, 9, 1, 30, tzinfo=UTC)
-    code = main(["drift", "--no-plots"], environ=history.environ, clock=lambda: after)
-    assert code == EXIT_OK
     assert history.root.exists(keys.monitoring_day_file(NEXT_DAY, "summary.json"))
 
 
