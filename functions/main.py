@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - only outside an installed checkout
 import flask
 import functions_framework
 
-from functions import dicom, web
+from functions import dicom, dicom_answers, web
 from functions import legacy as original
 from functions.auth import Principal, parse_password_grant
 from functions.errors import InvalidParameter, OAuthError
@@ -218,7 +218,18 @@ def _predict(request: flask.Request) -> flask.Response:
         principal.user_id, upload.image, started=flask.g.started, accept_ood=accept_ood
     )
     _note_inference(record)
+    best = request.accept_mimetypes.best_match(["application/json", dicom.DICOM_CONTENT_TYPE])
+    if best == dicom.DICOM_CONTENT_TYPE:
+        report = dicom_answers.structured_report(as_served(record), upload.dicom)
+        return _dicom_response(report, {"X-Inference-Id": record["id"]})
     return web.json_response(as_served(record))
+
+
+def _dicom_response(data: bytes, headers: dict[str, str]) -> flask.Response:
+    """A Part 10 answer, with the same security headers as a PNG one."""
+    response = web.png_response(data, headers)
+    response.mimetype = dicom.DICOM_CONTENT_TYPE
+    return response
 
 
 _PREDICT = web.Router(
@@ -237,13 +248,17 @@ def predict(request: flask.Request) -> flask.Response:
 # -- gradcam -------------------------------------------------------------------------------------
 
 
-def _wants_json(request: flask.Request, requested_format: str | None) -> bool:
+_FORMATS = {"image/png": "png", "application/json": "json", dicom.DICOM_CONTENT_TYPE: "dicom"}
+
+
+def _answer_format(request: flask.Request, requested_format: str | None) -> str:
+    """`png` (the default), `json` or `dicom`: the `format` parameter, else the Accept header."""
     if requested_format is not None:
-        if requested_format not in ("json", "png"):
-            raise InvalidParameter("format must be json or png")
-        return requested_format == "json"
-    best = request.accept_mimetypes.best_match(["image/png", "application/json"])
-    return best == "application/json"
+        if requested_format not in _FORMATS.values():
+            raise InvalidParameter("format must be png, json or dicom")
+        return requested_format
+    best = request.accept_mimetypes.best_match(list(_FORMATS))
+    return _FORMATS.get(best or "image/png", "png")
 
 
 def _gradcam(request: flask.Request) -> flask.Response:
@@ -252,7 +267,8 @@ def _gradcam(request: flask.Request) -> flask.Response:
     upload = _image(request, runtime)
     image, fields = upload.image, upload.fields
     target_class = _parameter(request, fields, "target_class")
-    as_json = _wants_json(request, _parameter(request, fields, "format"))
+    answer_format = _answer_format(request, _parameter(request, fields, "format"))
+    as_json = answer_format == "json"
     # The heatmap only travels in JSON answers; a PNG answer never fetches it from the model.
     with_heatmap = _flag(_parameter(request, fields, "heatmap"), "heatmap") and as_json
     accept_ood = _flag(_parameter(request, fields, "accept_ood"), "accept_ood")
@@ -280,6 +296,9 @@ def _gradcam(request: flask.Request) -> flask.Response:
         if result.heatmap is not None:
             body["heatmap"] = [[round(float(v), 4) for v in row] for row in result.heatmap]
         return web.json_response(body, headers=naming)
+    if answer_format == "dicom":
+        capture = dicom_answers.secondary_capture(result.overlay_png, record, upload.dicom)
+        return _dicom_response(capture, naming)
     return web.png_response(result.overlay_png, naming)
 
 

@@ -7,9 +7,12 @@ import hashlib
 import hmac
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import highdicom
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
@@ -19,6 +22,8 @@ from functions.images import image_statistics
 from storage import keys
 from tests.functions import sample_dicom as sd
 from tests.functions.conftest import SECRET, Stack, error_of
+from tests.functions.fake_serving import overlay_png
+from tests.functions.sample_images import png_bytes
 
 
 def _post(  # type: ignore[no-untyped-def]
@@ -389,10 +394,12 @@ def test_dicom_phi_never_reaches_the_store_or_the_logs(
         _post(any_stack, data),
         _post(any_stack, data, function="gradcam"),
         _post(any_stack, data, function="gradcam", headers={"Accept": "application/json"}),
+        _post(any_stack, data, function="gradcam", headers={"Accept": "application/dicom"}),
+        _post(any_stack, data, headers={"Accept": "application/dicom"}),
         _post(any_stack, sd.to_bytes(sd.dataset(sd.film(), modality="CT", sop_class=sd.CT))),
     ]
 
-    assert [answer.status_code for answer in answers] == [200, 200, 200, 422]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 200, 422]
     secrets = [*sd.FAKE_PHI.values(), sd.STUDY_UID, sd.SERIES_UID, sd.INSTANCE_UID]
     secrets = [value for value in secrets if len(value) > 2]  # "F" would match anything
     stored = _every_stored_byte(any_stack)
@@ -404,8 +411,10 @@ def test_dicom_phi_never_reaches_the_store_or_the_logs(
         for key, content in stored:
             assert value.encode() not in content, f"{value!r} stored in {key}"
         assert value not in logs, f"{value!r} logged"
-        for answer in answers[1:3]:
-            assert value.encode() not in answer.data
+        for answer in answers[:5]:
+            # DICOM answers reference the source image by its UIDs (study, series, instance).
+            if value not in (sd.STUDY_UID, sd.SERIES_UID, sd.INSTANCE_UID):
+                assert value.encode() not in answer.data, f"{value!r} in an answer"
 
 
 def test_dicom_uids_are_recorded_as_keyed_hashes_stable_per_study(stack: Stack) -> None:
@@ -432,3 +441,114 @@ def test_dicom_uid_hashes_change_with_the_deployment_secret(
     second = _post(other, data).get_json()["input"]["dicom"]["uid_hashes"]
 
     assert first["study"] != second["study"]
+
+
+# -- DICOM answers --------------------------------------------------------------------------
+
+
+def _read_part10(data: bytes) -> Dataset:
+    return pydicom.dcmread(io.BytesIO(data))  # a Part 10 file: preamble and meta
+
+
+def _content_items(items: Any) -> Iterator[Dataset]:
+    for item in items:
+        yield item
+        yield from _content_items(item.get("ContentSequence", []))
+
+
+def test_dicom_gradcam_answers_a_secondary_capture_in_the_source_study(stack: Stack) -> None:
+    data = sd.to_bytes(sd.dataset(sd.scaled(sd.film(), 12), bits_stored=12))
+
+    response = _post(stack, data, function="gradcam", headers={"Accept": "application/dicom"})
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/dicom"
+    capture = _read_part10(response.data)
+    assert capture.SOPClassUID == sd.SC
+    assert capture.file_meta.MediaStorageSOPInstanceUID == capture.SOPInstanceUID
+    assert capture.StudyInstanceUID == sd.STUDY_UID
+    assert capture.SeriesInstanceUID != sd.SERIES_UID
+    assert capture.SOPInstanceUID != sd.INSTANCE_UID
+    (reference,) = capture.SourceImageSequence
+    assert (reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID) == (
+        sd.DX,
+        sd.INSTANCE_UID,
+    )
+    assert capture.PatientName == ""
+    assert capture.PatientID == ""
+    assert capture.PhotometricInterpretation == "RGB"
+    with Image.open(io.BytesIO(overlay_png())) as overlay:
+        assert np.array_equal(capture.pixel_array, np.asarray(overlay.convert("RGB")))
+    # The history keeps the record and the PNG overlay, not the DICOM answer.
+    inference_id = response.headers["X-Inference-Id"]
+    assert stack.root.get_bytes(keys.gradcam_image("1", inference_id)) == overlay_png()
+
+
+def test_dicom_gradcam_format_dicom_for_a_png_upload_starts_a_new_study(stack: Stack) -> None:
+    response = _post(
+        stack, png_bytes(), function="gradcam", content_type="image/png", query="?format=dicom"
+    )
+
+    assert response.status_code == 200
+    capture = _read_part10(response.data)
+    assert capture.SOPClassUID == sd.SC
+    assert "SourceImageSequence" not in capture
+    assert capture.StudyInstanceUID != sd.STUDY_UID
+
+
+def test_dicom_predict_answers_a_structured_report_of_the_record(stack: Stack) -> None:
+    data = sd.to_bytes(sd.dataset(sd.scaled(sd.film(), 16), modality="CR", sop_class=sd.CR))
+
+    response = _post(stack, data, headers={"Accept": "application/dicom"})
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/dicom"
+    record = stack.root.get_json(keys.inference_record("1", response.headers["X-Inference-Id"]))
+    report = _read_part10(response.data)
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    assert report.StudyInstanceUID == sd.STUDY_UID
+    assert report.PatientName == ""
+    assert report.PatientID == ""
+    assert report.CompletionFlag == "COMPLETE"
+    # highdicom reads it back as a TID 1500 report.
+    parsed = highdicom.sr.srread(io.BytesIO(response.data))
+    assert parsed.SOPInstanceUID == report.SOPInstanceUID
+    items = list(_content_items(report.ContentSequence))
+    probabilities = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: float(
+            item.MeasuredValueSequence[0].NumericValue
+        )
+        for item in items
+        if item.ValueType == "NUM"
+    }
+    assert probabilities == {
+        f"Probability of {name}": pytest.approx(value)
+        for name, value in record["probabilities"].items()
+    }
+    codes = {
+        item.ConceptNameCodeSequence[0].CodeMeaning: item.ConceptCodeSequence[0].CodeMeaning
+        for item in items
+        if item.ValueType == "CODE"
+    }
+    assert codes["Predicted class"] == record["predicted_class"]
+    assert codes["Decision"] == record["decision"]
+    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.get("TextValue") for item in items}
+    assert texts.get("Tracking Identifier") == record["id"]
+    referenced = {
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for item in items
+        if item.ValueType == "IMAGE"
+    }
+    assert referenced == {sd.INSTANCE_UID}
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == sd.STUDY_UID
+    model = f"{record['model']['name']}"
+    assert model.encode() in response.data
+
+
+def test_dicom_predict_answers_json_unless_dicom_is_preferred(stack: Stack) -> None:
+    data = sd.to_bytes(sd.dataset(sd.film()))
+
+    response = _post(stack, data, headers={"Accept": "application/json, application/dicom;q=0.5"})
+
+    assert response.mimetype == "application/json"
