@@ -116,6 +116,10 @@ def prepare_environment(
     env.setdefault("SYNC_GRACE_SECONDS", "30")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Prometheus metrics on their own loopback ports (never the API's), when those are free.
+    for name, port in (("METRICS_PORT", 9464), ("SYNC_METRICS_PORT", 9465)):
+        if name not in env and port_is_free(port):
+            env[name] = str(port)
     return env
 
 
@@ -273,7 +277,12 @@ def _start_s3_emulator(options: StackOptions, group: ProcessGroup, env: dict[str
 
 
 def _print_banner(
-    options: StackOptions, username: str, password: str | None, samples: list[Path], store: str
+    options: StackOptions,
+    username: str,
+    password: str | None,
+    samples: list[Path],
+    store: str,
+    env: Mapping[str, str],
 ) -> None:
     base = f"http://{options.host}:{options.api_port}"
     sample = next((str(p) for p in samples if "covid_" in p.name and "no-" not in p.name), None)
@@ -302,6 +311,14 @@ def _print_banner(
         f" Model server:   http://127.0.0.1:{options.rest_port}/v1/models/cnn_vit  (gRPC :"
         f"{options.grpc_port})",
         f" Store:          {store}",
+        *(
+            [
+                f" Metrics:        http://127.0.0.1:{env['METRICS_PORT']}/metrics (functions), "
+                f"http://127.0.0.1:{env['SYNC_METRICS_PORT']}/metrics (model sync)"
+            ]
+            if "METRICS_PORT" in env and "SYNC_METRICS_PORT" in env
+            else []
+        ),
         f" Credentials:    {credentials}",
         f" Logs:           {options.run_dir / 'logs'}",
         "=" * 78,
@@ -435,7 +452,7 @@ def run_stack(options: StackOptions) -> int:
         samples = _write_local_samples(areas.root, options.run_dir)
 
         start_serving(options, env, group)
-        _print_banner(options, username, password, samples, areas.root.describe())
+        _print_banner(options, username, password, samples, areas.root.describe(), env)
         while True:
             dead = group.first_dead()
             if dead is not None:

@@ -28,18 +28,16 @@ import contextlib
 import csv
 import hashlib
 import io
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from common.textfile import label_value, write_textfile
 from functions.images import image_statistics
 from functions.records import iso_time
 from model_contract.registry import ModelRegistry
@@ -473,8 +471,7 @@ def _write_plots(
 
 
 def _label(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
+    return f'"{label_value(value)}"'
 
 
 def metrics_text(outcome: DriftOutcome, *, now: datetime | None = None) -> str:
@@ -513,18 +510,3 @@ def metrics_text(outcome: DriftOutcome, *, now: datetime | None = None) -> str:
         f"{(now or datetime.now(UTC)).timestamp():.3f}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_textfile(path: Path, text: str) -> None:
-    """Write atomically (a temporary file beside it, then rename): the collector never reads
-    half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

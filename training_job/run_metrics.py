@@ -20,13 +20,13 @@ The text format is written by hand (a few lines): the training image carries no 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.settings import EnvReader
+from common.textfile import label_value, write_textfile
 
 __all__ = ["RunMetricsSettings", "render", "write_textfile"]
 
@@ -53,10 +53,6 @@ class RunMetricsSettings:
         path = env.optional("METRICS_TEXTFILE")
         env.check()
         return cls(Path(path) if path else None)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _number(value: Any) -> float | None:
@@ -107,14 +103,6 @@ def render(
             continue
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         for labels, value in samples[name]:
-            rendered = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+            rendered = ",".join(f'{key}="{label_value(val)}"' for key, val in labels.items())
             lines.append(f"{name}{{{rendered}}} {value!r}")
     return "\n".join(lines) + "\n"
-
-
-def write_textfile(path: Path, text: str) -> None:
-    """Write beside the target, then rename: the collector never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
