@@ -403,7 +403,7 @@ def _grey(
             "center": round((low + high) / 2, 3),
             "width": round(span, 3),
         }
-    grey = np.clip(np.rint(np.clip(shown, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    grey = np.rint(np.clip(shown, 0.0, 1.0) * 255.0).astype(np.uint8)
     inverted = facts["photometric_interpretation"] == "MONOCHROME1"
     if inverted:
         grey = 255 - grey  # MONOCHROME1: the minimum is white

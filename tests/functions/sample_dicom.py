@@ -115,6 +115,16 @@ def dataset(
     return ds
 
 
+def multi_frame(frames: np.ndarray) -> Dataset:
+    """A Multi-frame Grayscale Byte Secondary Capture of (frames, rows, columns) 8-bit grey."""
+    return dataset(
+        frames,
+        sop_class="1.2.840.10008.5.1.4.1.1.7.2",
+        modality="OT",
+        extra={"NumberOfFrames": len(frames)},
+    )
+
+
 def to_bytes(ds: Dataset, *, implicit: bool = False, big_endian: bool = False) -> bytes:
     if big_endian:
         ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.2")

@@ -176,14 +176,7 @@ def test_dicom_voi_lut_sequence_is_applied(stack: Stack) -> None:
 def test_dicom_multi_frame_uses_the_first_frame(stack: Stack) -> None:
     first, second = sd.film(seed=1), sd.film(seed=2)
     frames = np.stack([first, second])
-    data = sd.to_bytes(
-        sd.dataset(
-            frames,
-            sop_class="1.2.840.10008.5.1.4.1.1.7.2",
-            modality="OT",
-            extra={"NumberOfFrames": 2},
-        )
-    )
+    data = sd.to_bytes(sd.multi_frame(frames))
 
     response = _post(stack, data)
 
@@ -348,14 +341,7 @@ def test_dicom_over_the_pixel_cap_is_refused_before_decoding(
 ) -> None:
     stack = stack_factory(MAX_PIXELS="10000")
     frames = np.stack([sd.film()] * 2)  # 2 x 7,680 pixels: one frame fits, the file does not
-    data = sd.to_bytes(
-        sd.dataset(
-            frames,
-            sop_class="1.2.840.10008.5.1.4.1.1.7.2",
-            modality="OT",
-            extra={"NumberOfFrames": 2},
-        )
-    )
+    data = sd.to_bytes(sd.multi_frame(frames))
 
     response = _post(stack, data)
 
