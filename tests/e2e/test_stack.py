@@ -622,20 +622,31 @@ def test_stack_canary_by_user_then_shadow_through_the_real_model_server(stack: S
         group.stop_all()
         group = ProcessGroup()
         base = _extra_gateway(stack, group, SHADOW="canary", SHADOW_BUDGET_MS="5000")
-        answer = requests.post(
-            base + "/predict",
-            headers={"Authorization": f"Bearer {tokens['1']}", "Content-Type": "image/png"},
-            data=stack.samples["covid"],
-            timeout=60,
+        for name in CLASSES:
+            answer = requests.post(
+                base + "/predict",
+                headers={"Authorization": f"Bearer {tokens['1']}", "Content-Type": "image/png"},
+                data=stack.samples[name],
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["model"]["version"] == 2
+            assert "shadow" not in body
+            stored = stack.root.get_json(keys.inference_record("1", body["id"]))
+            assert stored["shadow"]["status"] == "ok", stored["shadow"]
+            assert stored["shadow"]["model"]["version"] == 1
+            assert set(stored["shadow"]["probabilities"]) == set(CLASSES)
+
+        # The comparison reads those records (the canary's share and the shadow answers).
+        compared = stack.run(
+            "monitoring", "compare", "--days", "1", "--min-samples", "1", "--no-plots", timeout=120
         )
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["model"]["version"] == 2
-        assert "shadow" not in body
-        stored = stack.root.get_json(keys.inference_record("1", body["id"]))
-        assert stored["shadow"]["status"] == "ok", stored["shadow"]
-        assert stored["shadow"]["model"]["version"] == 1
-        assert set(stored["shadow"]["probabilities"]) == set(CLASSES)
+        assert compared.returncode == 0, compared.stdout + compared.stderr
+        shown = json.loads(compared.stdout[: compared.stdout.rindex("}") + 1])
+        assert (shown["stable_version"], shown["canary_version"]) == (2, 1)
+        assert shown["shadow_agreement"] is not None
+        assert 0 <= shown["shadow_agreement"] <= 1
     finally:
         group.stop_all()
         registry.clear_canary()
