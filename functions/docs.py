@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
 from werkzeug.wrappers import Request, Response
 
 __all__ = ["OPENAPI_PATH", "DocsApp", "load_openapi", "openapi_for_swagger_ui"]
@@ -62,6 +61,8 @@ _SECURITY_HEADERS = {
 
 @cache
 def load_openapi() -> dict[str, Any]:
+    import yaml  # on first use: only the docs routes read it (cold start)
+
     document = yaml.safe_load(OPENAPI_PATH.read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
@@ -111,9 +112,6 @@ class DocsApp:
     there) and the Swagger UI assets."""
 
     def __init__(self) -> None:
-        import swagger_ui_bundle
-
-        self._assets = Path(swagger_ui_bundle.swagger_ui_path)
         self._routes = {
             "/openapi.yaml": self._yaml,
             "/openapi.json": self._json,
@@ -124,6 +122,12 @@ class DocsApp:
             # The original (FastAPI) also served ReDoc; one documentation page is kept.
             "/redoc": self._redoc,
         }
+
+    @cached_property
+    def _assets(self) -> Path:
+        import swagger_ui_bundle  # on first use: only the docs pages need it (cold start)
+
+        return Path(swagger_ui_bundle.swagger_ui_path)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)

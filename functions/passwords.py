@@ -23,12 +23,15 @@ import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from passlib.context import CryptContext
 from passlib.exc import PasswordSizeError, UnknownHashError
 
 from common.logs import log_event
 from functions.settings import PasswordHashSettings
+
+if TYPE_CHECKING:
+    from passlib.context import CryptContext
 
 __all__ = [
     "MAX_PASSWORD_BYTES",
@@ -83,14 +86,9 @@ class PasswordHasher:
     """Hash and verify passwords with one `CryptContext` built from the settings."""
 
     def __init__(self, parameters: PasswordHashSettings) -> None:
-        self._context = CryptContext(
-            schemes=["argon2", "bcrypt"],
-            deprecated=["bcrypt"],
-            argon2__type="ID",
-            argon2__memory_cost=parameters.memory_kib,
-            argon2__rounds=parameters.time_cost,
-            argon2__parallelism=parameters.parallelism,
-        )
+        self._parameters = parameters
+        self._context_value: CryptContext | None = None
+        self._context_lock = threading.Lock()
         self._own_cost = HashCost(
             "argon2",
             rounds=parameters.time_cost,
@@ -102,6 +100,28 @@ class PasswordHasher:
         # verifying one does).
         self._dummies: dict[HashCost, str | None] = {}
         self._dummy_lock = threading.Lock()
+
+    @property
+    def _context(self) -> CryptContext:
+        # Built on first use: passlib's CryptContext (and the argon2 handler) cost tens of
+        # milliseconds to import, which a bearer-token request never needs (cold start).
+        context = self._context_value
+        if context is None:
+            with self._context_lock:
+                if self._context_value is None:
+                    from passlib.context import CryptContext
+
+                    parameters = self._parameters
+                    self._context_value = CryptContext(
+                        schemes=["argon2", "bcrypt"],
+                        deprecated=["bcrypt"],
+                        argon2__type="ID",
+                        argon2__memory_cost=parameters.memory_kib,
+                        argon2__rounds=parameters.time_cost,
+                        argon2__parallelism=parameters.parallelism,
+                    )
+                context = self._context_value
+        return context
 
     def hash(self, password: str) -> str:
         """A new argon2id hash (PHC string with its own random salt and the parameters)."""
