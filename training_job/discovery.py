@@ -24,6 +24,7 @@ from storage.base import validate_key
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DICOM_SUFFIX",
     "IMAGE_SUFFIXES",
     "SPLITS",
     "DatasetError",
@@ -50,7 +51,10 @@ _SPLIT_FOLDERS = {
     "test": "test",
     "testing": "test",
 }
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".dcm")
+# DICOM files: converted to PNG by the functions' own conversion (imaging.dicom) before
+# training reads them (training_job.image_cache), so train and serve see the same pixels.
+DICOM_SUFFIX = ".dcm"
 # The folder COVID-QU-Ex keeps the X-rays in, beside the mask folders.
 _IMAGES_FOLDER = "images"
 

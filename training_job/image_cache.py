@@ -5,6 +5,11 @@ cache folder (one per database location), keyed by each object's version tag (ET
 downloads only new or replaced images and drops deleted ones. A local-directory store is read
 in place. The cache also remembers, per version tag, whether the shared decoder could read the
 image, so an unchanged database is not decoded twice just to find corrupt files.
+
+DICOM files (`.dcm`) are converted once per version tag to the PNG the functions would hand the
+model for the same upload (`imaging.dicom.convert_dicom`, the one conversion both use), kept
+under `converted/`; training reads that PNG. A file the conversion refuses (CT, no pixel data,
+truncated...) gets no PNG, so the readability check counts it unreadable like a corrupt PNG.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imaging.dicom import DicomError, convert_dicom
 from storage import LocalStore, Store
 from storage.base import PrefixedStore
-from training_job.discovery import ImageRecord
+from training_job.discovery import DICOM_SUFFIX, ImageRecord
 
 __all__ = [
     "CacheSummary",
@@ -34,6 +40,9 @@ __all__ = [
 
 _INDEX_FILE = "index.json"
 _FILES_FOLDER = "files"
+_CONVERTED_FOLDER = "converted"
+# The training job's own cap on a DICOM image (Rows x Columns x frames), checked before decoding.
+_DICOM_MAX_PIXELS = 200_000_000
 _INDEX_SCHEMA = 1
 # Downloads are network-bound; the S3 client's pool holds 32 connections.
 _DOWNLOAD_THREADS = 16
@@ -173,7 +182,7 @@ class ImageCache:
                 removed=0,
                 bytes_downloaded=0,
             )
-            return LocalImages(paths, etags, summary, self)
+            return LocalImages(self._converted(paths, etags), etags, summary, self)
 
         stale = [
             key
@@ -207,8 +216,8 @@ class ImageCache:
             # Whatever arrived stays usable by the next run, even if this one fails midway.
             self._save_index()
         self._prune_empty_folders()
-        paths = {key: self._file(key) for key in wanted}
         etags = {key: str(index[key]["etag"]) for key in wanted}
+        paths = self._converted({key: self._file(key) for key in wanted}, etags)
         summary = CacheSummary(
             location=str(self.folder),
             in_place=False,
@@ -219,6 +228,44 @@ class ImageCache:
             bytes_downloaded=downloaded_bytes,
         )
         return LocalImages(paths, etags, summary, self)
+
+    # -- DICOM ----------------------------------------------------------------------------------
+
+    def _converted(self, paths: dict[str, Path], etags: Mapping[str, str]) -> dict[str, Path]:
+        """`paths` with each DICOM file replaced by its PNG (converted once per version tag);
+        converted files of versions no longer wanted are removed."""
+        dicom = sorted(key for key in paths if key.lower().endswith(DICOM_SUFFIX))
+        folder = self.folder / _CONVERTED_FOLDER
+        wanted = {key: self._converted_file(key, etags[key]) for key in dicom}
+        if folder.is_dir():
+            keep = set(wanted.values())
+            for old in folder.rglob("*.png"):
+                if old not in keep:
+                    old.unlink(missing_ok=True)
+        if not dicom:
+            return paths
+
+        def convert(key: str) -> None:
+            target = wanted[key]
+            if target.is_file():
+                return
+            try:
+                png = convert_dicom(paths[key].read_bytes(), max_pixels=_DICOM_MAX_PIXELS).png
+            except (DicomError, OSError):
+                return  # no PNG: the readability check finds the image unreadable
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_bytes(png)
+            os.replace(partial, target)
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(convert, dicom))
+        return {**paths, **wanted}
+
+    def _converted_file(self, key: str, etag: str) -> Path:
+        tag = hashlib.sha256(etag.encode("utf-8")).hexdigest()[:16]
+        name = Path(*key.split("/"))
+        return self.folder / _CONVERTED_FOLDER / name.with_name(f"{name.name}.{tag}.png")
 
     def _prune_empty_folders(self) -> None:
         files = self.folder / _FILES_FOLDER

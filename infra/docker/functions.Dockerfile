@@ -42,6 +42,7 @@ WORKDIR /app
 COPY common/ common/
 COPY storage/ storage/
 COPY model_contract/ model_contract/
+COPY imaging/ imaging/
 COPY functions/ functions/
 USER 10001:10001
 EXPOSE 8080

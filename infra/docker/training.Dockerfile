@@ -52,6 +52,7 @@ COPY storage/ storage/
 COPY model_contract/ model_contract/
 COPY cnn_vit/ cnn_vit/
 COPY model_export/ model_export/
+COPY imaging/ imaging/
 COPY training_job/ training_job/
 COPY synthetic/ synthetic/
 # The migration from the original system (its records are the functions' format).

@@ -32,18 +32,20 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"common"},
     # Signature and tensor names, the identity, the registry and its documents, its CLI (lean).
     "model_contract": {"common", "storage"},
+    # Lean image conversions shared by serving and training (DICOM to PNG): nothing of ours.
+    "imaging": set(),
     # The CNN-ViT (Keras/TensorFlow): nothing of ours, not even storage.
     "cnn_vit": set(),
     # SavedModel export and warmup.
     "model_export": {"cnn_vit", "common", "model_contract"},
     # Data discovery, pipeline, loop, evaluation, decision, outputs, the job.
-    "training_job": {"cnn_vit", "common", "model_contract", "model_export", "storage"},
+    "training_job": {"cnn_vit", "common", "imaging", "model_contract", "model_export", "storage"},
     # Synthetic films (writes data sets to a store); the demo trainer uses the real loop.
     "synthetic": {"cnn_vit", "storage", "training_job"},
     # The model sync (lean) and the local model server.
     "serving": {"common", "model_contract", "storage"},
     # The HTTP functions (lean; the contract's names only, see ALLOWED_MODULES).
-    "functions": {"common", "model_contract", "storage"},
+    "functions": {"common", "imaging", "model_contract", "storage"},
     # The original system's storage tree brought in: records in the functions' format, the
     # weights exported and published (TensorFlow only for that step).
     "migration": {
@@ -71,7 +73,15 @@ ALLOWED_MODULES: dict[tuple[str, str], set[str]] = {
 # Tooling that may import anything of ours (and that nothing of ours imports).
 TOOLING = {"devstack", "bench", "tests"}
 # Lean code: no TensorFlow, Keras or TF Serving import anywhere in it.
-LEAN_PACKAGES = ("common", "storage", "model_contract", "functions", "serving", "monitoring")
+LEAN_PACKAGES = (
+    "common",
+    "storage",
+    "model_contract",
+    "imaging",
+    "functions",
+    "serving",
+    "monitoring",
+)
 # Inside a lean package, the TensorFlow-heavy subpackage that is not lean.
 HEAVY_INSIDE_LEAN = ("serving/model_server/",)
 HEAVY_MODULES = ("tensorflow", "keras", "tf_keras", "tensorflow_serving")
