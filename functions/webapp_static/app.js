@@ -294,6 +294,10 @@ async function run(item, options) {
   }
 }
 
+function isDicom(file) {
+  return /\.(dcm|dicom)$/i.test(file.name) || file.type === "application/dicom";
+}
+
 function showAnswer(item, record, overlay) {
   const card = item.card;
   item.record = record;
@@ -301,7 +305,16 @@ function showAnswer(item, record, overlay) {
   card.dataset.predictedClass = record.predicted_class;
   card.dataset.decision = record.decision || record.predicted_class;
   card.dataset.inferenceId = record.id;
-  if (!item.imageUrl) {
+  if (!item.imageUrl && isDicom(item.file)) {
+    // A browser cannot draw DICOM: the overlay (the image as the model saw it, with the heat
+    // map) stands alone.
+    item.imageUrl = "dicom";
+    const original = $(".original", card);
+    original.hidden = true;
+    $(".under", card).hidden = true;
+    original.closest("figure").querySelector("figcaption").textContent =
+      `${item.file.name} is a DICOM file, which browsers cannot show: the heat map shows the image as the model saw it.`;
+  } else if (!item.imageUrl) {
     item.imageUrl = URL.createObjectURL(item.file);
     item.urls.push(item.imageUrl);
     const original = $(".original", card);

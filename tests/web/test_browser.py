@@ -316,6 +316,34 @@ def test_a_film_dropped_on_the_zone_is_classified(browser: Any, web_stack: WebSt
     assert "dragging" not in (by_css(browser, "#drop-zone").get_attribute("class") or "")
 
 
+def test_a_dicom_file_is_classified_and_said_to_be_dicom(
+    browser: Any, web_stack: WebStack, images_folder: Path
+) -> None:
+    """A .dcm file chosen like any image: the server converts it; the page says the browser
+    cannot show it and shows the heat map over the image as the model saw it."""
+    from tests.functions.sample_dicom import dataset, scaled, to_bytes
+
+    image = generate_xray("covid", np.random.default_rng([5, 5])).image
+    data = to_bytes(dataset(scaled(image, 12), bits_stored=12))
+    path = images_folder / "chest.dcm"
+    path.write_bytes(data)
+    signed_in(browser, web_stack.url, ALICE)
+    choose_files(browser, [path])
+    card = wait_settled(browser, 1)[0]
+    assert card.get_attribute("data-inference-id")
+    assert card.get_attribute("data-predicted-class") in CLASS_NAMES
+    caption = card.find_element("css selector", ".images figure figcaption").text
+    assert "DICOM" in caption
+    overlay = card.find_element("css selector", ".overlay")
+    assert browser.execute_script("return arguments[0].naturalWidth", overlay) > 0
+    stored = requests.get(
+        f"{web_stack.url}/history/{card.get_attribute('data-inference-id')}",
+        headers={"Authorization": f"Bearer {web_stack.token()}"},
+        timeout=10,
+    ).json()
+    assert stored["input"]["format"] == "DICOM"
+
+
 def test_a_referred_answer_is_shown_as_refer(
     browser: Any, web_stack: WebStack, images_folder: Path
 ) -> None:
