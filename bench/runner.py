@@ -580,6 +580,13 @@ def _observability(run: _Run) -> None:
     run.results["observability"] = figures
 
 
+def _dicom(run: _Run) -> None:
+    """A DICOM upload's own cost against the same film as a PNG (`bench/dicom.py`)."""
+    from bench.dicom import measure_dicom_costs
+
+    run.results["dicom"] = measure_dicom_costs(calls=5 if run.plan.quick else 15)
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("floor", _compute_floor),
     ("serving", _serving_unbatched),
@@ -593,6 +600,7 @@ SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("trust", _trust),
     ("breaker", _breaker),
     ("observability", _observability),
+    ("dicom", _dicom),
     ("soak", _soak),
 )
 

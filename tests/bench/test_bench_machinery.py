@@ -189,3 +189,24 @@ def test_soak_refusing_server_and_refusal_timing() -> None:
     assert figures["statuses"] == {"503": 5}
     assert server.calls == 5
     assert figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def test_dicom_costs_are_measured_and_reported(tmp_path: Path) -> None:
+    from bench.dicom import measure_dicom_costs
+    from bench.report import write_report
+
+    figures = measure_dicom_costs(sizes=(64,), calls=2)
+    entry = figures["sizes"]["64"]
+    assert set(entry["median_ms"]) == {"png16", "dicom", "dicom_jpeg_ls", "dicom_jpeg_2000"}
+    assert entry["ratio_to_png"]["png16"] == 1.0
+    assert all(value > 0 for value in entry["median_ms"].values())
+    results = {
+        "meta": {"quick": True, "machine": {"cpu_model": "test"}, "plan": {"client_levels": [1]}},
+        "dicom": figures,
+        "sections": {},
+        "errors": {},
+    }
+    write_report(results, tmp_path)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## What a DICOM upload costs" in report
+    assert "| 64 px | DICOM, JPEG 2000 lossless |" in report
