@@ -77,6 +77,9 @@ def secondary_capture(
     )[:1024]
     image.ManufacturerModelName = str(model["name"])[:64]
     image.BurnedInAnnotation = "NO"
+    # General Series: Laterality is Type 2C (present, empty for an unpaired part such as the
+    # chest); dciodvfy flags its absence.
+    image.Laterality = None
     if source is not None and source.sop_instance_uid:
         image.SourceImageSequence = [_reference(source)]
     return _part10(image)

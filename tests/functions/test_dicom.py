@@ -7,7 +7,11 @@ import hashlib
 import hmac
 import io
 import logging
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import highdicom
@@ -538,3 +542,30 @@ def test_dicom_predict_answers_json_unless_dicom_is_preferred(stack: Stack) -> N
     response = _post(stack, data, headers={"Accept": "application/json, application/dicom;q=0.5"})
 
     assert response.mimetype == "application/json"
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None and os.environ.get("CI") != "true",
+    reason="dicom3tools' dciodvfy is not installed (.ci/run installs it)",
+)
+def test_dicom_answers_pass_dicom3tools_validation(stack: Stack, tmp_path: Path) -> None:
+    """dciodvfy (dicom3tools) checks each answer against its IOD: no error (warnings about
+    DICOMDIR keys and our private coding scheme are expected)."""
+    data = sd.to_bytes(sd.dataset(sd.scaled(sd.film(), 12), bits_stored=12))
+    answers = {
+        "secondary-capture": _post(
+            stack, data, function="gradcam", headers={"Accept": "application/dicom"}
+        ),
+        "structured-report": _post(stack, data, headers={"Accept": "application/dicom"}),
+    }
+    for name, response in answers.items():
+        assert response.status_code == 200, name
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(response.data)
+        checked = subprocess.run(
+            ["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
+        output = checked.stdout + checked.stderr
+        errors = [line for line in output.splitlines() if line.startswith("Error")]
+        assert errors == [], (name, output)
+        assert ("SCImage" if name == "secondary-capture" else "ComprehensiveSR") in output
