@@ -83,6 +83,26 @@ class HistoryQuery:
     # Only records with this decision: `refer`, or a class name (records without a decision,
     # older and migrated ones, count as their predicted class).
     decision: str | None = None
+    # Only records of the DICOM study whose Study Instance UID has this keyed hash
+    # (`input.dicom.uid_hashes.study`: functions.dicom.uid_digest).
+    study: str | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.decision is not None or self.study is not None
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.decision is not None and record_decision(record) != self.decision:
+            return False
+        return self.study is None or record_study(record) == self.study
+
+
+def record_study(record: dict[str, Any]) -> Any:
+    """The keyed hash of a record's DICOM Study Instance UID; None for other uploads."""
+    source = record.get("input")
+    dicom = source.get("dicom") if isinstance(source, dict) else None
+    hashes = dicom.get("uid_hashes") if isinstance(dicom, dict) else None
+    return hashes.get("study") if isinstance(hashes, dict) else None
 
 
 def record_decision(record: dict[str, Any]) -> Any:
@@ -136,7 +156,7 @@ class HistoryService:
         start_after = (
             keys.inference_record(query.user_id, after_id) if after_id else window.start_after
         )
-        if query.decision is not None:
+        if query.filtered:
             return self._filtered_page(query, window, start_after, (start, stop))
         found: list[str] = []
         for info in self._store.list(
@@ -162,8 +182,9 @@ class HistoryService:
         start_after: str,
         bounds: tuple[datetime, datetime],
     ) -> HistoryPage:
-        """A page of the records with `query.decision`: the window's records are read in
-        chunks, newest first, until one more than the page matched (or the window ends)."""
+        """A page of the records matching the query's filters (decision, study): the window's
+        records are read in chunks, newest first, until one more than the page matched (or the
+        window ends)."""
         chunk_size = max(query.limit + 1, _FILTER_CHUNK)
         records: list[dict[str, Any]] = []
         more = False
@@ -172,7 +193,7 @@ class HistoryService:
         def take(keys_read: list[str]) -> bool:
             nonlocal more
             for record in self._fetch(keys_read):
-                if record_decision(record) != query.decision:
+                if not query.matches(record):
                     continue
                 if len(records) == query.limit:
                     more = True
@@ -311,6 +332,8 @@ class HistoryService:
         }
         if query.decision is not None:
             payload["d"] = query.decision
+        if query.study is not None:
+            payload["st"] = query.study
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8"))
         mac = hmac.new(self._token_key, body.encode("ascii"), hashlib.sha256).digest()
         return f"{body}.{_b64(mac)}"
@@ -331,6 +354,7 @@ class HistoryService:
                 or payload.get("c") != query.caller_id
                 or payload.get("u") != query.user_id
                 or payload.get("d") != query.decision
+                or payload.get("st") != query.study
             ):
                 raise invalid
             start = datetime.fromisoformat(payload["s"])

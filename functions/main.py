@@ -349,6 +349,7 @@ def _list_history(request: flask.Request) -> flask.Response:
         limit=limit,
         page_token=request.args.get("page_token") or None,
         decision=_decision_filter(request.args.get("decision")),
+        study=_study_filter(request.args.get("study"), runtime),
     )
     return web.json_response(runtime.history.page(query).as_dict())
 
@@ -363,6 +364,18 @@ def _decision_filter(text: str | None) -> str | None:
     if not _DECISION.fullmatch(text):
         raise InvalidParameter("decision must be refer or a class name")
     return text
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _study_filter(text: str | None, runtime: Runtime) -> str | None:
+    """A DICOM Study Instance UID, as the records keep it: its keyed hash (never the UID)."""
+    if text is None or text == "":
+        return None
+    if len(text) > 64 or not _UID.fullmatch(text):
+        raise InvalidParameter("study must be a DICOM Study Instance UID (digits and dots)")
+    return dicom.uid_digest(dicom.uid_key(runtime.settings.secret_key), text)
 
 
 def _one_record(request: flask.Request, inference_id: str) -> flask.Response:

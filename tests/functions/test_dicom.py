@@ -569,3 +569,45 @@ def test_dicom_answers_pass_dicom3tools_validation(stack: Stack, tmp_path: Path)
         errors = [line for line in output.splitlines() if line.startswith("Error")]
         assert errors == [], (name, output)
         assert ("SCImage" if name == "secondary-capture" else "ComprehensiveSR") in output
+
+
+def test_history_finds_a_users_records_of_one_study(any_stack: Stack) -> None:
+    """`?study=<Study Instance UID>`: the server hashes the UID as the records keep it and
+    returns that study's records only (pages carry the filter); the UID is never stored."""
+    other_study = "1.2.826.0.1.3680043.8.498.99999999999999999999"
+    first = sd.to_bytes(sd.dataset(sd.scaled(sd.film(seed=1), 12), bits_stored=12))
+    second_ds = sd.dataset(sd.scaled(sd.film(seed=2), 12), bits_stored=12)
+    second_ds.StudyInstanceUID = other_study
+    ids = {
+        "first": [_post(any_stack, first).get_json()["id"] for _ in range(3)],
+        "second": [_post(any_stack, sd.to_bytes(second_ds)).get_json()["id"]],
+        "png": [_post(any_stack, png_bytes(), content_type="image/png").get_json()["id"]],
+    }
+    history = any_stack.client("history")
+    page = history.get(
+        "/", query_string={"study": sd.STUDY_UID, "limit": "2"}, headers=any_stack.bearer()
+    ).get_json()
+    assert [record["id"] for record in page["records"]] == ids["first"][::-1][:2]
+    rest = history.get(
+        "/",
+        query_string={"study": sd.STUDY_UID, "limit": "2", "page_token": page["next_page_token"]},
+        headers=any_stack.bearer(),
+    ).get_json()
+    assert [record["id"] for record in rest["records"]] == ids["first"][:1]
+    assert rest["next_page_token"] is None
+    other = history.get(
+        "/", query_string={"study": other_study}, headers=any_stack.bearer()
+    ).get_json()
+    assert [record["id"] for record in other["records"]] == ids["second"]
+    # A page token of one study is not good for another.
+    wrong = history.get(
+        "/",
+        query_string={"study": other_study, "page_token": page["next_page_token"]},
+        headers=any_stack.bearer(),
+    )
+    assert error_of(wrong) == "invalid_page_token"
+    bad = history.get("/", query_string={"study": "not-a-uid"}, headers=any_stack.bearer())
+    assert bad.status_code == 400
+    assert error_of(bad) == "invalid_parameter"
+    for key in any_stack.root.list_keys(keys.INFERENCE_AREA):
+        assert sd.STUDY_UID.encode() not in any_stack.root.get_bytes(key)
