@@ -196,3 +196,103 @@ def _records_returned(gateway_url: str, request: HttpRequest) -> int:
     call = urllib.request.Request(gateway_url + request.path, headers=dict(request.headers))
     with urllib.request.urlopen(call, timeout=60) as response:
         return int(json.loads(response.read())["count"])
+
+
+# -- a page of 100 records from a store with a network's round trip ---------------------------
+
+PAGE_USER = "history-page-user"
+PAGE_RECORDS = 100
+
+
+def page_items(seed: int = 1) -> list[Item]:
+    """`PAGE_RECORDS` records of `PAGE_USER`, all on `WINDOW_DAY`: one full page."""
+    items = []
+    for number in range(PAGE_RECORDS):
+        rng = random.Random(seed * 1_000_003 + number)
+        moment = WINDOW_DAY + timedelta(microseconds=rng.randrange(86_400_000_000))
+        items.append(_record(PAGE_USER, moment, rng))
+    return items
+
+
+def page_request(token: str) -> HttpRequest:
+    """The gateway query of that page (as an admin)."""
+    query = urlencode(
+        {
+            "user": PAGE_USER,
+            "start_time": WINDOW_DAY.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "stop_time": (WINDOW_DAY + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "limit": str(PAGE_RECORDS),
+        }
+    )
+    return HttpRequest("GET", f"/history?{query}", None, {"Authorization": f"Bearer {token}"})
+
+
+def measure_page_fetch(
+    store: Any, proxy: Any, repetitions: int, thread_counts: Sequence[int] = (1, 8)
+) -> dict[str, Any]:
+    """One page of `PAGE_RECORDS` records read by `HistoryService` through `store`, whose
+    requests pass `proxy` (a `DelayProxy`), with each number of fetch threads, once with the
+    proxy's delay and once without (all interleaved, `repetitions` times).
+
+    Per thread count: median milliseconds with and without the delay, requests per page, and
+    the round trips paid in sequence, (with - without) / delay: what the store's latency costs
+    the page, apart from moto's own time (its one process serves requests one after another).
+    """
+    from unittest import mock
+
+    from functions import history as history_module
+    from functions.history import HistoryQuery, HistoryService
+
+    delay = proxy.delay_seconds
+    services = {}
+    for threads in thread_counts:
+        service = HistoryService(store, "bench-history-secret-" + "k" * 32)
+        with mock.patch.object(history_module, "_FETCH_THREADS", threads):
+            service._pool()  # the pool is made once, with the patched size
+        services[threads] = service
+    query = HistoryQuery(
+        caller_id=PAGE_USER,
+        user_id=PAGE_USER,
+        start=WINDOW_DAY,
+        stop=WINDOW_DAY + timedelta(days=1),
+        limit=PAGE_RECORDS,
+    )
+    times: dict[tuple[int, float], list[float]] = {
+        (threads, wait): [] for threads in thread_counts for wait in (0.0, delay)
+    }
+    requests: dict[int, int] = {}
+    for service in services.values():
+        if len(service.page(query).records) != PAGE_RECORDS:  # warm, and check the answer
+            raise RuntimeError(f"the page did not hold {PAGE_RECORDS} records")
+    try:
+        for repetition in range(repetitions):
+            for threads, service in services.items():
+                if threads == 1 and repetition >= 2:
+                    continue  # one call after another: two samples tell it, and each is long
+                for wait in (0.0, delay):
+                    proxy.delay_seconds = wait
+                    before = proxy.requests
+                    started = time.perf_counter()
+                    service.page(query)
+                    times[(threads, wait)].append((time.perf_counter() - started) * 1000)
+                    requests[threads] = proxy.requests - before
+    finally:
+        proxy.delay_seconds = delay
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[len(ordered) // 2]
+
+    delay_ms = delay * 1000
+    figures: dict[str, Any] = {"delay_ms": delay_ms, "records": PAGE_RECORDS}
+    for threads in thread_counts:
+        with_delay, without = median(times[(threads, delay)]), median(times[(threads, 0.0)])
+        figures[f"threads-{threads}"] = {
+            "p50_ms": round(with_delay, 1),
+            "min_ms": round(min(times[(threads, delay)]), 1),
+            "max_ms": round(max(times[(threads, delay)]), 1),
+            "p50_ms_without_delay": round(without, 1),
+            "requests": requests[threads],
+            "round_trips_in_sequence": round((with_delay - without) / delay_ms, 1),
+        }
+    return figures

@@ -107,6 +107,26 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+SIMD_FLAGS = frozenset(
+    {
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    }
+)
+
+
 def _memory_gib() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -134,6 +154,8 @@ def describe_machine() -> dict[str, Any]:
         "usable_cores": len(os.sched_getaffinity(0)),
         "amx_bf16": "amx_bf16" in flags,
         "avx512_bf16": "avx512_bf16" in flags,
+        # The vector and matrix extensions the model's kernels can use (oneDNN picks by them).
+        "simd_flags": sorted(flags & SIMD_FLAGS),
         "memory_gib": _memory_gib(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

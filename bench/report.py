@@ -110,8 +110,10 @@ def _machine(results: dict[str, Any]) -> list[str]:
         "",
         f"- CPU: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores "
         f"({machine.get('usable_cores', '?')} usable), AMX-BF16: "
-        f"{'yes' if machine.get('amx_bf16') else 'no'}, "
+        f"{'yes' if machine.get('amx_bf16') else 'no'}, AVX512-BF16: "
+        f"{'yes' if machine.get('avx512_bf16') else 'no'}, "
         f"memory {machine.get('memory_gib', '?')} GiB",
+        f"- CPU flags (vector and matrix): {' '.join(machine.get('simd_flags', [])) or '?'}",
         f"- Software: Python {machine.get('python', '?')}, {versions}",
         f"- Run: {meta.get('started_at', '?')} to {meta.get('finished_at', '?')}, "
         f"{meta.get('seconds', 0):.0f} s, "
@@ -363,6 +365,64 @@ def _predict(results: dict[str, Any]) -> list[str]:
     return [*lines, "", f"![latency and throughput against clients]({LATENCY_PLOT})", ""]
 
 
+def _ceiling(results: dict[str, Any]) -> list[str]:
+    """The floor against the GEMM-bound ceiling (bench/ceiling.py), and the stack against the
+    floor at the same concurrency."""
+    floor = results.get("floor", {})
+    ceiling = floor.get("ceiling")
+    if not ceiling:
+        return []
+    best = ceiling.get("best_gflops", {})
+    gflop = ceiling["model_gflop_per_image"]
+    lines = [
+        "## Compute against the machine's ceiling",
+        "",
+        f"GEMM rate on this machine (best over n = {', '.join(map(str, ceiling['sizes']))}): "
+        f"float32 {ceiling['sgemm_gflops']:.0f} GFLOP/s (NumPy/OpenBLAS "
+        f"{best.get('numpy_float32', 0):.0f}, TensorFlow/oneDNN "
+        f"{best.get('tensorflow_float32', 0):.0f}), bfloat16 "
+        f"{ceiling['bf16_gemm_gflops']:.0f} GFLOP/s (TensorFlow). The seed model needs "
+        f"{gflop:.2f} GFLOP per image (TensorFlow's count of its forward graph), so the "
+        "compute-bound ceiling is "
+        f"{ceiling['ceiling_images_per_second']['float32']:.1f} images/s in float32 and "
+        f"{ceiling['ceiling_images_per_second']['bfloat16']:.1f} in bfloat16.",
+        "",
+        "| dtype | ceiling, images/s | floor @1 client | @8 clients | batch of 8 in one call "
+        "| whole stack @8 clients | stack @8 vs floor @8 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for dtype in ("float32", "bfloat16"):
+        cap = ceiling["ceiling_images_per_second"][dtype]
+        series = _series(results, f"floor:seed-{dtype}")
+        one = _median(_stat(series, 1, "throughput"))
+        eight = _median(_stat(series, 8, "throughput"))
+        batch = floor.get(f"seed-{dtype}", {}).get("batch_8", {}).get("images_per_second")
+        batch_value = _median(batch)
+        stacks = [
+            _median(_stat(_series(results, key), 8, "throughput"))
+            for key in (f"gateway-{dtype}", f"gateway-{dtype}-batching")
+        ]
+        stacks = [value for value in stacks if not math.isnan(value)]
+        stack = max(stacks) if stacks else math.nan
+
+        def share(value: float, cap: float = cap) -> str:
+            if math.isnan(value):
+                return "-"
+            return f"{value:.1f} ({100 * value / cap:.0f} %)"
+
+        lines.append(
+            f"| {dtype} | {cap:.1f} | {share(one)} | {share(eight)} | {share(batch_value)} | "
+            f"{share(stack)} | {_ratio_text(ratio(stack, eight), 2) if stacks else '-'} |"
+        )
+    lines += [
+        "",
+        "Percentages are of the ceiling. The whole stack's figure is the better of the "
+        "unbatched and batched model server at 8 clients.",
+        "",
+    ]
+    return lines
+
+
 def _batching(results: dict[str, Any]) -> list[str]:
     predict = results.get("predict", {})
     rows = []
@@ -576,6 +636,46 @@ def _history(results: dict[str, Any]) -> list[str]:
         "window's files.",
         "",
         f"![history latency against store size]({HISTORY_PLOT})",
+        "",
+    ]
+
+
+def _history_round_trips(results: dict[str, Any]) -> list[str]:
+    figures = results.get("history_s3_latency")
+    if not figures:
+        return []
+    delay = figures["delay_ms"]
+    rows = []
+    for key, entry in figures.items():
+        if not key.startswith("threads-"):
+            continue
+        threads = int(key.split("-", 1)[1])
+        default = " (the default)" if threads == figures.get("default_threads") else ""
+        rows.append(
+            f"| {threads}{default} | {entry['p50_ms']:.0f} ({entry['min_ms']:.0f}-"
+            f"{entry['max_ms']:.0f}) | {entry['p50_ms_without_delay']:.0f} | "
+            f"{entry['requests']} | {entry['round_trips_in_sequence']:.1f} |"
+        )
+    gateway = figures.get("gateway", {}).get("stats", {})
+    return [
+        f"## History on S3: a page of {figures['records']} records, {delay:.0f} ms per request",
+        "",
+        f"A delaying proxy (bench/delay_proxy.py) in front of moto's server holds every request "
+        f"{delay:.0f} ms, on its own connection, as a real object store's round trip; the "
+        f"history service reads one page of {figures['records']} records (one listing, one "
+        "GET per record) through it, with 1 fetch thread and with its default, interleaved, "
+        "and once more with the delay set to 0. `round trips in sequence` = (with the delay "
+        "- without) / delay: what the latency costs the page. Without the delay the time is "
+        "moto's own (its one process serves requests one after another), which no client "
+        "concurrency shortens.",
+        "",
+        "| fetch threads | page p50 ms, with the delay | without | requests | round trips in "
+        "sequence |",
+        "|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Through the gateway (default threads, same store and delay): p50 "
+        f"{_figure(gateway.get('p50'))} ms.",
         "",
     ]
 
@@ -1023,10 +1123,12 @@ def write_report(results: dict[str, Any], bench_dir: Path) -> None:
     lines += _targets(results)
     lines += _changes(results)
     lines += _predict(results) if has_latency or results.get("predict") else []
+    lines += _ceiling(results)
     lines += _batching(results)
     lines += _gradcam(results)
     lines += _cold_start(results)
     lines += _history(results) if has_history else []
+    lines += _history_round_trips(results)
     lines += _training(results)
     lines += _agreement(results)
     lines += _formatting(results)

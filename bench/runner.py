@@ -144,6 +144,16 @@ def _compute_floor(run: _Run) -> None:
             label="floor small float32",
         )
     }
+    # The compute-bound ceiling the float32 floor is compared with (bench/ceiling.py).
+    from bench.ceiling import measure_ceiling
+
+    floor["ceiling"] = measure_ceiling("seed", quick=plan.quick)
+    print(
+        f"[bench]   ceiling: sgemm {floor['ceiling']['sgemm_gflops']} GFLOP/s, "
+        f"{floor['ceiling']['model_gflop_per_image']} GFLOP/image, "
+        f"{floor['ceiling']['ceiling_images_per_second']['float32']} images/s",
+        flush=True,
+    )
     run.results["floor"] = floor
     gc.collect()
 
@@ -452,6 +462,83 @@ def _history_moto(run: _Run) -> None:
             server.stop()
 
 
+# The round trip the delaying proxy adds to every S3 request: a small GET from S3 takes tens of
+# milliseconds to its first byte. 50 ms, more than moto's own few milliseconds per request times
+# the fetch threads, so the round trips show through moto (one process, requests served one
+# after another) instead of hiding behind it.
+S3_ROUND_TRIP_SECONDS = 0.05
+
+
+def _history_s3_latency(run: _Run) -> None:
+    """A page of 100 records from an S3 store with a fixed per-request latency (a delaying
+    proxy in front of moto's server): the history service's fetch threads (1 against the
+    default) in-process, and the gateway's whole query at the default."""
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    from bench.delay_proxy import DelayProxy
+    from bench.history import measure_page_fetch, page_items, page_request
+    from functions import history as history_module
+    from storage import StorageSettings, open_areas
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = stack.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    proxy = DelayProxy("127.0.0.1", port, S3_ROUND_TRIP_SECONDS).start()
+    gateway: stack.ServerHandle | None = None
+    bucket = "bench-history-latency"
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with mock.patch.dict(os.environ, credentials):
+        try:
+            storage_env = {"STORAGE_URL": f"s3://{bucket}", "S3_ENDPOINT_URL": proxy.url}
+            areas = open_areas(StorageSettings.from_env({**storage_env, **credentials}))
+            areas.root.create_bucket()  # type: ignore[attr-defined]
+            stack.prepare_users(run.work, run.secret, run.password, [areas.root])
+            backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+            for key, data in page_items():
+                backend.put_object(bucket, key, data)
+            default_threads = history_module._FETCH_THREADS
+            figures = measure_page_fetch(
+                areas.root,
+                proxy,
+                2 if run.plan.quick else 5,
+                thread_counts=sorted({1, default_threads, 32}),
+            )
+            figures["default_threads"] = default_threads
+            env = stack.function_env(
+                f"s3://{bucket}",
+                run.secret,
+                "http://127.0.0.1:9",
+                "cnn_vit",
+                1,
+                {**credentials, "S3_ENDPOINT_URL": proxy.url},
+            )
+            gateway = stack.start_gateway(run.work, env, name="gateway-history-latency")
+            token = stack.login(gateway.url, "/auth/token", run.password)
+            figures["gateway"] = load_series(
+                http_client_factory(gateway.url, [page_request(token)]),
+                [1],
+                run.plan,
+                seconds=run.plan.seconds,
+                warmup_per_client=2,
+                label="history page of 100, S3 with a round trip",
+            )["1"]
+            run.results["history_s3_latency"] = figures
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            proxy.stop()
+            server.stop()
+
+
 def _training(run: _Run) -> None:
     from bench.training import measure_input_pipeline, measure_training_steps
 
@@ -594,6 +681,7 @@ SECTIONS: tuple[tuple[str, Callable[[_Run], None]], ...] = (
     ("monolith", _monolith),
     ("history-local", _history_local),
     ("history-moto", _history_moto),
+    ("history-s3-latency", _history_s3_latency),
     ("training", _training),
     ("agreement", _agreement),
     ("formatting", _formatting),

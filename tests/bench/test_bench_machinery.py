@@ -210,3 +210,87 @@ def test_dicom_costs_are_measured_and_reported(tmp_path: Path) -> None:
     report = (tmp_path / "REPORT.md").read_text()
     assert "## What a DICOM upload costs" in report
     assert "| 64 px | DICOM, JPEG 2000 lossless |" in report
+
+
+def test_delay_proxy_holds_each_request_and_counts_them(echo_server: str) -> None:
+    import time
+    from urllib.parse import urlsplit
+
+    from bench.delay_proxy import DelayProxy
+
+    target = urlsplit(echo_server)
+    proxy = DelayProxy(target.hostname or "127.0.0.1", target.port or 80, 0.05).start()
+    try:
+        body, content_type = multipart_body("file", "x.png", b"\x89PNG fake", "image/png")
+        request = HttpRequest("POST", "/", body, {"Content-Type": content_type})
+        started = time.perf_counter()
+        run = run_closed_loop(
+            http_client_factory(proxy.url, [request]),
+            1,
+            seconds=60.0,
+            max_requests=3,
+            warmup_per_client=0,
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        proxy.stop()
+    assert run.answered == 3
+    assert proxy.requests == 3
+    assert elapsed >= 0.15  # three requests, one after another on one connection
+
+
+def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) -> None:
+    from bench.report import write_report
+
+    def series(level: int, throughput: float) -> dict[str, Any]:
+        stat = {"p50": 10.0, "p90": 10.0, "p99": 10.0, "throughput": throughput}
+        return {
+            str(level): {
+                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
+            }
+        }
+
+    one = {"median": 20.0, "min": 20.0, "max": 20.0, "runs": 1}
+    results = {
+        "meta": {"quick": True, "machine": {"cpu_model": "test", "simd_flags": ["avx2", "fma"]}},
+        "floor": {
+            "seed-float32": {
+                "series": {**series(1, 25.0), **series(8, 30.0)},
+                "batch_8": {"images_per_second": {**one, "median": 32.0}},
+            },
+            "ceiling": {
+                "sizes": [1024],
+                "best_gflops": {"numpy_float32": 190.0, "tensorflow_float32": 200.0},
+                "sgemm_gflops": 200.0,
+                "bf16_gemm_gflops": 400.0,
+                "model_gflop_per_image": 5.0,
+                "ceiling_images_per_second": {"float32": 40.0, "bfloat16": 80.0},
+            },
+        },
+        "predict": {"gateway-float32": series(8, 27.0)},
+        "history_s3_latency": {
+            "delay_ms": 50.0,
+            "records": 100,
+            "default_threads": 8,
+            "threads-1": {
+                "p50_ms": 5500.0,
+                "min_ms": 5400.0,
+                "max_ms": 5600.0,
+                "p50_ms_without_delay": 500.0,
+                "requests": 101,
+                "round_trips_in_sequence": 100.0,
+            },
+        },
+        "sections": {},
+        "errors": {},
+    }
+
+    write_report(results, tmp_path)
+
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Compute against the machine's ceiling" in report
+    assert "| float32 | 40.0 | 25.0 (62 %) | 30.0 (75 %) | 32.0 (80 %) | 27.0 (68 %) | 0.90x |" in (
+        report
+    )
+    assert "CPU flags (vector and matrix): avx2 fma" in report
+    assert "| 1 | 5500 (5400-5600) | 500 | 101 | 100.0 |" in report
