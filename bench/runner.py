@@ -510,7 +510,7 @@ def _history_s3_latency(run: _Run) -> None:
                 areas.root,
                 proxy,
                 2 if run.plan.quick else 5,
-                thread_counts=sorted({1, default_threads, 32}),
+                thread_counts=sorted({1, 8, default_threads, 32}),
             )
             figures["default_threads"] = default_threads
             env = stack.function_env(

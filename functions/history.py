@@ -35,10 +35,12 @@ logger = logging.getLogger(__name__)
 
 _TOKEN_VERSION = 1
 # Record GETs of one page in flight at once (one pool per process, shared by its requests): a
-# page of 100 from S3 then waits for about 4 round trips instead of 13 at 8 (bench
-# 'history-s3-latency', 50 ms per request: 835 -> 564 ms a page); the local folder pays about
-# 1 ms a page for the extra threads. As many as the S3 client's connection pool holds.
-_FETCH_THREADS = 32
+# page of 100 from S3 then waits for about 7 round trips instead of 13 at 8. bench
+# 'history-s3-latency' (50 ms per request, moto behind a delaying proxy): 8 threads 835-979 ms
+# a page, 16 about 900 ms, 32 564-870 ms (moto's own serial time dominates past 16). Half the
+# S3 client's pool of 32 connections: at 32 the history alone filled it, and under mixed load
+# (the e2e soak) the other requests' connections were opened and discarded by the dozen.
+_FETCH_THREADS = 16
 # Records read at a time while filtering a page by decision.
 _FILTER_CHUNK = 50
 

@@ -552,11 +552,17 @@ def test_stack_short_soak_fails_no_request_and_leaks_no_file(stack: Stack) -> No
     assert result.failed == 0, result.statuses
     assert result.requests >= 128
     assert {"predict 200", "gradcam 200", "history 200"} <= set(result.statuses)
+    from bench.soak import slope
+
     for name, series in result.samples.items():
-        warm = [fds for _, _, fds in series[len(series) // 4 :]]
-        # Connection pools (boto3's to S3 among them) open and close a few files as load moves;
-        # a file left open per request would climb by the hundreds of requests made.
-        assert max(warm) - min(warm) <= 32, (name, series)
+        warm = series[len(series) // 4 :]
+        fds = [count for _, _, count in warm]
+        # A file left open per request climbs with the requests (over 6 a second here);
+        # connection pools (boto3's to S3 holds up to 32 sockets a client) open and close
+        # sockets as load moves, up and down without a trend.
+        per_second = slope([moment for moment, _, _ in warm], fds)
+        assert per_second < 3.0, (name, per_second, series)
+        assert max(fds) - min(fds) <= 48, (name, series)
 
 
 def _extra_gateway(stack: Stack, group: ProcessGroup, **settings: str) -> str:
