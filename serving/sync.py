@@ -340,7 +340,12 @@ class ModelSync:
         previous_versions: set[int],
         previous_labels: Mapping[str, int],
     ) -> dict[str, int]:
-        """Each label at its target once the target can answer, else where it was."""
+        """Each label at its target once the target can answer, else where it was while that
+        version still answers; otherwise no label. A label is never written on a version the
+        server does not report AVAILABLE: after a restart of the model server (its config file
+        kept, as a pod's shared volume keeps it), a held label would stop the restarted server
+        at start (ServerCore refuses it before loading anything) and the sync would hold it
+        forever: a crash loop. Dropped, the server starts, loads, and the labels follow."""
 
         def available(version: int) -> bool:
             if version not in on_disk:
@@ -355,7 +360,7 @@ class ModelSync:
         for label, target in registry.labels.items():
             if available(target):
                 labels[label] = target
-            elif label in previous_labels and previous_labels[label] in on_disk:
+            elif label in previous_labels and available(previous_labels[label]):
                 labels[label] = previous_labels[label]
                 log_event(
                     logger,

@@ -637,3 +637,28 @@ def test_sync_installed_version_is_kept_while_its_published_manifest_cannot_be_r
     assert report.failed == {}
     assert {path.name: path.stat().st_ino for path in folder.iterdir()} == installed
     assert config_entry(settings) == ([1], {"stable": 1})
+
+
+def test_sync_drops_labels_of_versions_a_restarted_server_has_not_loaded(
+    store: Store, tmp_path: Path
+) -> None:
+    """The model server restarts with the config file the sync wrote (a pod's shared volume, or
+    `make run` started again): the sync's next config must not name a label on a version the
+    server does not report AVAILABLE yet, or the server refuses to start (and would forever)."""
+    publish_version(store, 1)
+    write_registry(store, stable=1)
+    settings = make_settings(tmp_path)
+    probe = FakeProbe()
+    probe.available = {1}
+    ModelSync(settings, store, probe=probe).run_cycle()
+    ModelSync(settings, store, probe=probe).run_cycle()
+    assert config_entry(settings) == ([1], {"stable": 1})
+
+    probe.available = set()  # the server is restarting: nothing loaded, or not answering
+    restarted = ModelSync(settings, store, probe=probe)  # `xray-model-sync --once` at start
+    restarted.run_cycle()
+    assert config_entry(settings) == ([1], {})
+
+    probe.available = {1}  # loaded: the label follows
+    restarted.run_cycle()
+    assert config_entry(settings) == ([1], {"stable": 1})
