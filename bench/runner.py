@@ -89,7 +89,12 @@ def _setup(run: _Run) -> None:
     from storage.local import LocalStore
 
     run.seed = stack.prepare_model(
-        run.work, "seed", 0, run.images[0], dtypes=("float32", "bfloat16")
+        run.work,
+        "seed",
+        0,
+        run.images[0],
+        dtypes=("float32", "bfloat16"),
+        plain_gradcam=("float32", "bfloat16"),
     )
     run.small = stack.prepare_model(run.work, "small", 0, run.images[0], dtypes=("float32",))
     stack.prepare_users(run.work, run.secret, run.password, [LocalStore(run.work.store)])
@@ -117,11 +122,17 @@ def _compute_floor(run: _Run) -> None:
             plan.client_levels,
             f"floor seed {dtype}",
         )
-        for signature in (GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE):
-            function = load_signature(run.version_dir(run.seed, dtype), signature)
+        variants = [
+            (GRADCAM_SIGNATURE, dtype, ""),
+            (GRADCAM_OVERLAY_SIGNATURE, dtype, ""),
+            # The before of XLA on Grad-CAM's tail (the export's gradcam_xla).
+            (GRADCAM_OVERLAY_SIGNATURE, f"{dtype}-plain", "-plain"),
+        ]
+        for signature, version_key, suffix in variants:
+            function = load_signature(run.version_dir(run.seed, version_key), signature)
             import tensorflow as tf
 
-            floor[f"seed-{dtype}-{signature}"] = load_series(
+            floor[f"seed-{dtype}-{signature}{suffix}"] = load_series(
                 signature_client_factory(
                     function,
                     run.images,
@@ -130,7 +141,7 @@ def _compute_floor(run: _Run) -> None:
                 [1],
                 plan,
                 seconds=plan.seconds * 0.7,
-                label=f"floor seed {dtype} {signature}",
+                label=f"floor seed {dtype} {signature}{suffix}",
             )
             del function
     floor["small-float32"] = {
@@ -171,6 +182,9 @@ def _serving_unbatched(run: _Run) -> None:
             "bfloat16": run.gateway_env(server.url, run.seed, "bfloat16"),
             "float32": run.gateway_env(server.url, run.seed, "float32"),
             "small-float32": run.gateway_env(server.url, run.small, "float32"),
+            # The same versions exported without XLA on Grad-CAM's tail: its before.
+            "bfloat16-plain": run.gateway_env(server.url, run.seed, "bfloat16-plain"),
+            "float32-plain": run.gateway_env(server.url, run.seed, "float32-plain"),
         }
         handles = {
             name: stack.start_gateway(work, env, name=f"gateway-{name}")
@@ -204,12 +218,13 @@ def _serving_unbatched(run: _Run) -> None:
                 plan,
                 label=f"model server REST {dtype}",
             )
-            gradcam[f"gateway-{dtype}"] = load_series(
-                http_client_factory(handles[dtype].url, run.predict_requests(token, "/gradcam")),
-                [1],
-                plan,
-                label=f"gradcam gateway {dtype}",
-            )
+            for key in (dtype, f"{dtype}-plain"):
+                gradcam[f"gateway-{key}"] = load_series(
+                    http_client_factory(handles[key].url, run.predict_requests(token, "/gradcam")),
+                    [1],
+                    plan,
+                    label=f"gradcam gateway {key}",
+                )
             for signature in (GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE):
                 gradcam[f"model-server-{dtype}-{signature}"] = load_series(
                     http_client_factory(

@@ -104,7 +104,8 @@ class BenchModel:
 
     preset: str
     image_size: int
-    versions: Mapping[str, int]  # compute dtype -> published version
+    # compute dtype -> published version; "<dtype>-plain": the same without Grad-CAM's XLA tail
+    versions: Mapping[str, int]
     model_config_file: Path
     config_entry: ModelConfigEntry  # its `config { ... }` block in a models.config
     weights_file: Path
@@ -132,9 +133,18 @@ def bench_images(count: int, size: int, seed: int = 7) -> list[bytes]:
 
 
 def prepare_model(
-    work: WorkFolder, preset: str, seed: int, warmup_image: bytes, *, dtypes: Sequence[str]
+    work: WorkFolder,
+    preset: str,
+    seed: int,
+    warmup_image: bytes,
+    *,
+    dtypes: Sequence[str],
+    plain_gradcam: Sequence[str] = (),
 ) -> BenchModel:
     """Build `preset` (seeded), export it per compute dtype, publish, and lay out a base path.
+
+    Each dtype in `plain_gradcam` is also exported without XLA on Grad-CAM's tail
+    (`gradcam_xla=False`), as version "<dtype>-plain": the before of that change.
 
     The monolith gets the same weights (`model.weights.h5`). Versions are published through the
     registry into the work store, so each served answer names its version, and downloaded into
@@ -161,8 +171,10 @@ def prepare_model(
     registry = ModelRegistry(store, name)
     versions: dict[str, int] = {}
     export_seconds: dict[str, float] = {}
-    for dtype in dtypes:
-        export_dir = work.exports / f"{preset}-{dtype}"
+    exports = [(dtype, dtype, True) for dtype in dtypes]
+    exports += [(f"{dtype}-plain", dtype, False) for dtype in plain_gradcam]
+    for key, dtype, gradcam_xla in exports:
+        export_dir = work.exports / f"{preset}-{key}"
         started = time.perf_counter()
         export_saved_model(
             model,
@@ -171,9 +183,10 @@ def prepare_model(
             model_name=name,
             run_id=f"bench-{preset}-seed{seed}",
             compute_dtype=dtype,  # type: ignore[arg-type]
+            gradcam_xla=gradcam_xla,
             warmup_images=[warmup_image],
         )
-        export_seconds[dtype] = time.perf_counter() - started
+        export_seconds[key] = time.perf_counter() - started
         version = registry.publish(
             export_dir,
             run_id=f"bench-{preset}-seed{seed}",
@@ -181,10 +194,10 @@ def prepare_model(
             dataset_fingerprint="",
             parent_version=None,
             preset=preset,
-            extra={"compute_dtype": dtype},
+            extra={"compute_dtype": dtype, "gradcam_xla": gradcam_xla},
         )
         registry.download_version(version, work.models / name / str(version))
-        versions[dtype] = version
+        versions[key] = version
     registry.promote(versions[dtypes[0]])
     entry = ModelConfigEntry(
         name=name, base_path=str(work.models / name), versions=tuple(sorted(versions.values()))
@@ -287,6 +300,7 @@ def start_model_server(
         f"--rest_api_port={port}",
         f"--model_config_file={config}",
         "--file_system_poll_wait_seconds=60",
+        "--xla_cpu_compilation_enabled=true",
     ]
     if batching is not None:
         parameters = work.models / f"{name}.batching.txt"

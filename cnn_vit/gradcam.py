@@ -118,8 +118,9 @@ def normalize_per_image(maps: tf.Tensor) -> tf.Tensor:
 class GradcamExplainer:
     """Grad-CAM on one layer of a functional Keras model, the split built once.
 
-    The split model returns the layer's feature map and the input of the final softmax layer,
-    so one forward pass gives the heatmap, the logits and the probabilities.
+    The model is split at the layer: the front gives its feature map, the tail takes the map on
+    to the input of the final softmax layer, so one forward pass gives the heatmap, the logits
+    and the probabilities, and only the tail is differentiated.
 
     `weighting="elementwise"` (default, HiResCAM) weighs each feature-map value by its own
     gradient; `"channel_mean"` is the original Grad-CAM (one weight per channel, the gradient's
@@ -180,10 +181,26 @@ class GradcamExplainer:
         final_layer = model.layers[-1]
         self._final_layer = final_layer if _is_softmax_dense(final_layer) else None
         head_input = final_layer.input if self._final_layer is not None else model.output
-        extras = [model.get_layer(name).output for name in extra_outputs]
-        self._split = keras.Model(
-            model.inputs, [layer.output, head_input, *extras], name="gradcam_split"
+        # The model in two: the front up to the layer (the input's side, no gradient needed)
+        # and the tail from the layer's map to the head (differentiated). An extra output
+        # comes from whichever part computes it: those after the layer from the tail.
+        position = {id(item): index for index, item in enumerate(model.layers)}
+        layer_index = position[id(layer)]
+        self._extra_in_tail = tuple(
+            position[id(model.get_layer(name))] > layer_index for name in extra_outputs
         )
+        front_extras = [
+            model.get_layer(name).output
+            for name, in_tail in zip(extra_outputs, self._extra_in_tail, strict=True)
+            if not in_tail
+        ]
+        tail_extras = [
+            model.get_layer(name).output
+            for name, in_tail in zip(extra_outputs, self._extra_in_tail, strict=True)
+            if in_tail
+        ]
+        self._front = keras.Model(model.inputs, [layer.output, *front_extras], name="gradcam_front")
+        self._tail = keras.Model(layer.output, [head_input, *tail_extras], name="gradcam_tail")
 
     def _logits_and_probabilities(self, head_input: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if self._final_layer is None:
@@ -197,8 +214,46 @@ class GradcamExplainer:
 
     def __call__(self, images: tf.Tensor, target_class: tf.Tensor | None = None) -> GradcamResult:
         """Grad-CAM of `images` [B, S, S, 1] for `target_class` [B] (-1 or None: predicted)."""
-        with tf.GradientTape() as tape:
-            feature_map, head_input, *extras = self._split(images, training=False)
+        feature_map, *front_extras = self.front(images)
+        result = self.explain_features(feature_map, target_class)
+        return GradcamResult(
+            heatmap=result.heatmap,
+            probabilities=result.probabilities,
+            target_class=result.target_class,
+            extras=self.merge_extras(front_extras, result.extras),
+        )
+
+    @property
+    def tail_extra_outputs(self) -> list[keras.KerasTensor]:
+        """The extra outputs the tail computes (symbolic: their shapes and dtypes)."""
+        return tf.nest.flatten(self._tail.outputs)[1:]
+
+    def front(self, images: tf.Tensor) -> list[tf.Tensor]:
+        """The layer's feature map of `images` and the extra outputs computed before it."""
+        return tf.nest.flatten(self._front(images, training=False))
+
+    def merge_extras(
+        self,
+        front_extras: list[tf.Tensor] | tuple[tf.Tensor, ...],
+        tail_extras: tuple[tf.Tensor, ...],
+    ) -> tuple[tf.Tensor, ...]:
+        """The extra outputs in the order they were asked for, from the front's and the tail's."""
+        front, tail = iter(front_extras), iter(tail_extras)
+        return tuple(next(tail) if in_tail else next(front) for in_tail in self._extra_in_tail)
+
+    def explain_features(
+        self, feature_map: tf.Tensor, target_class: tf.Tensor | None = None
+    ) -> GradcamResult:
+        """Grad-CAM from the layer's feature map [B, h, w, c] on: the tail's forward pass, the
+        gradient of the class score with respect to the map, the weighting and the smoothing.
+        `extras` holds only the extra outputs the tail computes (see `merge_extras`).
+
+        Separate from the front so that this part, small operations on small tensors, can be
+        compiled with XLA on its own (model_export does: see `xla` there).
+        """
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(feature_map)
+            head_input, *extras = tf.nest.flatten(self._tail(feature_map, training=False))
             logits, probabilities = self._logits_and_probabilities(head_input)
             predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             if target_class is None:

@@ -368,6 +368,8 @@ def start_serving(options: StackOptions, env: Mapping[str, str], group: ProcessG
             "--model_config_file_poll_wait_seconds=1",
             "--file_system_poll_wait_seconds=1",
             "--max_num_load_retries=0",
+            # Grad-CAM's tail is compiled with XLA (model_export): TF Serving's flag for it.
+            "--xla_cpu_compilation_enabled=true",
             "--enable_batching",
             f"--batching_parameters_file={batching}",
         ),

@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gradcam-layer", default=None)
     export.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32")
     export.add_argument(
+        "--gradcam-xla",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile Grad-CAM past its layer with XLA (default; TF Serving then needs "
+        "--xla_cpu_compilation_enabled=true)",
+    )
+    export.add_argument(
         "--overlay-size",
         type=int,
         default=None,
@@ -55,10 +62,12 @@ def _export(arguments: argparse.Namespace, model_name: str) -> int:
         gradcam_layer=arguments.gradcam_layer,
         compute_dtype=arguments.compute_dtype,
         overlay_size=arguments.overlay_size,
+        gradcam_xla=arguments.gradcam_xla,
     )
     print(
         f"exported {result.export_dir} (preset {preset}, Grad-CAM layer {result.gradcam_layer}, "
-        f"compute {result.compute_dtype}, overlay {result.overlay_size} px)"
+        f"compute {result.compute_dtype}, overlay {result.overlay_size} px, "
+        f"Grad-CAM XLA {'on' if result.gradcam_xla else 'off'})"
     )
     return 0
 

@@ -115,6 +115,7 @@ class ExportResult:
     compute_dtype: ComputeDtype
     overlay_size: int
     model_info: Mapping[str, Any]
+    gradcam_xla: bool = False
 
 
 def default_overlay_size(image_size: int) -> int:
@@ -159,9 +160,11 @@ class ServingFunctions:
         temperature: float = 1.0,
         refer_threshold: float = 0.0,
         ood: OodStatistics | None = None,
+        gradcam_xla: bool = False,
     ) -> None:
         self._model = model
         self._ood = ood
+        self._gradcam_xla = gradcam_xla
         # With OOD statistics: the probabilities and the encoder's maps from one forward pass
         # (predict); Grad-CAM's explainer returns them from its own pass.
         self._with_maps = encoder_statistics_model(model, True) if ood is not None else None
@@ -170,6 +173,7 @@ class ServingFunctions:
         self._refer_threshold = _refer_threshold(refer_threshold)
         self._image_size = config.image_size
         self._overlay_size = _overlay_size(config.image_size, overlay_size)
+        self._classes = tuple(config.classes)
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
         # With OOD statistics, the explainer's forward pass also yields the pooled maps they
         # are computed on: Grad-CAM pays no second encoder pass for the check.
@@ -182,6 +186,8 @@ class ServingFunctions:
             reference_class=reference,
         )
         self._identity_table = identity_table
+        # Grad-CAM past the layer, compiled with XLA one image at a time (see `_explained`).
+        self._tail_one = tf.function(self._tail_of_one, jit_compile=True, autograph=False)
         # The Grad-CAM graph traced once and called by both Grad-CAM signatures: an export
         # traces each endpoint twice, and this one is most of the tracing time.
         self.explain_function = tf.function(
@@ -286,24 +292,78 @@ class ServingFunctions:
             ),
         ]
         with tf.control_dependencies(checks):
-            result = self._explainer(images, tf.identity(target_class))
-        heatmap = upsample_heatmap(result.heatmap, self._image_size)
+            target_class = tf.identity(target_class)
         if display_films is None:
             # Overlay at the input size: the film is the model's input scaled back to levels.
             films = tf.cast(tf.round(images[..., 0] * 255.0), tf.uint8)
+        else:
+            films = display_films
+        feature_map, *front_extras = self._explainer.front(images)
+        heatmap, overlay, probabilities, target, *tail_extras = self._explained(
+            feature_map, target_class, films
+        )
+        extras = self._explainer.merge_extras(front_extras, tuple(tail_extras))
+        features = statistics_from_outputs(list(extras)) if extras else None
+        return {
+            **self._prediction(probabilities),
+            **self._ood_outputs(image_bytes, features),
+            HEATMAP_OUTPUT: heatmap,
+            OVERLAY_PNG_OUTPUT: encode_png_batch(overlay),
+            TARGET_CLASS_INDEX_OUTPUT: target,
+        }
+
+    def _explained(
+        self, feature_map: tf.Tensor, target_class: tf.Tensor, films: tf.Tensor
+    ) -> list[tf.Tensor]:
+        """`_tail_of_one`'s outputs for a batch: in one call, or with XLA one image at a time.
+
+        Past the Grad-CAM layer the work is many small operations (the transformer's forward
+        pass and its gradient, the map's smoothing, the overlay's blend), which TensorFlow runs
+        one kernel at a time and XLA fuses. One image at a time, the compiled shape is always
+        the same: XLA compiles once per process (seconds), in the warmup, instead of once per
+        batch size a client happens to send. The convolutions before the layer stay outside,
+        where oneDNN is faster than XLA.
+        """
+        if not self._gradcam_xla:
+            return self._tail_of_one(feature_map, target_class, films)
+        specs = [
+            tf.TensorSpec([self._image_size, self._image_size], tf.float32),
+            tf.TensorSpec([self._overlay_size, self._overlay_size, 3], tf.uint8),
+            tf.TensorSpec([len(self._classes)], tf.float32),
+            tf.TensorSpec([], tf.int32),
+            *[
+                tf.TensorSpec(output.shape[1:], output.dtype)
+                for output in self._explainer.tail_extra_outputs
+            ],
+        ]
+        return tf.map_fn(
+            lambda item: [
+                output[0] for output in self._tail_one(item[0][None], item[1][None], item[2][None])
+            ],
+            (feature_map, target_class, films),
+            fn_output_signature=specs,
+        )
+
+    def _tail_of_one(
+        self, feature_map: tf.Tensor, target_class: tf.Tensor, films: tf.Tensor
+    ) -> list[tf.Tensor]:
+        """From the layer's feature map on: the heatmap at the input size, the overlay on
+        `films` (uint8, at the overlay size), the probabilities, the explained class and the
+        extra outputs the tail computes."""
+        result = self._explainer.explain_features(feature_map, target_class)
+        heatmap = upsample_heatmap(result.heatmap, self._image_size)
+        if self._overlay_size == self._image_size:
             display_heat = heatmap
         else:
             # The layer's map upsampled once, straight to the display size.
-            films = display_films
             display_heat = upsample_heatmap(result.heatmap, self._overlay_size)
-        features = statistics_from_outputs(list(result.extras)) if result.extras else None
-        return {
-            **self._prediction(result.probabilities),
-            **self._ood_outputs(image_bytes, features),
-            HEATMAP_OUTPUT: heatmap,
-            OVERLAY_PNG_OUTPUT: encode_png_batch(blend_overlay(films, display_heat)),
-            TARGET_CLASS_INDEX_OUTPUT: result.target_class,
-        }
+        return [
+            heatmap,
+            blend_overlay(films, display_heat),
+            result.probabilities,
+            result.target_class,
+            *result.extras,
+        ]
 
     def _inputs_and_display_films(
         self, image_bytes: tf.Tensor
@@ -390,6 +450,7 @@ def export_saved_model(
     gradcam_layer: str | None = None,
     compute_dtype: ComputeDtype = "float32",
     overlay_size: int | None = None,
+    gradcam_xla: bool = True,
     training_metadata: Mapping[str, Any] | None = None,
     warmup_images: Sequence[bytes] | None = None,
     temperature: float = 1.0,
@@ -407,6 +468,10 @@ def export_saved_model(
     weights (faster on CPUs with AMX and on GPUs; slower elsewhere, so the deployment chooses).
     `overlay_size` is the Grad-CAM overlay's side in pixels (default max(S, 256)); the
     `heatmap` output stays S x S, at the model's input size.
+    `gradcam_xla` compiles Grad-CAM past its layer with XLA (jit_compile): on the seed model
+    the Grad-CAM signatures answer about 10 ms sooner (bench/REPORT.md), but TF Serving then
+    needs `--xla_cpu_compilation_enabled=true`, without which it refuses to load the version
+    (its warmup calls the Grad-CAM signatures). The model info says which was chosen.
     Warmup records for every signature use `warmup_images` (default: `default_warmup_images`,
     a small film drawn by the warmup module).
     `temperature` divides the logits of every signature (calibration; 1 = none); `calibration`
@@ -444,6 +509,7 @@ def export_saved_model(
             temperature=temperature,
             refer_threshold=refer_threshold,
             ood=ood,
+            gradcam_xla=bool(gradcam_xla),
         )
 
         archive = keras.export.ExportArchive()
@@ -481,6 +547,7 @@ def export_saved_model(
         ),
         "compute_dtype": compute_dtype,
         "overlay_size": display_size,
+        "gradcam_xla": bool(gradcam_xla),
         "calibration": {
             "method": "temperature" if temperature != 1.0 else "none",
             "temperature": temperature,
@@ -510,4 +577,5 @@ def export_saved_model(
         compute_dtype=compute_dtype,
         overlay_size=display_size,
         model_info=model_info,
+        gradcam_xla=bool(gradcam_xla),
     )

@@ -455,6 +455,7 @@ def _save_and_export(
         model_name=run.settings.model_name,
         run_id=run.run_id,
         compute_dtype=cast("ComputeDtype", options.compute_dtype),
+        gradcam_xla=options.gradcam_xla,
         training_metadata=training_metadata,
         warmup_images=warmup,
         temperature=run.temperature,
@@ -464,7 +465,7 @@ def _save_and_export(
         ood=run.ood,
         ood_report=run.ood_report,
     )
-    log.event("exported", compute_dtype=options.compute_dtype)
+    log.event("exported", compute_dtype=options.compute_dtype, gradcam_xla=options.gradcam_xla)
     return model_path, export_dir, exported
 
 

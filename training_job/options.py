@@ -151,6 +151,12 @@ class TrainingOptions:
         ENGINE,
         choices=COMPUTE_DTYPES,
     )
+    gradcam_xla: bool = _option(
+        True,
+        "compile Grad-CAM past its layer with XLA in the export (faster Grad-CAM; TF Serving "
+        "then needs --xla_cpu_compilation_enabled=true)",
+        ENGINE,
+    )
     collective_timeout_seconds: float = _option(
         600.0,
         "multi-worker: a collective that waits longer fails the run (a dead worker ends the "

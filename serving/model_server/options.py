@@ -64,6 +64,14 @@ class ServerOptions:
     # TF Serving's flag: a label that is new (or keeps its version) may point at a version that
     # is not AVAILABLE yet; without it such a configuration is refused (FAILED_PRECONDITION).
     allow_version_labels_for_unavailable_models: bool = False
+    # TF Serving's flags (main.cc): without either, XLA is off and a function compiled with
+    # jit_compile fails when first run ("XLA compilation disabled"); GPU's enables both.
+    xla_cpu_compilation_enabled: bool = False
+    xla_gpu_compilation_enabled: bool = False
+
+    @property
+    def xla_enabled(self) -> bool:
+        return self.xla_cpu_compilation_enabled or self.xla_gpu_compilation_enabled
 
     @property
     def rest_threads(self) -> int:
@@ -117,6 +125,22 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         default=False,
         help="let a new label point at a version that is not loaded yet (TF Serving's flag)",
+    )
+    add(
+        "--xla_cpu_compilation_enabled",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="run functions exported with jit_compile (XLA); off, they fail (TF Serving's flag)",
+    )
+    add(
+        "--xla_gpu_compilation_enabled",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="as --xla_cpu_compilation_enabled (TF Serving's flag enables both)",
     )
     return parser
 

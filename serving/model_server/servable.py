@@ -61,6 +61,9 @@ class Signature:
     input_types: Mapping[str, DataType]
     output_types: Mapping[str, DataType]
     function: Any  # the restored concrete function; None for non-callable entries
+    # Set when the function needs XLA and the server runs without it: the error every call
+    # answers (upstream fails the first compilation, which is every call: none succeeds).
+    xla_refusal: str | None = None
 
     def run(self, inputs: Tensors) -> Tensors:
         """Call the function on `inputs` (keyed by alias); errors become ServingError."""
@@ -68,6 +71,8 @@ class Signature:
             raise ServingError.failed_precondition(
                 f'Serving signature key "{self.key}" has no function to run.'
             )
+        if self.xla_refusal is not None:
+            raise ServingError(Code.INTERNAL, self.xla_refusal)
         arguments = {}
         for alias, array in inputs.items():
             expected = self.input_types[alias]
@@ -183,8 +188,14 @@ def load_version(
     tags: Iterable[str] = ("serve",),
     warmup: bool = True,
     warmup_iterations: int = 1,
+    xla_enabled: bool = False,
 ) -> LoadedVersion:
-    """Load the SavedModel at `path` and replay its warmup records (any failure fails the load)."""
+    """Load the SavedModel at `path` and replay its warmup records (any failure fails the load).
+
+    Without `xla_enabled` (TF Serving's --xla_cpu_compilation_enabled) a signature whose
+    functions are compiled with XLA fails every call, its warmup records included, so such a
+    version does not load when its warmup calls that signature, as upstream.
+    """
     started = time.monotonic()
     tags = tuple(tags)
     meta_graph = _read_meta_graph(path, tags)
@@ -195,6 +206,7 @@ def load_version(
         message = error.message if isinstance(error, tf.errors.OpError) else str(error)
         raise ServingError(code, f"Failed to load SavedModel at {path}: {message}") from None
     functions = getattr(restored, "signatures", {})
+    needing_xla = {} if xla_enabled else xla_requirements(meta_graph)
     signatures: dict[str, Signature] = {}
     for key, definition in meta_graph.signature_def.items():
         signatures[key] = Signature(
@@ -203,6 +215,7 @@ def load_version(
             input_types={a: DataType.of(i.dtype) for a, i in definition.inputs.items()},
             output_types={a: DataType.of(i.dtype) for a, i in definition.outputs.items()},
             function=functions.get(key) if key in functions else None,
+            xla_refusal=needing_xla.get(key),
         )
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     for key, definition in meta_graph.signature_def.items():
@@ -219,6 +232,85 @@ def load_version(
         seconds=round(time.monotonic() - started, 3),
     )
     return loaded
+
+
+def _function_references(node: Any) -> list[str]:
+    """The functions a NodeDef calls through its attributes (f, body, cond, branches...)."""
+    names = []
+    for value in node.attr.values():
+        if value.HasField("func"):
+            names.append(value.func.name)
+        elif value.HasField("list"):
+            names.extend(item.name for item in value.list.func)
+    return names
+
+
+def xla_requirements(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, str]:
+    """Signature key -> the error TF Serving answers without XLA, for each signature that
+    reaches a function compiled with XLA (`_XlaMustCompile`, what jit_compile=True writes).
+
+    The message is upstream's (DeviceCompiler: Internal "XLA compilation disabled") with the
+    node context TensorFlow appends: the function and the node that asked for compilation.
+    """
+    library = {
+        function.signature.name: function for function in meta_graph.graph_def.library.function
+    }
+    found: dict[str, tuple[str, str] | None] = {}
+
+    def must_compile(attributes: Any) -> bool:
+        value = attributes.get("_XlaMustCompile")
+        return value is not None and value.b
+
+    def search(name: str) -> tuple[str, str] | None:
+        if name in found:
+            return found[name]
+        found[name] = None  # a cycle (recursion) cannot ask for more than its members do
+        function = library.get(name)
+        result = None
+        if function is not None:
+            for node in function.node_def:
+                if must_compile(node.attr):
+                    result = (name, node.name)
+                    break
+                for callee in _function_references(node):
+                    if callee in library and must_compile(library[callee].attr):
+                        result = (name, node.name)
+                        break
+                    result = search(callee)
+                    if result is not None:
+                        break
+                if result is not None:
+                    break
+        found[name] = result
+        return result
+
+    nodes = {node.name: node for node in meta_graph.graph_def.node}
+    requirements: dict[str, str] = {}
+    for key, definition in meta_graph.signature_def.items():
+        pending = [info.name.split(":")[0] for info in definition.outputs.values()]
+        seen: set[str] = set()
+        reason: tuple[str, str] | None = None
+        while pending and reason is None:
+            node_name = pending.pop().lstrip("^")
+            if node_name in seen or node_name not in nodes:
+                continue
+            seen.add(node_name)
+            node = nodes[node_name]
+            if must_compile(node.attr):
+                reason = ("", node.name)
+                break
+            for callee in _function_references(node):
+                reason = search(callee)
+                if reason is not None:
+                    break
+            pending.extend(item.split(":")[0] for item in node.input)
+        if reason is not None:
+            function, node_name = reason
+            context = f"{{{{function_node {function}}}}}" if function else ""
+            requirements[key] = (
+                f"XLA compilation disabled\n\t [[{context}{{{{node {node_name}}}}}]]"
+            )
+    return requirements
 
 
 # -- warmup ---------------------------------------------------------------------------------------

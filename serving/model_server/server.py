@@ -79,6 +79,7 @@ class ModelServer:
                 tags=[tag for tag in self.options.saved_model_tags.split(",") if tag],
                 warmup=self.options.enable_model_warmup,
                 warmup_iterations=self.options.num_request_iterations_for_warmup,
+                xla_enabled=self.options.xla_enabled,
             )
         except Exception:
             self.metrics.record_load(str(path), "error")

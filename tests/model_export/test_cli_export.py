@@ -34,6 +34,7 @@ def test_cli_export_then_publish_uses_the_exports_run_and_preset(
             "bfloat16",
             "--overlay-size",
             "320",
+            "--no-gradcam-xla",
         ],
         environ,
     )
@@ -47,13 +48,16 @@ def test_cli_export_then_publish_uses_the_exports_run_and_preset(
         "cli_model",
     )
     assert info["overlay_size"] == 320
+    assert info["gradcam_xla"] is False
+    out = capsys.readouterr().out
+    assert "Grad-CAM XLA off" in out
     store = LocalStore(tmp_path / "store")
     stamped = store.get_bytes(keys.model_version_prefix("cli_model", 1) + IDENTITY_ASSET_PATH)
     assert ModelIdentity.from_text(stamped.decode()) == ModelIdentity("cli_model", 1, "run-cli")
     registry = store.get_json(keys.model_registry("cli_model"))
     assert registry["canary"] == 1
     assert registry["versions"]["1"]["preset"] == "small"
-    assert "published cli_model version 1" in capsys.readouterr().out
+    assert "published cli_model version 1" in out
 
 
 def test_cli_export_missing_file_exits_one(

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class ServerProcess:
     """A model server subprocess; its log goes to a file shown when a test needs it."""
 
-    def __init__(self, arguments: list[str], log_path: Path) -> None:
+    def __init__(self, arguments: list[str], log_path: Path, *, xla: bool = True) -> None:
+        """`xla`: pass --xla_cpu_compilation_enabled (the project's exports compile Grad-CAM's
+        tail with XLA, and the deployment runs TF Serving with the flag)."""
         self.grpc_port = free_port()
         self.rest_port = free_port()
         while self.rest_port == self.grpc_port:
@@ -33,6 +35,7 @@ class ServerProcess:
                 "serving.model_server",
                 f"--port={self.grpc_port}",
                 f"--rest_api_port={self.rest_port}",
+                *(["--xla_cpu_compilation_enabled=true"] if xla else []),
                 *arguments,
             ],
             cwd=ROOT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -32,25 +33,55 @@ def png_bytes(size: int = 80, seed: int = 0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def real_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base path holding version 1 of an untrained `small` model, as the export writes it
+    (Grad-CAM's tail compiled with XLA, warmup records for every signature)."""
     from cnn_vit.config import get_preset
     from cnn_vit.model import build_model
     from model_export.export import export_saved_model
 
     config = get_preset("small")
     folder = tmp_path_factory.mktemp("real")
-    export_saved_model(
+    result = export_saved_model(
         build_model(config), config, folder / MODEL / "1", model_name=MODEL, run_id="test-run"
     )
+    assert result.gradcam_xla
     assert (folder / MODEL / "1" / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    return folder / MODEL
+
+
+@pytest.fixture(scope="module")
+def real_model_server(exported: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(
-        [f"--model_name={MODEL}", f"--model_base_path={folder / MODEL}"], folder / "server.log"
+        [f"--model_name={MODEL}", f"--model_base_path={exported}"],
+        exported.parent / "server.log",
     )
     try:
         server.wait_ready(timeout=180)
         yield server
     finally:
         server.stop()
+
+
+def test_real_model_needs_the_xla_flag_as_tf_serving_does(exported: Path, tmp_path: Path) -> None:
+    # Without --xla_cpu_compilation_enabled TF Serving fails any function compiled with XLA
+    # ("XLA compilation disabled"); the export's warmup calls the Grad-CAM signatures, so the
+    # version fails to load and a server started on it alone stops.
+    server = ServerProcess(
+        [
+            f"--model_name={MODEL}",
+            f"--model_base_path={exported}",
+            "--max_num_load_retries=0",
+        ],
+        tmp_path / "server.log",
+        xla=False,
+    )
+    try:
+        assert server.wait_exit(timeout=180) != 0
+    finally:
+        server.stop()
+    log = server.log()
+    assert "XLA compilation disabled" in log, log[-3000:]
 
 
 def test_real_model_predict_row_format_with_b64_image(real_model_server: ServerProcess) -> None:

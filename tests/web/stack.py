@@ -84,6 +84,7 @@ class ModelServer:
                     "--rest_api_host=127.0.0.1",
                     f"--model_config_file={self.config}",
                     "--allow_version_labels_for_unavailable_models",
+                    "--xla_cpu_compilation_enabled=true",
                 ],
                 cwd=ROOT,
                 env=env,
