@@ -15,9 +15,9 @@ from typing import Any
 
 from bench.loadgen import Client, run_closed_loop
 from bench.machine import CpuSnapshot, cpu_snapshot, load_average, other_cores_busy
-from bench.stats import over_repetitions
+from bench.stats import over_repetitions, percentile
 
-__all__ = ["Plan", "Section", "load_series", "section"]
+__all__ = ["Plan", "Section", "interleaved_pair", "load_series", "section"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,53 @@ def load_series(
         }
         for level, level_runs in runs.items()
     }
+
+
+def interleaved_pair(
+    make_baseline: Callable[[], Client],
+    make_other: Callable[[], Client],
+    plan: Plan,
+    *,
+    pairs: int = 60,
+    warmup: int = 3,
+    label: str = "",
+) -> dict[str, Any]:
+    """One client of each, called alternately (the order swapped every pair), repeated.
+
+    For a ratio of two latencies this is fairer than two load series minutes apart: whatever
+    else the machine does (frequency, neighbours) moves both sides alike. Per repetition the
+    p50 of each side and their ratio; reported: the medians, with min and max.
+    """
+    runs = []
+    for _ in range(plan.repetitions):
+        baseline, other = make_baseline(), make_other()
+        for number in range(warmup):
+            baseline(number)
+            other(number)
+        times: dict[str, list[float]] = {"baseline": [], "other": []}
+        failures = 0
+        for number in range(pairs if not plan.quick else max(10, pairs // 6)):
+            order = [("baseline", baseline), ("other", other)]
+            for name, client in order if number % 2 == 0 else order[::-1]:
+                started = time.perf_counter()
+                status = client(number)
+                times[name].append((time.perf_counter() - started) * 1000)
+                failures += status != 200
+        baseline_p50 = percentile(times["baseline"], 0.5)
+        other_p50 = percentile(times["other"], 0.5)
+        runs.append(
+            {
+                "baseline_p50": baseline_p50,
+                "other_p50": other_p50,
+                "ratio": other_p50 / baseline_p50,
+                "pairs": float(len(times["other"])),
+                "errors": float(failures),
+            }
+        )
+        if label:
+            print(
+                f"[bench]   {label}: {other_p50:.1f} against {baseline_p50:.1f} ms "
+                f"({other_p50 / baseline_p50:.2f}x), errors {failures}",
+                flush=True,
+            )
+    return {"runs": runs, "stats": over_repetitions(runs)}

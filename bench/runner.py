@@ -25,7 +25,7 @@ from bench.floor import load_signature, measure_floor, signature_client_factory
 from bench.history import measure_history, put_items_into_store
 from bench.loadgen import HttpRequest, http_client_factory
 from bench.machine import describe_machine, load_average
-from bench.measure import Plan, load_series, section
+from bench.measure import Plan, interleaved_pair, load_series, section
 from bench.payloads import model_server_requests, upload_requests
 from model_contract.artifact import (
     GRADCAM_OVERLAY_SIGNATURE,
@@ -224,6 +224,13 @@ def _serving_unbatched(run: _Run) -> None:
                     [1],
                     plan,
                     label=f"gradcam gateway {key}",
+                )
+                # Grad-CAM against predict, one request of each in turn (issue 21's ratio).
+                gradcam[f"paired-{key}"] = interleaved_pair(
+                    http_client_factory(handles[dtype].url, run.predict_requests(token)),
+                    http_client_factory(handles[key].url, run.predict_requests(token, "/gradcam")),
+                    plan,
+                    label=f"gradcam gateway {key} interleaved with predict",
                 )
             for signature in (GRADCAM_SIGNATURE, GRADCAM_OVERLAY_SIGNATURE):
                 gradcam[f"model-server-{dtype}-{signature}"] = load_series(
