@@ -189,16 +189,10 @@ class GradcamExplainer:
         self._extra_in_tail = tuple(
             position[id(model.get_layer(name))] > layer_index for name in extra_outputs
         )
-        front_extras = [
-            model.get_layer(name).output
-            for name, in_tail in zip(extra_outputs, self._extra_in_tail, strict=True)
-            if not in_tail
-        ]
-        tail_extras = [
-            model.get_layer(name).output
-            for name, in_tail in zip(extra_outputs, self._extra_in_tail, strict=True)
-            if in_tail
-        ]
+        front_extras: list[keras.KerasTensor] = []
+        tail_extras: list[keras.KerasTensor] = []
+        for name, in_tail in zip(extra_outputs, self._extra_in_tail, strict=True):
+            (tail_extras if in_tail else front_extras).append(model.get_layer(name).output)
         self._front = keras.Model(model.inputs, [layer.output, *front_extras], name="gradcam_front")
         self._tail = keras.Model(layer.output, [head_input, *tail_extras], name="gradcam_tail")
 

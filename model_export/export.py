@@ -173,7 +173,7 @@ class ServingFunctions:
         self._refer_threshold = _refer_threshold(refer_threshold)
         self._image_size = config.image_size
         self._overlay_size = _overlay_size(config.image_size, overlay_size)
-        self._classes = tuple(config.classes)
+        self._num_classes = config.num_classes
         self._class_names = tf.constant(list(config.classes), dtype=tf.string)
         # With OOD statistics, the explainer's forward pass also yields the pooled maps they
         # are computed on: Grad-CAM pays no second encoder pass for the check.
@@ -329,7 +329,7 @@ class ServingFunctions:
         specs = [
             tf.TensorSpec([self._image_size, self._image_size], tf.float32),
             tf.TensorSpec([self._overlay_size, self._overlay_size, 3], tf.uint8),
-            tf.TensorSpec([len(self._classes)], tf.float32),
+            tf.TensorSpec([self._num_classes], tf.float32),
             tf.TensorSpec([], tf.int32),
             *[
                 tf.TensorSpec(output.shape[1:], output.dtype)

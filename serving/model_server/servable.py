@@ -261,28 +261,28 @@ def xla_requirements(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, str]:
         value = attributes.get("_XlaMustCompile")
         return value is not None and value.b
 
+    def node_reason(function_name: str, node: Any) -> tuple[str, str] | None:
+        """(function, node) when `node` (in `function_name`, "" for the top graph) asks for XLA
+        itself, calls a function marked for it, or calls one that reaches such a node."""
+        if must_compile(node.attr):
+            return function_name, node.name
+        for callee in _function_references(node):
+            if callee in library and must_compile(library[callee].attr):
+                return function_name, node.name
+            reached = search(callee)
+            if reached is not None:
+                return reached
+        return None
+
     def search(name: str) -> tuple[str, str] | None:
-        if name in found:
-            return found[name]
-        found[name] = None  # a cycle (recursion) cannot ask for more than its members do
-        function = library.get(name)
-        result = None
-        if function is not None:
-            for node in function.node_def:
-                if must_compile(node.attr):
-                    result = (name, node.name)
-                    break
-                for callee in _function_references(node):
-                    if callee in library and must_compile(library[callee].attr):
-                        result = (name, node.name)
-                        break
-                    result = search(callee)
-                    if result is not None:
-                        break
-                if result is not None:
-                    break
-        found[name] = result
-        return result
+        if name not in found:
+            found[name] = None  # a cycle (recursion) cannot ask for more than its members do
+            function = library.get(name)
+            nodes_of = function.node_def if function is not None else ()
+            found[name] = next(
+                (reason for node in nodes_of if (reason := node_reason(name, node))), None
+            )
+        return found[name]
 
     nodes = {node.name: node for node in meta_graph.graph_def.node}
     requirements: dict[str, str] = {}
@@ -295,15 +295,8 @@ def xla_requirements(meta_graph: meta_graph_pb2.MetaGraphDef) -> dict[str, str]:
             if node_name in seen or node_name not in nodes:
                 continue
             seen.add(node_name)
-            node = nodes[node_name]
-            if must_compile(node.attr):
-                reason = ("", node.name)
-                break
-            for callee in _function_references(node):
-                reason = search(callee)
-                if reason is not None:
-                    break
-            pending.extend(item.split(":")[0] for item in node.input)
+            reason = node_reason("", nodes[node_name])
+            pending.extend(item.split(":")[0] for item in nodes[node_name].input)
         if reason is not None:
             function, node_name = reason
             context = f"{{{{function_node {function}}}}}" if function else ""
