@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
     parser.add_argument("--results", type=Path, default=None, help="results JSON path")
     arguments = parser.parse_args(argv)
+    # The compute floor runs TensorFlow in this process: with the allocator the model server
+    # runs with (devstack.processes.MODEL_SERVER_ENV), set before TensorFlow is first imported.
+    from devstack.processes import MODEL_SERVER_ENV
+
+    for name, value in MODEL_SERVER_ENV.items():
+        os.environ.setdefault(name, value)
 
     from bench.report import write_report
 

@@ -155,6 +155,19 @@ def _compute_floor(run: _Run) -> None:
             label="floor small float32",
         )
     }
+    # TensorFlow's CPU allocator, malloc against BFC, each in a child process (bench/allocator.py).
+    from bench.allocator import compare_allocators
+
+    floor["allocator"] = compare_allocators(
+        run.version_dir(run.seed, "float32"), pairs=1 if plan.quick else 3
+    )
+    for setting, figures in floor["allocator"]["median"].items():
+        print(
+            f"[bench]   allocator {setting}: one image {figures['one_p50_ms']:.1f} ms, batch of 8 "
+            f"{figures['batch8_images_per_second']:.1f} images/s, "
+            f"{figures['minor_faults_per_batch']:.0f} page faults a batch",
+            flush=True,
+        )
     # The compute-bound ceiling the float32 floor is compared with (bench/ceiling.py).
     from bench.ceiling import measure_ceiling
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack.processes import ManagedProcess, free_port, http_ok, model_available, wait_until
+from devstack.processes import (
+    MODEL_SERVER_ENV,
+    ManagedProcess,
+    free_port,
+    http_ok,
+    model_available,
+    wait_until,
+)
 from devstack.run import LOCAL_BATCHING
 from serving.model_config import ModelConfigEntry, render_model_config
 
@@ -308,7 +315,7 @@ def start_model_server(
         command += ["--enable_batching", f"--batching_parameters_file={parameters}"]
     command += list(extra_flags)
     started = time.perf_counter()
-    process = _start(name, command, _base_env(), work)
+    process = _start(name, command, {**MODEL_SERVER_ENV, **_base_env()}, work)
     url = f"http://127.0.0.1:{port}"
     for model in models:
         wait_until(

@@ -23,6 +23,7 @@ from typing import Any
 
 from common.settings import SettingsError, load_environment
 from devstack.processes import (
+    MODEL_SERVER_ENV,
     ProcessGroup,
     StackError,
     free_port,
@@ -373,7 +374,7 @@ def start_serving(options: StackOptions, env: Mapping[str, str], group: ProcessG
             "--enable_batching",
             f"--batching_parameters_file={batching}",
         ),
-        env=env,
+        env={**MODEL_SERVER_ENV, **env},
         cwd=options.root,
         log_dir=log_dir,
     )

@@ -193,3 +193,15 @@ def test_k8s_settings_files_parse_as_env() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line and not line.startswith("#"):
                 assert re.fullmatch(r"[A-Z][A-Z0-9_]*=\S*", line), f"{path.name}: {line!r}"
+
+
+def test_tfserving_runs_tensorflows_bfc_cpu_allocator_everywhere(compose: dict[str, Any]) -> None:
+    """compose, every Kubernetes overlay and the local stack's model servers (make run, bench,
+    the tests) all set TF_CPU_ALLOCATOR_USE_BFC (devstack.processes.MODEL_SERVER_ENV)."""
+    from devstack.processes import MODEL_SERVER_ENV
+
+    assert MODEL_SERVER_ENV == {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
+    assert compose["tfserving"]["environment"]["TF_CPU_ALLOCATOR_USE_BFC"] == "true"
+    for overlay in OVERLAYS:
+        env = {item["name"]: item.get("value") for item in _k8s_server(render(overlay))["env"]}
+        assert env["TF_CPU_ALLOCATOR_USE_BFC"] == "true", overlay

@@ -81,8 +81,14 @@ THIRD_PARTY: dict[str, set[str]] = {
         "GF_USERS_ALLOW_SIGN_UP",
     },
     # tf_serving_entrypoint.sh passes --model_name/--model_base_path from these; TensorFlow's
-    # GPU allocator reads the last one.
-    "tensorflow/serving": {"MODEL_NAME", "MODEL_BASE_PATH", "TF_FORCE_GPU_ALLOW_GROWTH"},
+    # GPU allocator reads TF_FORCE_GPU_ALLOW_GROWTH, its CPU allocator (process_state.cc)
+    # TF_CPU_ALLOCATOR_USE_BFC.
+    "tensorflow/serving": {
+        "MODEL_NAME",
+        "MODEL_BASE_PATH",
+        "TF_FORCE_GPU_ALLOW_GROWTH",
+        "TF_CPU_ALLOCATOR_USE_BFC",
+    },
     # The server's root account.
     "minio/minio": {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"},
     # mc itself reads none of these: minio-init's own shell script in compose.yaml does.

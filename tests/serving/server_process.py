@@ -10,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from devstack.processes import MODEL_SERVER_ENV
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,12 @@ class ServerProcess:
         while self.rest_port == self.grpc_port:
             self.rest_port = free_port()
         self.log_path = log_path
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        env = {
+            **MODEL_SERVER_ENV,
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from devstack.processes import MODEL_SERVER_ENV
 from functions.users import User, format_users_csv
 from model_contract.identity import IDENTITY_ASSET_PATH, ModelIdentity
 from storage import StorageSettings, Store, keys, open_areas
@@ -72,7 +73,12 @@ class ModelServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        env = {
+            **MODEL_SERVER_ENV,
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
