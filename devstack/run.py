@@ -117,6 +117,11 @@ def prepare_environment(
     env.setdefault("SYNC_GRACE_SECONDS", "30")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Bytecode under .run/ (the tree stays clean, which is why the Makefile sets
+    # PYTHONDONTWRITEBYTECODE): the children start as the images do, compiled (infra/docker).
+    if "PYTHONPYCACHEPREFIX" not in env:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(options.run_dir / "pycache")
     # Prometheus metrics on their own loopback ports (never the API's), when those are free.
     for name, port in (("METRICS_PORT", 9464), ("SYNC_METRICS_PORT", 9465)):
         if name not in env and port_is_free(port):

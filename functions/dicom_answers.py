@@ -18,7 +18,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
 from functions.dicom import DicomSource
@@ -50,6 +49,7 @@ def secondary_capture(
     overlay_png: bytes, record: Mapping[str, Any], source: DicomSource | None
 ) -> bytes:
     """The Grad-CAM overlay as a DICOM Secondary Capture image (RGB, 8-bit), Part 10 bytes."""
+    import numpy as np
     from pydicom.uid import generate_uid
 
     hd = _highdicom()

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import flask
-import numpy as np
 
 from functions.auth import AccountDisabledGrant, AccountDisabledToken, PasswordGrant
 from functions.errors import (
@@ -118,6 +117,8 @@ def legacy_profile(profile: Mapping[str, Any]) -> dict[str, Any]:
 
 def _probability_text(value: float) -> str:
     # The original answered `str(numpy.float32)`: the shortest text of the float32 value.
+    import numpy as np
+
     return str(np.float32(value))
 
 

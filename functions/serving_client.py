@@ -37,11 +37,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import numpy as np
-import numpy.typing as npt
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
@@ -73,6 +71,10 @@ from model_contract.artifact import (
     TARGET_CLASS_INPUT,
 )
 from model_contract.identity import ModelIdentity
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = ["GradcamAnswer", "Prediction", "ServingClient"]
 
@@ -622,6 +624,8 @@ def _png_square_side(png: bytes) -> int:
 
 
 def _heatmap(value: Any) -> npt.NDArray[np.float32]:
+    import numpy as np  # only a heatmap answer needs it: not on a cold start's path
+
     heatmap = np.asarray(value, dtype=np.float32)
     if heatmap.ndim != 2 or heatmap.shape[0] != heatmap.shape[1] or heatmap.shape[0] < 1:
         raise _MalformedAnswer("heatmap is not a square map")

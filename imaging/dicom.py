@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
+    import numpy as np
     from pydicom.dataset import Dataset
 
 __all__ = [
@@ -337,6 +337,7 @@ def _pixels(dataset: Dataset, facts: Mapping[str, Any]) -> tuple[np.ndarray, dic
 def _grey(
     frame: np.ndarray, dataset: Dataset, facts: Mapping[str, Any]
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    import numpy as np
     from pydicom.dataset import Dataset as PydicomDataset
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
@@ -410,6 +411,7 @@ def _first(value: Any) -> float:
 def _colour(
     frame: np.ndarray, dataset: Dataset, facts: Mapping[str, Any]
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    import numpy as np
     from pydicom.pixels import apply_color_lut
 
     if facts["photometric_interpretation"] == "PALETTE COLOR":
@@ -424,6 +426,8 @@ def _colour(
 
 
 def _png(pixels: np.ndarray) -> bytes:
+    import numpy as np
+
     buffer = io.BytesIO()
     image = Image.fromarray(np.ascontiguousarray(pixels), "L" if pixels.ndim == 2 else "RGB")
     image.save(buffer, format="PNG", compress_level=1)

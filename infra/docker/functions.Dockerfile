@@ -44,6 +44,10 @@ COPY storage/ storage/
 COPY model_contract/ model_contract/
 COPY imaging/ imaging/
 COPY functions/ functions/
+# Bytecode compiled into the image: the containers run with PYTHONDONTWRITEBYTECODE on a
+# read-only file system, so without it every start compiled these sources again (about
+# 0.1 s of a function's cold start; bench/REPORT.md).
+RUN python -m compileall -q -j 0 common storage model_contract imaging functions
 USER 10001:10001
 EXPOSE 8080
 # Knative and Cloud Run probe the port themselves; this serves plain `docker run` and compose.

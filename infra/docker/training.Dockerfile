@@ -61,6 +61,11 @@ COPY migration/ migration/
 # The monitoring job (lean, but its image is this one: NumPy, Pillow and matplotlib are here;
 # it measures training images with the functions' image statistics).
 COPY monitoring/ monitoring/
+# Bytecode compiled into the image: the containers run with PYTHONDONTWRITEBYTECODE on a
+# read-only file system, so without it every start compiled these sources again (about
+# 0.1 s of a start here; bench/REPORT.md has the functions' figure).
+RUN python -m compileall -q -j 0 common storage model_contract cnn_vit model_export imaging \
+      training_job synthetic functions migration monitoring
 USER 10001:10001
 # A batch job: its health is its exit code.
 HEALTHCHECK NONE

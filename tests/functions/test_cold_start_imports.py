@@ -3,7 +3,8 @@
 Heavy modules that only some routes use are imported on first use: PyYAML and Swagger UI (the
 docs routes), passlib's CryptContext (password logins), PyJWT's `cryptography` backend (never:
 access tokens are HS256 only), pydicom and highdicom (DICOM uploads and answers), boto3 (an S3
-store), TensorFlow (never, decision 1). Timings live in bench (`cold_start`), not here.
+store), NumPy (the image statistics, on a side thread while the model answers; DICOM pixels;
+heatmaps), TensorFlow (never, decision 1). Timings live in bench (`cold_start`), not here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ NOT_AT_START = (
     "botocore",
     "tensorflow",
     "keras",
+    "numpy",
 )
 
 

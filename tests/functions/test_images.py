@@ -147,3 +147,63 @@ def test_validate_image_decompression_bombs_are_refused(width: int, height: int)
 
 def test_validate_image_over_the_size_cap_is_413() -> None:
     assert _refusal(png_bytes(), max_bytes=100) == (413, "payload_too_large")
+
+
+def _numpy_statistics(data: bytes) -> dict[str, float]:
+    """The statistics as NumPy computes them (the function's former body), for comparison."""
+    import numpy as np
+
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format == "JPEG":
+            image.draft("L", (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
+        image.load()
+        sixteen = image.mode in ("I;16", "I;16B", "I;16L", "I")
+        if sixteen:
+            grey = image.convert("I")
+        elif image.mode in ("RGBA", "LA"):
+            grey = image.convert("RGB").convert("L")
+        else:
+            grey = image.convert("L")
+        factor = max(1, -(-max(grey.size) // 128))
+        grey = grey.reduce(factor) if factor > 1 else grey
+        values = np.clip(np.asarray(grey, np.float64) / (65535.0 if sixteen else 255.0), 0, 1)
+    return {"mean": round(float(values.mean()), 5), "std": round(float(values.std()), 5)}
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "side"),
+    [
+        ("L", "PNG", 256),
+        ("L", "PNG", 97),
+        ("I;16", "PNG", 300),
+        ("RGB", "PNG", 200),
+        ("RGBA", "PNG", 129),
+        ("LA", "PNG", 64),
+        ("L", "JPEG", 512),
+        ("RGB", "JPEG", 256),
+    ],
+)
+def test_image_statistics_agree_with_numpy_without_importing_it(
+    mode: str, fmt: str, side: int
+) -> None:
+    import numpy as np
+
+    from functions.images import image_statistics
+
+    rng = np.random.default_rng(side)
+    if mode == "I;16":
+        pixels = rng.integers(0, 65536, (side, side), dtype=np.uint16)
+        image = Image.fromarray(pixels)  # mode I;16
+    else:
+        channels = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+        pixels = rng.integers(0, 256, (side, side, channels), dtype=np.uint8)
+        image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    data = buffer.getvalue()
+    stats = image_statistics(data)
+    expected = _numpy_statistics(data)
+    assert abs(stats["mean"] - expected["mean"]) <= 1e-5
+    assert abs(stats["std"] - expected["std"]) <= 1e-5
+    assert 0 < stats["mean"] < 1
+    assert 0 < stats["std"] < 0.5

@@ -209,6 +209,33 @@ def test_dockerfile_final_stage_runs_as_non_root(deployable: str) -> None:
 
 
 @pytest.mark.parametrize("deployable", DEPLOYABLES)
+def test_dockerfile_compiles_the_sources_it_copies_before_dropping_root(deployable: str) -> None:
+    """The containers run with PYTHONDONTWRITEBYTECODE on a read-only root: bytecode not
+    compiled into the image is compiled again on every start (a function's cold start)."""
+    final = _final(deployable)
+    copied = {
+        instruction.arguments.split()[0].rstrip("/")
+        for instruction in final
+        if instruction.keyword == "COPY"
+        and not instruction.arguments.startswith("--")
+        and instruction.arguments.split()[0].endswith("/")
+    }
+    keywords = [instruction.keyword for instruction in final]
+    compiles = [
+        (index, instruction.arguments)
+        for index, instruction in enumerate(final)
+        if instruction.keyword == "RUN" and "-m compileall" in instruction.arguments
+    ]
+
+    assert len(compiles) == 1
+    index, arguments = compiles[0]
+    assert copied
+    assert copied <= set(arguments.replace("\\", " ").split())
+    last_copy = max(i for i, keyword in enumerate(keywords) if keyword == "COPY")
+    assert last_copy < index < keywords.index("USER")
+
+
+@pytest.mark.parametrize("deployable", DEPLOYABLES)
 def test_dockerfile_bakes_no_secret(deployable: str) -> None:
     for instruction in dockerfile_instructions(_dockerfile(deployable)):
         if instruction.keyword in {"ENV", "ARG"}:
