@@ -200,3 +200,47 @@ def interleaved_pair(
                 flush=True,
             )
     return {"runs": runs, "stats": over_repetitions(runs)}
+
+
+def interleaved_windows(
+    make_baseline: Callable[[], Client],
+    make_other: Callable[[], Client],
+    clients: int,
+    plan: Plan,
+    *,
+    windows: int = 3,
+    seconds: float | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """Throughput of two systems at `clients` closed-loop clients, in alternating windows.
+
+    Each repetition runs `windows` pairs of windows, the order swapped every pair, so drift
+    over minutes (clock frequency, neighbours) falls on both sides; per pair the ratio of the
+    other's throughput to the baseline's. Reported: every pair, and the medians.
+    """
+    runs = []
+    window = seconds or plan.seconds
+    for _ in range(plan.repetitions):
+        for number in range(windows if not plan.quick else 1):
+            figures: dict[str, float] = {}
+            order = [("baseline", make_baseline), ("other", make_other)]
+            for name, factory in order if number % 2 == 0 else order[::-1]:
+                run = run_closed_loop(
+                    factory,
+                    clients,
+                    seconds=window,
+                    max_requests=plan.max_requests,
+                    warmup_per_client=1,
+                ).to_json()
+                figures[f"{name}_throughput"] = run["throughput"]
+                figures[f"{name}_errors"] = run["errors"]
+            figures["ratio"] = figures["other_throughput"] / figures["baseline_throughput"]
+            runs.append(figures)
+            if label:
+                print(
+                    f"[bench]   {label}: {figures['other_throughput']:.1f} against "
+                    f"{figures['baseline_throughput']:.1f}/s ({figures['ratio']:.2f}x), errors "
+                    f"{int(figures['other_errors'] + figures['baseline_errors'])}",
+                    flush=True,
+                )
+    return {"runs": runs, "stats": over_repetitions(runs), "clients": clients}

@@ -25,7 +25,7 @@ from bench.floor import load_signature, measure_floor, signature_client_factory
 from bench.history import measure_history, put_items_into_store
 from bench.loadgen import HttpRequest, http_client_factory
 from bench.machine import describe_machine, load_average
-from bench.measure import Plan, interleaved_pair, load_series, section
+from bench.measure import Plan, interleaved_pair, interleaved_windows, load_series, section
 from bench.payloads import model_server_requests, upload_requests
 from model_contract.artifact import (
     GRADCAM_OVERLAY_SIGNATURE,
@@ -361,8 +361,34 @@ def _serving_batched(run: _Run) -> None:
         server = stack.start_model_server(
             work, [run.seed], batching=text, name="model-server-batching-infra"
         )
+        gateway = None
         try:
             run.results["batching_parameters_infra"] = text
+            # Issue 21's "whole stack at 8 clients within 10 % of the floor at 8", drift-free:
+            # the floor (in this process, the model server idle meanwhile) and the gateway
+            # (float32, the deployment's batching file) in alternating windows.
+            gateway = stack.start_gateway(
+                work,
+                run.gateway_env(server.url, run.seed, "float32"),
+                name="gateway-batching-infra-float32",
+            )
+            token = stack.login(gateway.url, "/auth/token", run.password)
+            floor_function = load_signature(run.version_dir(run.seed, "float32"))
+            run.results["stack_against_floor"] = {
+                "float32": interleaved_windows(
+                    signature_client_factory(floor_function, run.images),
+                    http_client_factory(gateway.url, run.predict_requests(token)),
+                    8,
+                    plan,
+                    seconds=plan.seconds * 3,
+                    label="gateway float32 (infra batching file) against the floor, 8 clients, "
+                    "alternating",
+                ),
+                "batching_parameters": text,
+            }
+            del floor_function
+            gateway.stop()
+            gateway = None
             run.results["predict"]["model-server-bfloat16-batching-infra"] = load_series(
                 http_client_factory(
                     server.url,
@@ -378,6 +404,8 @@ def _serving_batched(run: _Run) -> None:
                 label="model server REST bfloat16, infra batching file",
             )
         finally:
+            if gateway is not None:
+                gateway.stop()
             server.stop()
 
 
