@@ -17,6 +17,7 @@ image as every viewer shows it).
 
 from __future__ import annotations
 
+import array
 import hashlib
 import io
 import math
@@ -127,7 +128,9 @@ def image_statistics(data: bytes) -> dict[str, float]:
             grey_image = grey_image.reduce(factor)  # box average, in C
         if sixteen:
             top = 65535
-            levels = [min(max(int(value), 0), top) for value in grey_image.getdata()]
+            # Mode "I" is 32-bit signed pixels in native byte order (Pillow's raw layout).
+            pixels = array.array("i", grey_image.tobytes())
+            levels = [min(max(value, 0), top) for value in pixels]
             count, total, squares = len(levels), sum(levels), sum(v * v for v in levels)
         else:
             top = 255
