@@ -5,8 +5,8 @@ serves a buffer of 32 MiB or more with its own mmap and unmaps it on free, so ev
 page-faults its largest tensors in again (the seed model's first convolution writes 32 MiB an
 image). The allocator is chosen once per process, so each setting runs in its own child:
 `python -m bench.allocator VERSION_DIR` prints one JSON line (one image at a time, p50 ms; a
-batch of 8, images/s; minor page faults and kernel CPU seconds per batch call; peak resident
-memory). Settings alternate, so the machine's drift falls on both.
+batch of 8, images/s; minor page faults and kernel CPU seconds per batch call; resident memory
+after them). Settings alternate, so the machine's drift falls on both.
 """
 
 from __future__ import annotations
@@ -60,8 +60,16 @@ def _probe(version_dir: Path, one_calls: int, batch_calls: int) -> dict[str, flo
         "batch8_images_per_second": 8 / statistics.median(batch),
         "minor_faults_per_batch": (after.ru_minflt - before.ru_minflt) / batch_calls,
         "kernel_seconds_per_batch": (after.ru_stime - before.ru_stime) / batch_calls,
-        "peak_rss_mib": after.ru_maxrss / 1024,  # Linux: KiB
+        "rss_mib": _resident_mib(),
     }
+
+
+def _resident_mib() -> float:
+    """The process's resident memory now (not its peak, which loading the model sets)."""
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def compare_allocators(
