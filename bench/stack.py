@@ -31,6 +31,7 @@ from devstack.processes import (
     http_ok,
     model_available,
     wait_until,
+    with_bytecode_cache,
 )
 from devstack.run import LOCAL_BATCHING
 from serving.model_config import ModelConfigEntry, render_model_config
@@ -269,15 +270,6 @@ class ServerHandle:
         self.process.stop()
 
 
-def _with_bytecode(env: Mapping[str, str], work: WorkFolder) -> dict[str, str]:
-    """Compiled bytecode kept under the work folder (the tree stays clean), as the images
-    compile it in (infra/docker): without it each process started, cold starts included,
-    compiled every first-party module again (the Makefile sets PYTHONDONTWRITEBYTECODE)."""
-    with_bytecode = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    with_bytecode["PYTHONPYCACHEPREFIX"] = str(work.root / "pycache")
-    return with_bytecode
-
-
 def _base_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("BENCH_")}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -290,7 +282,9 @@ def _start(
     name: str, command: Sequence[str], env: Mapping[str, str], work: WorkFolder
 ) -> ManagedProcess:
     managed = ManagedProcess(name, list(command), work.logs / f"{name}.log")
-    managed.start(_with_bytecode(env, work), REPO_ROOT)
+    # Bytecode under the work folder: without it every process started, cold starts
+    # included, compiled every first-party module again.
+    managed.start(with_bytecode_cache(env, work.root / "pycache"), REPO_ROOT)
     return managed
 
 

@@ -26,16 +26,28 @@ __all__ = [
     "model_available",
     "port_is_free",
     "wait_until",
+    "with_bytecode_cache",
 ]
 
 
 # Environment for a TensorFlow model server (the stand-in here, tensorflow/serving in infra/):
 # TensorFlow's CPU allocator is plain malloc by default, and glibc serves every buffer of 32 MiB
 # or more (the first convolution's output is 32 MiB an image) with a fresh mmap, so each
-# request page-faults its largest tensors in again: 65,536 faults and 0.14 s of kernel time for
-# a batch of 8 on the seed model. TensorFlow's BFC allocator (process_state.cc reads this name)
-# keeps the memory: infra/tfserving/README.md has the figures.
+# request page-faults its largest tensors in again: about 98,000 faults and 0.27 s of kernel
+# time for a batch of 8 on the seed model. TensorFlow's BFC allocator (process_state.cc reads
+# this name) keeps the memory: infra/tfserving/README.md has the figures.
 MODEL_SERVER_ENV: Mapping[str, str] = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
+
+
+def with_bytecode_cache(env: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """`env` with compiled bytecode kept under `folder` (the tree stays clean, which is why the
+    Makefile sets PYTHONDONTWRITEBYTECODE), so child processes start as the images do, with
+    their sources compiled (infra/docker); a prefix the caller set is kept."""
+    if "PYTHONPYCACHEPREFIX" in env:
+        return dict(env)
+    cached = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    cached["PYTHONPYCACHEPREFIX"] = str(folder)
+    return cached
 
 
 class StackError(RuntimeError):

@@ -33,6 +33,7 @@ from devstack.processes import (
     port_is_free,
     python_module,
     wait_until,
+    with_bytecode_cache,
 )
 from storage import StorageError, StorageSettings, Store, keys, open_areas
 from storage.cli import create_hierarchy
@@ -117,11 +118,7 @@ def prepare_environment(
     env.setdefault("SYNC_GRACE_SECONDS", "30")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # Bytecode under .run/ (the tree stays clean, which is why the Makefile sets
-    # PYTHONDONTWRITEBYTECODE): the children start as the images do, compiled (infra/docker).
-    if "PYTHONPYCACHEPREFIX" not in env:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(options.run_dir / "pycache")
+    env = with_bytecode_cache(env, options.run_dir / "pycache")
     # Prometheus metrics on their own loopback ports (never the API's), when those are free.
     for name, port in (("METRICS_PORT", 9464), ("SYNC_METRICS_PORT", 9465)):
         if name not in env and port_is_free(port):
