@@ -85,6 +85,33 @@ def note(**fields: Any) -> None:
     flask.g.setdefault("log_fields", {}).update(fields)
 
 
+_MAPS: dict[tuple[tuple[str, tuple[str, ...]], ...], Map] = {}
+_MAPS_LOCK = threading.Lock()
+
+
+def _route_map(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> Map:
+    """The werkzeug Map of these rules (endpoints are their indices), built once per process.
+
+    functions-framework executes functions/main.py again for every app it creates (the gateway
+    creates five, each defining every function's Router), and werkzeug compiles each rule into
+    Python code when it is added: sharing the Maps saves that at every start. A Map is not
+    changed after it is built; each request binds its own adapter.
+    """
+    with _MAPS_LOCK:
+        found = _MAPS.get(rules)
+        if found is None:
+            found = Map(
+                [
+                    Rule(rule, methods=list(methods), endpoint=str(index))
+                    for index, (rule, methods) in enumerate(rules)
+                ],
+                strict_slashes=False,
+                merge_slashes=False,
+            )
+            _MAPS[rules] = found
+        return found
+
+
 class Router:
     """One function's routes: dispatches, and turns every failure into a JSON answer."""
 
@@ -100,14 +127,7 @@ class Router:
         self._render_error = render_error
         self._retry_after = retry_after  # RETRY_AFTER_SECONDS, read when an answer needs it
         self._routes = list(routes)
-        self._map = Map(
-            [
-                Rule(route.rule, methods=list(route.methods), endpoint=str(index))
-                for index, route in enumerate(self._routes)
-            ],
-            strict_slashes=False,
-            merge_slashes=False,
-        )
+        self._map = _route_map(tuple((route.rule, route.methods) for route in self._routes))
 
     def __call__(self, request: flask.Request) -> flask.Response:
         flask.g.function = self.function_name
