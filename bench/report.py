@@ -101,6 +101,28 @@ def _check(ok: bool | None) -> str:
 # -- sections --------------------------------------------------------------------------------------
 
 
+def _allocator_verdict(malloc: dict[str, Any]) -> str:
+    """What the allocator figures of this run say, for the CPU the run found."""
+    if malloc["minor_faults_per_batch"] >= 1000:
+        return ""
+    return (
+        " On this CPU malloc barely faulted either, so the two are alike here. The faults were"
+        " measured on a CPU without AVX-512 VNNI, where oneDNN is off by default and"
+        " TensorFlow's own (Eigen) kernels run (bench/reports/ keeps that run); BFC costs"
+        " nothing where it does not help."
+    )
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    """The CPU in one line, first in the report: every figure below depends on it."""
+    flags = " ".join(machine.get("simd_flags", [])) or "?"
+    return (
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
+        f"flags {flags} (details under Machine and run). Full runs on other CPUs are kept in "
+        "bench/reports/."
+    )
+
+
 def _machine(results: dict[str, Any]) -> list[str]:
     meta = results.get("meta", {})
     machine = meta.get("machine", {})
@@ -1334,6 +1356,7 @@ def _changes(results: dict[str, Any]) -> list[str]:
                 if "rss_mib" in bfc
                 else "."
             )
+            + _allocator_verdict(malloc)
         )
     if not math.isnan(function_start):
         lines.append(
@@ -1423,6 +1446,8 @@ def write_report(results: dict[str, Any], bench_dir: Path) -> None:
         "in the same run, on the same machine, with the same seeded `seed` weights and the same "
         "16 synthetic 256 px chest X-ray PNGs, over loopback; only the processes of the section "
         "being measured were running. See bench/README.md for what each system is.",
+        "",
+        _machine_line(meta.get("machine", {})),
         "",
     ]
     if meta.get("quick"):

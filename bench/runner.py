@@ -21,7 +21,11 @@ from unittest import mock
 
 from bench import soak, stack
 from bench.cold_start import measure_cold_starts
-from bench.floor import load_signature, measure_floor, signature_client_factory
+from bench.floor import (
+    load_signature,
+    measure_floor_in_child,
+    signature_client_factory,
+)
 from bench.history import measure_history, put_items_into_store
 from bench.loadgen import HttpRequest, http_client_factory
 from bench.machine import describe_machine, load_average
@@ -30,9 +34,7 @@ from bench.payloads import model_server_requests, upload_requests
 from model_contract.artifact import (
     GRADCAM_OVERLAY_SIGNATURE,
     GRADCAM_SIGNATURE,
-    PREDICTED_CLASS,
     SERVING_SIGNATURE,
-    TARGET_CLASS_INPUT,
 )
 
 __all__ = ["run_benchmarks"]
@@ -115,35 +117,16 @@ def _compute_floor(run: _Run) -> None:
     plan = run.plan
     floor: dict[str, Any] = {}
     for dtype in ("float32", "bfloat16"):
-        floor[f"seed-{dtype}"] = measure_floor(
-            run.version_dir(run.seed, dtype),
-            run.images,
-            plan,
-            plan.client_levels,
-            f"floor seed {dtype}",
-        )
-        variants = [
-            (GRADCAM_SIGNATURE, dtype, ""),
-            (GRADCAM_OVERLAY_SIGNATURE, dtype, ""),
-            # The before of XLA on Grad-CAM's tail (the export's gradcam_xla).
-            (GRADCAM_OVERLAY_SIGNATURE, f"{dtype}-plain", "-plain"),
-        ]
-        for signature, version_key, suffix in variants:
-            function = load_signature(run.version_dir(run.seed, version_key), signature)
-            import tensorflow as tf
-
-            floor[f"seed-{dtype}-{signature}{suffix}"] = load_series(
-                signature_client_factory(
-                    function,
-                    run.images,
-                    {TARGET_CLASS_INPUT: tf.constant([PREDICTED_CLASS], tf.int32)},
-                ),
-                [1],
+        # Each dtype in a fresh process (bench/floor.py says why).
+        floor.update(
+            measure_floor_in_child(
+                {key: run.version_dir(run.seed, key) for key in (dtype, f"{dtype}-plain")},
+                dtype,
+                IMAGE_COUNT,
+                IMAGE_SIZE,
                 plan,
-                seconds=plan.seconds * 0.7,
-                label=f"floor seed {dtype} {signature}{suffix}",
             )
-            del function
+        )
     floor["small-float32"] = {
         "series": load_series(
             signature_client_factory(
