@@ -14,9 +14,7 @@ STAMP := $(VENV)/.installed-$(DEPS_HASH)
 PYTEST_ARGS ?=
 # Test workers (pytest-xdist): much of the suite waits on processes and sockets, so two workers
 # beat one even on two cores. A test file runs on one worker (`--dist loadfile`), so its module
-# fixtures are built once. Files are handed out in collection order (`--no-loadscope-reorder`;
-# tests/conftest.py puts the files that take minutes first), so that no worker starts a long
-# file while the other runs out of work. TEST_WORKERS=0 runs everything in this process.
+# fixtures are built once. TEST_WORKERS=0 runs everything in this process.
 TEST_WORKERS ?= 2
 
 export PYTHONDONTWRITEBYTECODE := 1
@@ -44,7 +42,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 run: $(STAMP)
 	$(VENV)/bin/xray-dev run

@@ -28,37 +28,6 @@ from tests.trained_models import (
     project_mask,
 )
 
-# The files that take longest (seconds on 2 cores, measured with both workers busy), run first:
-# with `--dist loadfile` a worker takes whole files in collection order (the Makefile turns off
-# xdist's reordering by test count), so a long file started last keeps one worker busy while the
-# other has nothing left (longest first: 658 + 658 s instead of 683 + 633 s in one measured run).
-SLOW_FILES = (
-    "tests/e2e/test_stack.py",  # 338
-    "tests/training_job/test_job.py",  # 188
-    "tests/serving/test_server_core.py",  # 90
-    "tests/training_job/test_job_multiworker.py",  # 88
-    "tests/model_export/test_export.py",  # 74
-    "tests/web/test_browser.py",  # 55
-    "tests/functions/test_crash_consistency.py",  # 43
-    "tests/training_job/test_training_loop.py",  # 35
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The files of SLOW_FILES first, longest first; the rest keep their order (a stable sort)."""
-    rank = {name: index for index, name in enumerate(SLOW_FILES)}
-    root = config.rootpath
-
-    def order(item: pytest.Item) -> int:
-        try:
-            name = item.path.relative_to(root).as_posix()
-        except ValueError:
-            return len(rank)
-        return rank.get(name, len(rank))
-
-    items.sort(key=order)
-
-
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
