@@ -177,3 +177,32 @@ def test_web_log_level_from_settings_survives_app_creation(
     reset_runtime()
     stack_factory(LOG_LEVEL="INFO").client("auth")
     assert logging.getLogger("functions").level == logging.INFO
+
+
+def test_web_routers_with_the_same_rules_share_one_map_and_each_routes_to_its_own_views() -> None:
+    """functions-framework executes functions/main.py once per app: the werkzeug Map (compiled
+    rules) is built once per process, while each Router keeps its own views."""
+    import flask
+
+    from functions import web
+
+    def view(answer: str) -> Callable[..., flask.Response]:
+        return lambda request, **values: web.json_response({"from": answer, **values})
+
+    def router(answer: str) -> web.Router:
+        return web.Router(
+            "shared-map-test",
+            [
+                web.Route("/", ("GET",), view(answer), "/"),
+                web.Route("/<item>", ("GET",), view(answer), "/<item>"),
+            ],
+        )
+
+    first, second = router("first"), router("second")
+    assert first._map is second._map
+    other = web.Router("shared-map-test", [web.Route("/", ("POST",), view("x"), "/")])
+    assert other._map is not first._map
+    app = flask.Flask("shared-map-test")
+    with app.test_request_context("/abc"):
+        assert json.loads(first(flask.request).get_data()) == {"from": "first", "item": "abc"}
+        assert json.loads(second(flask.request).get_data()) == {"from": "second", "item": "abc"}
