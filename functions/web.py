@@ -9,6 +9,7 @@ the framework's, as JSON in one place, and (4) writes one JSON log line per requ
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -85,10 +86,7 @@ def note(**fields: Any) -> None:
     flask.g.setdefault("log_fields", {}).update(fields)
 
 
-_MAPS: dict[tuple[tuple[str, tuple[str, ...]], ...], Map] = {}
-_MAPS_LOCK = threading.Lock()
-
-
+@functools.cache
 def _route_map(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> Map:
     """The werkzeug Map of these rules (endpoints are their indices), built once per process.
 
@@ -97,19 +95,14 @@ def _route_map(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> Map:
     Python code when it is added: sharing the Maps saves that at every start. A Map is not
     changed after it is built; each request binds its own adapter.
     """
-    with _MAPS_LOCK:
-        found = _MAPS.get(rules)
-        if found is None:
-            found = Map(
-                [
-                    Rule(rule, methods=list(methods), endpoint=str(index))
-                    for index, (rule, methods) in enumerate(rules)
-                ],
-                strict_slashes=False,
-                merge_slashes=False,
-            )
-            _MAPS[rules] = found
-        return found
+    return Map(
+        [
+            Rule(rule, methods=list(methods), endpoint=str(index))
+            for index, (rule, methods) in enumerate(rules)
+        ],
+        strict_slashes=False,
+        merge_slashes=False,
+    )
 
 
 class Router:
