@@ -26,7 +26,12 @@ __all__ = [
 
 # "mixed_bfloat16" keeps variables in float32 (so weights move freely between the two twins)
 # and computes in bfloat16, which AMX/GPU tensor cores run several times faster.
-DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+# "bfloat16" is for serving only: the variables are bfloat16 too. Its answers are bit-identical
+# to "mixed_bfloat16"'s with the same weights (that policy rounds each float32 variable to
+# bfloat16 at every use; this one rounds it once, when the weights are set), and it halves the
+# weights and removes those casts from every call. Never train with it: updates smaller than
+# bfloat16's resolution would be lost.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "bfloat16")
 
 # Initialisation (the architecture is the original's; only starting weights differ from Keras
 # defaults). Chest films all look alike, so at the start the image-dependent part of each token
@@ -96,7 +101,7 @@ def _check_config(config: ModelConfig) -> None:
 
 
 def build_model(config: ModelConfig, *, dtype_policy: str = "float32") -> keras.Model:
-    """The CNN-ViT of `config`, computing in `dtype_policy` ("float32" or "mixed_bfloat16").
+    """The CNN-ViT of `config`, computing in `dtype_policy` (one of `DTYPE_POLICIES`).
 
     Input: float32 [S, S, 1] in [0, 1]. Output: float32 softmax over `config.classes`.
     Models built from the same config under either policy share weight shapes and order, so

@@ -102,7 +102,9 @@ MIN_DEFAULT_OVERLAY_SIZE = 256
 MAX_OVERLAY_SIZE = 2048
 
 ComputeDtype = Literal["float32", "bfloat16"]
-_DTYPE_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+# bfloat16 exports store their weights in bfloat16 (cnn_vit/model.py: same answers as
+# mixed_bfloat16, half the weights, no per-call casts of float32 variables).
+_DTYPE_POLICY = {"float32": "float32", "bfloat16": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def _overlay_size(image_size: int, overlay_size: int | None) -> int:
 
 
 def bfloat16_twin(model: keras.Model, config: ModelConfig) -> keras.Model:
-    """The same network computing in bfloat16 (variables stay float32), with `model`'s weights."""
+    """The same network computing in bfloat16, with `model`'s weights rounded to bfloat16
+    (the final softmax layer keeps float32), for serving only."""
     twin = build_model(config, dtype_policy=_DTYPE_POLICY["bfloat16"])
     twin.set_weights(model.get_weights())
     return twin
@@ -464,8 +467,9 @@ def export_saved_model(
     `gradcam_overlay` signatures.
 
     The identity asset names `model_name`, version 0 (not yet published) and `run_id`.
-    `compute_dtype="bfloat16"` exports a twin computing in bfloat16 with the same float32
-    weights (faster on CPUs with AMX and on GPUs; slower elsewhere, so the deployment chooses).
+    `compute_dtype="bfloat16"` exports a twin computing in bfloat16 with the same weights
+    rounded to bfloat16 (faster on CPUs with AMX or AVX512-BF16 and on GPUs; slower elsewhere,
+    so the deployment chooses).
     `overlay_size` is the Grad-CAM overlay's side in pixels (default max(S, 256)); the
     `heatmap` output stays S x S, at the model's input size.
     `gradcam_xla` compiles Grad-CAM past its layer with XLA (jit_compile): on the seed model

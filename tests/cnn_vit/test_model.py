@@ -47,7 +47,7 @@ def test_build_model_encoder_layers_are_named_for_gradcam(preset: str) -> None:
     assert config.gradcam_layer in names
 
 
-@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16", "bfloat16"])
 def test_build_model_any_policy_outputs_float32_probabilities(dtype_policy: str) -> None:
     model = build_model(get_preset("small"), dtype_policy=dtype_policy)
 
@@ -71,6 +71,27 @@ def test_build_model_mixed_bfloat16_twin_takes_float32_weights_and_agrees() -> N
     assert bf16_model.get_layer("encoder_conv_1").compute_dtype == "bfloat16"
     assert all(weight.dtype == "float32" for weight in bf16_model.weights)
     np.testing.assert_allclose(actual, expected, atol=0.02)
+
+
+def test_build_model_bfloat16_serving_twin_is_bit_identical_to_mixed_in_half_the_bytes() -> None:
+    keras.utils.set_random_seed(2)
+    float32_model = build_model(get_preset("small"))
+    mixed = build_model(get_preset("small"), dtype_policy="mixed_bfloat16")
+    serving = build_model(get_preset("small"), dtype_policy="bfloat16")
+    mixed.set_weights(float32_model.get_weights())
+    serving.set_weights(float32_model.get_weights())
+    images = _images(64, count=8)
+
+    np.testing.assert_array_equal(
+        serving(images, training=False).numpy(), mixed(images, training=False).numpy()
+    )
+    dtypes = {weight.path: weight.dtype for weight in serving.weights}
+    assert {dtype for path, dtype in dtypes.items() if not path.startswith("probabilities")} == {
+        "bfloat16"
+    }
+    assert {dtype for path, dtype in dtypes.items() if path.startswith("probabilities")} == {
+        "float32"
+    }
 
 
 def test_build_model_unknown_dtype_policy_raises() -> None:

@@ -328,6 +328,22 @@ def test_bfloat16_export_records_its_compute_dtype_and_explains(
     assert heatmap.max() > 0.0
 
 
+def test_bfloat16_export_stores_bfloat16_weights_but_a_float32_softmax(
+    bfloat16_loaded: Any,
+) -> None:
+    # The weights: floating variables (dropout's seed states are integers).
+    dtypes = {
+        variable.name: variable.dtype
+        for variable in bfloat16_loaded.variables
+        if variable.dtype.is_floating
+    }
+    assert dtypes
+    softmax = {name for name in dtypes if name.startswith("probabilities/")}
+    assert softmax
+    assert all(dtypes[name] == tf.float32 for name in softmax)
+    assert all(dtype == tf.bfloat16 for name, dtype in dtypes.items() if name not in softmax)
+
+
 def test_export_into_non_empty_folder_raises(trained: Trained, tmp_path: Path) -> None:
     (tmp_path / "stale.txt").write_text("left over")
     with pytest.raises(FileExistsError):
