@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.loadgen import Client
 from bench.measure import Plan, load_series
-from bench.stats import over_repetitions
+from bench.stats import over_repetitions, percentile
 from model_contract.artifact import IMAGE_BYTES_INPUT, PROBABILITIES_OUTPUT, SERVING_SIGNATURE
 
 __all__ = [
@@ -145,8 +145,52 @@ def _seed_floors(
             seconds=plan.seconds * 0.7,
             label=f"floor seed {dtype} {signature}{suffix}",
         )
+        if signature == GRADCAM_OVERLAY_SIGNATURE and not suffix:
+            floors[f"seed-{dtype}-png"] = png_encoding_cost(function, images)
         del function
     return floors
+
+
+def png_encoding_cost(
+    overlay_function: Any, images: Sequence[bytes], rounds: int = 20
+) -> dict[str, float]:
+    """What encoding Grad-CAM's PNG costs alone: the overlays `overlay_function` (the
+    `gradcam_overlay` signature) draws for `images`, decoded, then encoded again as the export
+    does (`tf.io.encode_png` at `PNG_COMPRESSION`), one at a time, `rounds` times each."""
+    import tensorflow as tf
+
+    from cnn_vit.gradcam import PNG_COMPRESSION
+    from model_contract.artifact import (
+        OVERLAY_PNG_OUTPUT,
+        PREDICTED_CLASS,
+        TARGET_CLASS_INPUT,
+    )
+
+    overlays = [
+        tf.io.decode_png(
+            overlay_function(
+                **{
+                    IMAGE_BYTES_INPUT: tf.constant([image]),
+                    TARGET_CLASS_INPUT: tf.constant([PREDICTED_CLASS], tf.int32),
+                }
+            )[OVERLAY_PNG_OUTPUT][0]
+        )
+        for image in images
+    ]
+    sizes = [
+        len(tf.io.encode_png(overlay, compression=PNG_COMPRESSION).numpy()) for overlay in overlays
+    ]
+    times = []
+    for _ in range(rounds):
+        for overlay in overlays:
+            started = time.perf_counter()
+            tf.io.encode_png(overlay, compression=PNG_COMPRESSION).numpy()
+            times.append((time.perf_counter() - started) * 1000)
+    return {
+        "ms_p50": percentile(times, 0.5),
+        "bytes_mean": sum(sizes) / len(sizes),
+        "side": float(overlays[0].shape[0]),
+    }
 
 
 def measure_floor_in_child(

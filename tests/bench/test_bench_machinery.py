@@ -294,3 +294,84 @@ def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) ->
     )
     assert "CPU flags (vector and matrix): avx2 fma" in report
     assert "| 1 | 5500 (5400-5600) | 500 | 101 | 100.0 |" in report
+
+
+def test_report_splits_gradcams_extra_time_against_the_ratio_target(tmp_path: Path) -> None:
+    from bench.report import write_report
+
+    def one_client(p50: float) -> dict[str, Any]:
+        stat = {"p50": p50, "p90": p50, "p99": p50, "throughput": 1000 / p50}
+        return {
+            "1": {
+                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
+            }
+        }
+
+    def median(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value, "runs": 3}
+
+    results = {
+        "meta": {"quick": True, "machine": {"cpu_model": "test"}},
+        "floor": {
+            "seed-bfloat16": {"series": one_client(24.0)},
+            "seed-bfloat16-gradcam_overlay": one_client(32.0),
+            "seed-bfloat16-png": {"ms_p50": 3.5, "bytes_mean": 93_000.0, "side": 256.0},
+        },
+        "gradcam": {
+            "gateway-bfloat16": one_client(40.0),
+            "paired-bfloat16": {
+                "stats": {
+                    "baseline_p50": median(30.0),
+                    "other_p50": median(40.0),
+                    "ratio": median(40.0 / 30.0),
+                }
+            },
+        },
+        "sections": {},
+        "errors": {},
+    }
+
+    write_report(results, tmp_path)
+
+    report = (tmp_path / "REPORT.md").read_text()
+    # 10 ms more through the stack; 8 at the floor: 3.5 the PNG, 4.5 the gradient; 2 carrying
+    # the answer; 1.2x allows 6; the PNG and its carriage alone give (30 + 5.5) / 30.
+    assert "costs 10.0 ms more than predict (40.0 against 30.0 ms, interleaved)" in report
+    assert "the difference is 8.0 ms (32.0 against 24.0 ms), of which" in report
+    assert "encoding the PNG is 3.5 ms" in report
+    assert "93 KB for a 256 px overlay" in report
+    assert "the gradient, smoothing and blend the other 4.5 ms" in report
+    assert "the stack adds 2.0 ms carrying" in report
+    assert "1.2x predict allows 6.0 ms" in report
+    assert "with a free gradient Grad-CAM would still be 1.18x predict" in report
+
+
+def test_png_encoding_cost_reencodes_the_signatures_overlays() -> None:
+    import tensorflow as tf
+
+    from bench.floor import png_encoding_cost
+    from bench.stack import bench_images
+    from cnn_vit.gradcam import PNG_COMPRESSION, blend_overlay, encode_png_batch
+
+    images = bench_images(2, 64)
+
+    def overlay_signature(image_bytes: tf.Tensor, target_class: tf.Tensor) -> dict[str, tf.Tensor]:
+        # The signature's output contract over the real blend and encoder: a heat ramp on the film.
+        films = tf.map_fn(
+            lambda data: tf.io.decode_png(data, channels=1)[..., 0],
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([64, 64], tf.uint8),
+        )
+        heat = tf.broadcast_to(tf.linspace(0.0, 1.0, 64), [tf.shape(films)[0], 64, 64])
+        return {"overlay_png_bytes": encode_png_batch(blend_overlay(films, heat))}
+
+    cost = png_encoding_cost(overlay_signature, images, rounds=2)
+
+    drawn = overlay_signature(tf.constant(images), tf.constant([-1, -1]))["overlay_png_bytes"]
+    sizes = [
+        len(tf.io.encode_png(tf.io.decode_png(png), compression=PNG_COMPRESSION).numpy())
+        for png in drawn
+    ]
+    assert cost["side"] == 64.0
+    assert cost["ms_p50"] > 0.0
+    assert cost["bytes_mean"] == sum(sizes) / 2
