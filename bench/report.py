@@ -939,8 +939,9 @@ def _agreement(results: dict[str, Any]) -> list[str]:
         "--compute-dtype bfloat16` and this section's `bench.quality.agreement`). Rescaling "
         "the untrained seed model's classifier to get trained-like margins was tried and "
         "rejected: it amplifies bfloat16 rounding by the same factor as the tiny image-to-image "
-        "signal of untrained features, so it overstates the differences. Weights stay float32 "
-        "in both exports; only the compute dtype differs (`--compute-dtype bfloat16`).",
+        "signal of untrained features, so it overstates the differences. Both exports come "
+        "from the same float32 weights; the bfloat16 one stores them rounded to bfloat16 and "
+        "computes in bfloat16 (`--compute-dtype bfloat16`).",
         "",
     ]
     return lines

@@ -99,8 +99,9 @@ GRADCAM_OVERLAY_OUTPUTS: tuple[str, ...] = (
 )
 GRADCAM_OUTPUTS: tuple[str, ...] = (*GRADCAM_OVERLAY_OUTPUTS, HEATMAP_OUTPUT)
 
-# The compute dtypes a model can be exported with (weights stay float32); recorded in its model
-# info and registry entry. bfloat16 is faster on CPUs with AMX and on recent GPUs only.
+# The compute dtypes a model can be exported with (a bfloat16 export stores its weights in
+# bfloat16 too, with the softmax layer's in float32); recorded in its model info and registry
+# entry. bfloat16 is faster on CPUs with AMX or AVX512-BF16 and on recent GPUs only.
 COMPUTE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
 

@@ -147,7 +147,7 @@ class TrainingOptions:
     )
     compute_dtype: str = _option(
         "float32",
-        "compute dtype of the exported model (weights stay float32)",
+        "compute dtype of the exported model (bfloat16 also stores the weights in bfloat16)",
         ENGINE,
         choices=COMPUTE_DTYPES,
     )
