@@ -168,8 +168,11 @@ def test_gradcam_overlay_is_the_display_size_film_with_the_heatmap_upsampled(
 def test_export_at_256_px_keeps_the_overlay_at_the_input_size(
     tmp_path: Path, test_films: list[HeldOutFilm]
 ) -> None:
-    # A model whose input is already a display size: the overlay is drawn exactly as before
-    # the option existed, from the model's own input and the S x S heatmap.
+    # A model whose input is already a display size: the overlay is drawn as before the option
+    # existed, from the model's own input and the S x S heatmap. The export blends in XLA
+    # (gradcam_xla), whose float rounding may put a pixel one level from TensorFlow's blend
+    # here (1 of 589,824 in one run, with this test's unseeded weights): the bound of
+    # test_gradcam_compiled_with_xla_answers_as_the_plain_export, one level on under 0.1 %.
     config = get_preset("small").replace(
         name="small256", image_size=256, encoder_filters=(8, 8, 8, 8)
     )
@@ -192,7 +195,8 @@ def test_export_at_256_px_keeps_the_overlay_at_the_input_size(
     expected = blend_overlay(model_film, answer["heatmap"]).numpy()
     overlays = np.stack([tf.io.decode_png(png).numpy() for png in answer["overlay_png_bytes"]])
     assert answer["heatmap"].shape == (3, 256, 256)
-    np.testing.assert_array_equal(overlays, expected)
+    np.testing.assert_allclose(overlays.astype(int), expected.astype(int), rtol=0, atol=1)
+    assert np.mean(overlays != expected) < 1e-3
 
 
 def test_default_overlay_size_is_the_input_size_but_at_least_256() -> None:
