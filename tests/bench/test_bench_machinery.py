@@ -97,16 +97,21 @@ def test_history_records_follow_the_schema_and_fill_the_window_first() -> None:
     assert "user=history-user" in history_request("token").path
 
 
+def _series(level: int, p50: float, throughput: float) -> dict[str, Any]:
+    """A load series in the results document's shape: one level, one run of each statistic."""
+    stat = {"p50": p50, "p90": p50, "p99": p50, "throughput": throughput}
+    return {
+        str(level): {
+            "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
+        }
+    }
+
+
 def test_report_is_written_from_a_partial_results_document(tmp_path: Path) -> None:
     from bench.report import write_report
 
     def series(p50: float, throughput: float) -> dict[str, Any]:
-        stat = {"p50": p50, "p90": p50, "p99": p50, "throughput": throughput}
-        return {
-            "1": {
-                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
-            }
-        }
+        return _series(1, p50, throughput)
 
     results = {
         "meta": {"quick": True, "machine": {"cpu_model": "test"}, "plan": {"client_levels": [1]}},
@@ -243,12 +248,7 @@ def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) ->
     from bench.report import write_report
 
     def series(level: int, throughput: float) -> dict[str, Any]:
-        stat = {"p50": 10.0, "p90": 10.0, "p99": 10.0, "throughput": throughput}
-        return {
-            str(level): {
-                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
-            }
-        }
+        return _series(level, 10.0, throughput)
 
     one = {"median": 20.0, "min": 20.0, "max": 20.0, "runs": 1}
     results = {
@@ -300,12 +300,7 @@ def test_report_splits_gradcams_extra_time_against_the_ratio_target(tmp_path: Pa
     from bench.report import write_report
 
     def one_client(p50: float) -> dict[str, Any]:
-        stat = {"p50": p50, "p90": p50, "p99": p50, "throughput": 1000 / p50}
-        return {
-            "1": {
-                "stats": {k: {"median": v, "min": v, "max": v, "runs": 1} for k, v in stat.items()}
-            }
-        }
+        return _series(1, p50, 1000 / p50)
 
     def median(value: float) -> dict[str, float]:
         return {"median": value, "min": value, "max": value, "runs": 3}
