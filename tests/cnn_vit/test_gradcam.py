@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cnn_vit.config import CLASS_NAMES
 from cnn_vit.gradcam import (
+    bilinear_resize_weights,
     blend_overlay,
     colorize_heatmap,
     encode_png_batch,
@@ -108,6 +109,32 @@ def test_encode_png_batch_round_trips_and_upsample_keeps_range() -> None:
     images = colorize_heatmap(heat)
     pngs = encode_png_batch(images).numpy()
     np.testing.assert_array_equal(tf.io.decode_png(pngs[0]).numpy(), images[0].numpy())
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size"),
+    [(32, 32, 256), (16, 16, 64), (2, 2, 8), (7, 5, 23), (32, 32, 20), (1, 1, 4), (8, 8, 8)],
+)
+def test_upsample_heatmap_is_tf_image_resize_bilinear(height: int, width: int, size: int) -> None:
+    # The separable matrix products compute what tf.image.resize does (half-pixel centres,
+    # clamped borders), up- or downwards, at any ratio, to float rounding.
+    maps = np.random.default_rng(height * 100 + size).random((3, height, width), np.float32)
+    expected = tf.image.resize(maps[..., None], (size, size), method="bilinear")[..., 0]
+    np.testing.assert_allclose(upsample_heatmap(tf.constant(maps), size), expected, atol=2e-6)
+    # Each output is a convex combination of at most two inputs per axis.
+    weights = bilinear_resize_weights(height, size)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+    assert ((weights > 0).sum(axis=1) <= 2).all()
+
+
+def test_upsample_heatmap_with_unknown_map_size_falls_back_to_tf_image_resize() -> None:
+    maps = np.random.default_rng(0).random((2, 5, 6), np.float32)
+    dynamic = tf.function(
+        lambda x: upsample_heatmap(x, 16),
+        input_signature=[tf.TensorSpec([None, None, None], tf.float32)],
+    )
+    expected = tf.image.resize(maps[..., None], (16, 16), method="bilinear")[..., 0]
+    np.testing.assert_allclose(dynamic(tf.constant(maps)), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("class_name", ["covid", "no-covid"])
