@@ -127,6 +127,14 @@ def test_upsample_heatmap_is_tf_image_resize_bilinear(height: int, width: int, s
     assert ((weights > 0).sum(axis=1) <= 2).all()
 
 
+def test_upsample_heatmap_takes_any_float_maps_and_answers_float32() -> None:
+    # As tf.image.resize did: a bfloat16 model's map or a float64 array comes back float32.
+    for dtype in (tf.bfloat16, tf.float16, tf.float64):
+        heat = upsample_heatmap(tf.ones([1, 4, 4], dtype), 8)
+        assert heat.dtype == tf.float32
+        np.testing.assert_allclose(heat, 1.0)
+
+
 def test_upsample_heatmap_with_unknown_map_size_falls_back_to_tf_image_resize() -> None:
     maps = np.random.default_rng(0).random((2, 5, 6), np.float32)
     dynamic = tf.function(
