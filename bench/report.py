@@ -1478,6 +1478,16 @@ def _rejected() -> list[str]:
         "alone; Huffman-only 1.6 ms, 117 KB) | at most 1 ms, and only by moving the overlay "
         "out of the SavedModel (TF Serving's other clients get it from the signature); not "
         "done |",
+        "| bfloat16 export: Grad-CAM's XLA tail in float32 on the bfloat16-rounded weights (XLA "
+        "on the CPU converts every bfloat16 operand of a dot to float32, the 4096 x 1024 head "
+        "kernel alone 0.8 ms a call), tail alone | 12.8 ms | 11.1 ms | the heatmap 0.08 and "
+        "the probabilities 3e-4 away from the bfloat16 predict's, so Grad-CAM could name "
+        "another class than predict on a close call; not kept |",
+        "| the function writing the Grad-CAM overlay and its record at once instead of one "
+        "after the other (one store round trip instead of two: on S3 a whole PUT) | overlay "
+        "put 0.5 ms on the local store | - | not done: a crash between the two would leave a "
+        "record without its overlay, which the crash-consistency test rules out (the overlay "
+        "goes first, so only an overlay without a record can be left) |",
         "",
         "On the AVX2-only EPYC (no AVX-512, no AMX; issue 21's machine), float32 seed export, "
         "BFC allocator:",
