@@ -107,22 +107,34 @@ def _series(level: int, p50: float, throughput: float) -> dict[str, Any]:
     }
 
 
-def test_report_is_written_from_a_partial_results_document(tmp_path: Path) -> None:
+def _written_report(
+    tmp_path: Path,
+    figures: dict[str, Any],
+    *,
+    machine: dict[str, Any] | None = None,
+    plan: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
+) -> str:
+    """REPORT.md written into `tmp_path` from a quick run's results holding `figures`."""
     from bench.report import write_report
 
+    meta: dict[str, Any] = {"quick": True, "machine": {"cpu_model": "test", **(machine or {})}}
+    if plan is not None:
+        meta["plan"] = plan
+    write_report({"meta": meta, **figures, "sections": sections or {}, "errors": {}}, tmp_path)
+    return (tmp_path / "REPORT.md").read_text()
+
+
+def test_report_is_written_from_a_partial_results_document(tmp_path: Path) -> None:
     def series(p50: float, throughput: float) -> dict[str, Any]:
         return _series(1, p50, throughput)
 
-    results = {
-        "meta": {"quick": True, "machine": {"cpu_model": "test"}, "plan": {"client_levels": [1]}},
-        "predict": {"monolith": series(100.0, 10.0), "gateway-bfloat16": series(30.0, 33.0)},
-        "sections": {"floor": {"seconds": 1.0, "load_before": [0, 0, 0], "load_after": None}},
-        "errors": {},
-    }
-
-    write_report(results, tmp_path)
-
-    report = (tmp_path / "REPORT.md").read_text()
+    report = _written_report(
+        tmp_path,
+        {"predict": {"monolith": series(100.0, 10.0), "gateway-bfloat16": series(30.0, 33.0)}},
+        plan={"client_levels": [1]},
+        sections={"floor": {"seconds": 1.0, "load_before": [0, 0, 0], "load_after": None}},
+    )
     assert "## Targets" in report
     assert "3.3x faster" in report
     assert (tmp_path / "latency_vs_clients.png").stat().st_size > 0
@@ -198,21 +210,13 @@ def test_soak_refusing_server_and_refusal_timing() -> None:
 
 def test_dicom_costs_are_measured_and_reported(tmp_path: Path) -> None:
     from bench.dicom import measure_dicom_costs
-    from bench.report import write_report
 
     figures = measure_dicom_costs(sizes=(64,), calls=2)
     entry = figures["sizes"]["64"]
     assert set(entry["median_ms"]) == {"png16", "dicom", "dicom_jpeg_ls", "dicom_jpeg_2000"}
     assert entry["ratio_to_png"]["png16"] == 1.0
     assert all(value > 0 for value in entry["median_ms"].values())
-    results = {
-        "meta": {"quick": True, "machine": {"cpu_model": "test"}, "plan": {"client_levels": [1]}},
-        "dicom": figures,
-        "sections": {},
-        "errors": {},
-    }
-    write_report(results, tmp_path)
-    report = (tmp_path / "REPORT.md").read_text()
+    report = _written_report(tmp_path, {"dicom": figures}, plan={"client_levels": [1]})
     assert "## What a DICOM upload costs" in report
     assert "| 64 px | DICOM, JPEG 2000 lossless |" in report
 
@@ -245,14 +249,11 @@ def test_delay_proxy_holds_each_request_and_counts_them(echo_server: str) -> Non
 
 
 def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) -> None:
-    from bench.report import write_report
-
     def series(level: int, throughput: float) -> dict[str, Any]:
         return _series(level, 10.0, throughput)
 
     one = {"median": 20.0, "min": 20.0, "max": 20.0, "runs": 1}
-    results = {
-        "meta": {"quick": True, "machine": {"cpu_model": "test", "simd_flags": ["avx2", "fma"]}},
+    figures = {
         "floor": {
             "seed-float32": {
                 "series": {**series(1, 25.0), **series(8, 30.0)},
@@ -281,13 +282,9 @@ def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) ->
                 "round_trips_in_sequence": 100.0,
             },
         },
-        "sections": {},
-        "errors": {},
     }
 
-    write_report(results, tmp_path)
-
-    report = (tmp_path / "REPORT.md").read_text()
+    report = _written_report(tmp_path, figures, machine={"simd_flags": ["avx2", "fma"]})
     assert "## Compute against the machine's ceiling" in report
     assert "| float32 | 40.0 | 25.0 (62 %) | 30.0 (75 %) | 32.0 (80 %) | 27.0 (68 %) | 0.90x |" in (
         report
@@ -297,16 +294,13 @@ def test_report_shows_the_ceiling_and_the_history_round_trips(tmp_path: Path) ->
 
 
 def test_report_splits_gradcams_extra_time_against_the_ratio_target(tmp_path: Path) -> None:
-    from bench.report import write_report
-
     def one_client(p50: float) -> dict[str, Any]:
         return _series(1, p50, 1000 / p50)
 
     def median(value: float) -> dict[str, float]:
         return {"median": value, "min": value, "max": value, "runs": 3}
 
-    results = {
-        "meta": {"quick": True, "machine": {"cpu_model": "test"}},
+    figures = {
         "floor": {
             "seed-bfloat16": {"series": one_client(24.0)},
             "seed-bfloat16-gradcam_overlay": one_client(32.0),
@@ -322,13 +316,9 @@ def test_report_splits_gradcams_extra_time_against_the_ratio_target(tmp_path: Pa
                 }
             },
         },
-        "sections": {},
-        "errors": {},
     }
 
-    write_report(results, tmp_path)
-
-    report = (tmp_path / "REPORT.md").read_text()
+    report = _written_report(tmp_path, figures)
     # 10 ms more through the stack; 8 at the floor: 3.5 the PNG, 4.5 the gradient; 2 carrying
     # the answer; 1.2x allows 6; the PNG and its carriage alone give (30 + 5.5) / 30.
     assert "costs 10.0 ms more than predict (40.0 against 30.0 ms, interleaved)" in report
